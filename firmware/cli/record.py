@@ -1,0 +1,216 @@
+"""``edge-recorder record``: the core, offline, on an audio file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..cloudevents import CloudEvents, Timebase
+from ..core import Audio, EndReason, InputLayout, LayoutError, OptionError, Recorder, RecordingOptions, Rejected, Start
+from ..core.options import Channels, Format, Track, Trim
+from ..media.source import AudioFile, InputError
+from ..media.synth import dtmf_tone, mix
+from ..spool import Takes
+from . import exits, timeline
+
+log = logging.getLogger("edge-recorder.record")
+
+_CHOICES = {
+    "format": [m.value for m in Format],
+    "channels": [m.value for m in Channels],
+    "track": [m.value for m in Track],
+    "trim": [m.value for m in Trim],
+    "sample_rate": ["8000", "16000"],
+}
+_HELP = {
+    "name": "recording name (stop/pause by name)",
+    "format": "file format (default mp3)",
+    "sample_rate": "sample rate of the file (default 16000)",
+    "channels": "mono, or dual: left inbound, right outbound (default mono)",
+    "track": "which track to record (default both)",
+    "beep": "beep on the outbound track when recording starts",
+    "warning_tone_interval": "seconds between recording-warning tones, 0 = off",
+    "end_on_key": "DTMF keys that end the recording, e.g. '#'",
+    "end_on_silence": "end after this many seconds of silence, 0 = off",
+    "input_sensitivity": "speech detector sensitivity 0-100 (default 44)",
+    "initial_timeout": "seconds to wait for speech before ending as no_input, 0 = off",
+    "max_length": "hard cap in seconds (default 7200)",
+    "trim": "trim-silence drops leading and trailing silence",
+    "pre_roll": "seconds of audio from before the start to include",
+    "mp3_bitrate": "MP3 kbit/s per channel (default 32)",
+    "destination": "upload destination (kept with the recording)",
+    "status_callback": "status callback URL (kept with the recording)",
+    "status_callback_events": "callback events: in-progress completed absent",
+    "status_callback_method": "POST or GET",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "record",
+        help="run the recording core on an audio file",
+        description="Record from an audio file with the same core the box runs. Events go to stdout as "
+        "CloudEvents JSON lines, logs to stderr.",
+        epilog=timeline.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", type=Path, help="WAV (or any libsndfile format) with 1 or 2 channels")
+    p.add_argument(
+        "-o", "--out", type=Path, default=Path("recordings"), help="directory for the files (default ./recordings)"
+    )
+    p.add_argument(
+        "--inbound-channel",
+        type=int,
+        default=0,
+        choices=(0, 1),
+        help="input channel with the inbound track (2-channel input; default 0)",
+    )
+    p.add_argument(
+        "--outbound-channel",
+        type=int,
+        default=None,
+        choices=(0, 1),
+        help="input channel with the outbound track (default: the other one)",
+    )
+    p.add_argument(
+        "--at",
+        action="append",
+        default=[],
+        metavar="SECONDS=ACTION",
+        help="a control at a time in the input, e.g. 1.5=start, 4=pause:skip, 2=key:#",
+    )
+    p.add_argument("--timeline", type=Path, help="a file of 'SECONDS ACTION' lines")
+    p.add_argument("--device-id", default="offline", help="device id in event sources (default offline)")
+    p.add_argument("--start-time", help="wall-clock time of the input's first sample, RFC 3339 (default now)")
+    opts = p.add_argument_group("recording options (SPEC section 3)")
+    for f in fields(RecordingOptions):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "beep":
+            opts.add_argument(flag, dest=f.name, action="store_const", const=True, default=None, help=_HELP[f.name])
+        else:
+            opts.add_argument(flag, dest=f.name, default=None, choices=_CHOICES.get(f.name), help=_HELP[f.name])
+    p.set_defaults(run=run)
+
+
+def _options(args: argparse.Namespace) -> RecordingOptions:
+    given = {f.name: getattr(args, f.name) for f in fields(RecordingOptions) if getattr(args, f.name) is not None}
+    return RecordingOptions.from_mapping(given)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        options = _options(args)
+        entries = [timeline.parse_entry(text) for text in args.at]
+        if args.timeline:
+            entries += timeline.read_file(args.timeline)
+        origin = datetime.fromisoformat(args.start_time) if args.start_time else datetime.now(UTC)
+        if origin.tzinfo is None:
+            origin = origin.replace(tzinfo=UTC)
+    except (OptionError, timeline.TimelineError) as exc:
+        return exits.fail(exits.USAGE, str(exc))
+    except ValueError as exc:
+        return exits.fail(exits.USAGE, f"--start-time {args.start_time!r}: {exc}")
+    try:
+        source = AudioFile(args.input, rate=None)
+        if source.file_rate not in (8000, 16000):
+            source = AudioFile(args.input, rate=options.sample_rate)
+            log.info("input is %d Hz; converting to %d Hz", source.file_rate, source.rate)
+    except FileNotFoundError as exc:
+        return exits.fail(exits.NOINPUT, str(exc))
+    except InputError as exc:
+        return exits.fail(exits.DATAERR, str(exc))
+    outbound = args.outbound_channel if args.outbound_channel is not None else 1 - args.inbound_channel
+    try:
+        layout = InputLayout(source.rate, source.channels, args.inbound_channel, outbound)
+        layout.check(options)
+    except LayoutError as exc:
+        return exits.fail(exits.USAGE, f"{args.input}: {exc}")
+    try:
+        return _record(args, options, entries, source, layout, origin)
+    except InputError as exc:
+        return exits.fail(exits.DATAERR, str(exc))
+    except OSError as exc:
+        return exits.fail(exits.CANTCREAT, f"{exc.filename or args.out}: {exc.strerror}")
+
+
+def _record(args, options, entries, source, layout, origin) -> int:
+    rate = source.rate
+    core = Recorder(layout, button_options=options)
+    takes = Takes(args.out, rate)
+    cloud = CloudEvents(args.device_id, Timebase(origin, rate))
+    presses: list[timeline.KeyPress] = []
+
+    def start(name: str, at: int) -> Start:
+        return Start(options if not name else RecordingOptions.from_mapping({"name": name}, options), "cli", at=at)
+
+    if not any(e.action in ("start", "button") for e in entries):
+        entries.insert(0, timeline.Entry(0.0, "start", ()))
+    for entry in sorted(entries, key=lambda e: e.seconds):
+        control = timeline.to_control(
+            entry, round(entry.seconds * rate), "inbound" if layout.separable else "both", start
+        )
+        if isinstance(control, timeline.KeyPress):
+            presses.append(control)
+        else:
+            emit(core.send(control), takes, cloud)
+
+    channel_of = {"inbound": layout.inbound_channel, "outbound": layout.outbound_channel, "both": None}
+    tones = [
+        (round(p.seconds * rate), dtmf_tone(p.key, rate), channel_of[p.track] if layout.separable else None)
+        for p in presses
+    ]
+    position = 0
+    with tqdm(total=round(source.duration, 1), unit="s", disable=not sys.stderr.isatty(), leave=False) as bar:
+        for piece in source.pieces():
+            if tones:
+                piece = piece.copy()
+                for at, tone, channel in tones:
+                    mix(piece, tone, at - position, channel)
+            position += len(piece)
+            emit(core.feed(piece), takes, cloud)
+            bar.update(round(len(piece) / rate, 1))
+    emit(core.close(EndReason.CALL_END), takes, cloud)
+    return exits.OK
+
+
+def emit(events, takes: Takes, cloud: CloudEvents) -> None:
+    for event in events:
+        take = takes.handle(event)
+        if take is not None:
+            _print(cloud.finished(take))
+            if take.written:
+                log.info(
+                    "%s: %s (%.2f s, %d bytes)",
+                    take.finished.recording.name,
+                    take.written.path,
+                    take.finished.duration,
+                    take.written.size,
+                )
+            continue
+        if isinstance(event, Rejected):
+            log.error("at %.3f s: %s", getattr(event.control, "at", 0) / cloud.timebase.sample_rate, event.reason)
+            continue
+        if isinstance(event, Audio):
+            continue
+        data = cloud.of(event)
+        if data is not None:
+            _print(data)
+
+
+def _print(data: dict) -> None:
+    sys.stdout.write(json.dumps(data, default=_plain) + "\n")
+    sys.stdout.flush()
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")

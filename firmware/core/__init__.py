@@ -1,0 +1,61 @@
+"""The shared real-time recording core (sans I/O).
+
+Fed audio frames and control inputs stamped with audio time (sample positions),
+it returns what happened: state changes, audio to write, tones to play, keys
+heard. It uses numpy and the standard library only; no files, threads or clocks.
+The daemon, ``edge-recorder record`` and the tests all drive this same core.
+"""
+
+from .controls import CURRENT, ButtonPress, CallEnd, Control, Pause, PauseButtonPress, Resume, Start, Stop
+from .engine import ControlError, Recorder, new_sid
+from .events import Audio, Event, Finished, Key, Paused, Recording, Rejected, Resumed, Started, Tone
+from .options import (
+    Channels,
+    Format,
+    OptionError,
+    PauseBehavior,
+    RecordingOptions,
+    Track,
+    Trim,
+)
+from .states import EndReason, State, Status
+from .tones import ToneKind
+from .tracks import InputLayout, LayoutError
+
+__all__ = [
+    "CURRENT",
+    "Audio",
+    "ButtonPress",
+    "CallEnd",
+    "Channels",
+    "Control",
+    "ControlError",
+    "EndReason",
+    "Event",
+    "Finished",
+    "Format",
+    "InputLayout",
+    "Key",
+    "LayoutError",
+    "OptionError",
+    "Pause",
+    "PauseBehavior",
+    "PauseButtonPress",
+    "Paused",
+    "Recorder",
+    "Recording",
+    "RecordingOptions",
+    "Rejected",
+    "Resume",
+    "Resumed",
+    "Start",
+    "Started",
+    "State",
+    "Status",
+    "Stop",
+    "Tone",
+    "ToneKind",
+    "Track",
+    "Trim",
+    "new_sid",
+]

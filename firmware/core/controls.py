@@ -1,0 +1,69 @@
+"""Control inputs to the core, each stamped with the sample position it acts at.
+
+``at`` is an absolute input sample index; ``None`` means "now" (the audio fed
+so far). A control stamped in the future is kept and applied when the audio
+reaches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .options import PauseBehavior, RecordingOptions
+from .states import EndReason
+
+CURRENT = "current"
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    options: RecordingOptions = field(default_factory=RecordingOptions)
+    source: str = "api"
+    call_id: str | None = None
+    at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop the recording with this name or id, or the only active one (``current``)."""
+
+    target: str = CURRENT
+    reason: EndReason = EndReason.STOP
+    at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    target: str = CURRENT
+    behavior: PauseBehavior = PauseBehavior.SILENCE
+    at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    target: str = CURRENT
+    at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonPress:
+    """The record button: starts a recording, or stops the active ones."""
+
+    at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseButtonPress:
+    """The pause button: pauses the active recordings, or resumes them."""
+
+    at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    """The call is over: every recording ends with ``call_end``."""
+
+    at: int | None = None
+
+
+Control = Start | Stop | Pause | Resume | ButtonPress | PauseButtonPress | CallEnd

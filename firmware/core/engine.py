@@ -1,0 +1,525 @@
+"""The recording core: audio and controls in, events out. No I/O, no clocks.
+
+Theory of operation
+-------------------
+``Recorder.feed`` takes the next input frames. Detectors run on each track
+first (DTMF keys, speech energy), then every active recording takes its share
+of the frames: the recording decides whether one of its end conditions falls
+inside them (a key, silence, no input, max length), renders what it writes
+(track and channel mapping, its beep and warning tones, pause as silence or
+skip) and appends it to a short hold-back buffer.
+
+The hold-back buffer is why the file can end exactly where a key's tone began:
+a DTMF key is only proven some 50-80 ms after its onset, so each recording
+keeps the newest ``HOLD_BACK_SECONDS`` of its output unreleased and cuts it at
+the onset when the key turns out to be an end key. Everything else ends at the
+sample where its condition is met.
+
+Controls (``Recorder.send``) act at their ``at`` sample. One stamped "now" is
+applied at once and raises ``ControlError`` when it cannot be; one stamped in
+the future is kept, the next ``feed`` splits the audio at its sample, and a
+failure then comes back as a ``Rejected`` event.
+"""
+
+from __future__ import annotations
+
+import bisect
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import controls as c
+from . import events as ev
+from . import tracks, vad
+from .dtmf import DtmfDetector, KeyDown, KeyUp
+from .options import MAX_PRE_ROLL, PauseBehavior, RecordingOptions, Track, Trim
+from .states import EndReason, State, StateError, Trigger, next_state, status_of
+from .tones import ToneKind, render
+
+HOLD_BACK_SECONDS = 0.2
+#: Audio kept around the speech when trimming silence.
+TRIM_PAD_SECONDS = 0.25
+
+
+class ControlError(ValueError):
+    """A control that cannot be applied; the message says why."""
+
+
+def new_sid(prefix: str) -> str:
+    """A Twilio-style id: two letters and 32 hex digits."""
+    return prefix + secrets.token_hex(16)
+
+
+@dataclass(slots=True)
+class _Hold:
+    """Rendered output not yet released: (input position, frames) pieces."""
+
+    pieces: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+    def add(self, at: int, frames: np.ndarray) -> None:
+        if len(frames):
+            self.pieces.append((at, frames))
+
+    def cut_from(self, at: int) -> int:
+        """Drop every frame that stands for input at or after ``at``; return how many."""
+        dropped = 0
+        kept = []
+        for start, frames in self.pieces:
+            keep = max(0, min(len(frames), at - start))
+            dropped += len(frames) - keep
+            if keep:
+                kept.append((start, frames[:keep]))
+        self.pieces = kept
+        return dropped
+
+    def release(self, before: int | None) -> list[np.ndarray]:
+        """Take the frames standing for input before ``before`` (all with None)."""
+        out = []
+        while self.pieces:
+            start, frames = self.pieces[0]
+            if before is not None and start + len(frames) > before:
+                take = max(0, before - start)
+                if take:
+                    out.append(frames[:take])
+                    self.pieces[0] = (before, frames[take:])
+                break
+            out.append(frames)
+            self.pieces.pop(0)
+        return out
+
+
+class _Ring:
+    """The newest input frames, for pre-roll."""
+
+    def __init__(self, capacity: int, channels: int) -> None:
+        self.capacity = capacity
+        self._buf = np.zeros((capacity, channels), dtype=np.int16)
+        self._end = 0  # frames written in all
+
+    def add(self, frames: np.ndarray) -> None:
+        n = len(frames)
+        if n >= self.capacity:
+            self._buf[:] = frames[-self.capacity :]
+            self._end += n
+            self._buf = np.roll(self._buf, self._end % self.capacity, axis=0)
+            return
+        at = self._end % self.capacity
+        first = min(n, self.capacity - at)
+        self._buf[at : at + first] = frames[:first]
+        self._buf[: n - first] = frames[first:]
+        self._end += n
+
+    def last(self, n: int) -> np.ndarray:
+        at = self._end % self.capacity
+        idx = (at - n + np.arange(n)) % self.capacity
+        return self._buf[idx]
+
+
+@dataclass(slots=True)
+class _Active:
+    info: ev.Recording
+    state: State = State.RECORDING
+    behavior: PauseBehavior = PauseBehavior.SILENCE
+    hold: _Hold = field(default_factory=_Hold)
+    frames: int = 0  # output frames rendered so far (released and held)
+    heard_speech: bool = False
+    silence_from: int = 0  # input sample since which there has been no speech
+    first_speech: int | None = None  # output frame index
+    last_speech: int | None = None  # output frame index (exclusive)
+    tones: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    next_warning: int | None = None
+
+    @property
+    def options(self) -> RecordingOptions:
+        return self.info.options
+
+
+class Recorder:
+    """The shared real-time recording core.
+
+    >>> import numpy as np
+    >>> from firmware.core import Recorder, InputLayout, Start, Stop, Finished
+    >>> core = Recorder(InputLayout(sample_rate=8000, channels=1))
+    >>> _ = core.send(Start())
+    >>> _ = core.feed(np.zeros(8000, dtype=np.int16))
+    >>> done = [e for e in core.send(Stop()) if isinstance(e, Finished)]
+    >>> done[0].frames, done[0].end_reason.value
+    (8000, 'stop')
+    """
+
+    def __init__(
+        self,
+        layout: tracks.InputLayout,
+        *,
+        button_options: RecordingOptions | None = None,
+        new_id: Callable[[str], str] = new_sid,
+    ) -> None:
+        self.layout = layout
+        self.rate = layout.sample_rate
+        self.button_options = button_options or RecordingOptions()
+        self.position = 0
+        self.call_id: str | None = None
+        self._new_id = new_id
+        self._active: dict[str, _Active] = {}
+        self._queue: list[tuple[int, int, c.Control]] = []
+        self._order = 0
+        self._dtmf = {name: DtmfDetector(self.rate) for name in layout.tracks()}
+        self._vad = {name: vad.SpeechDetector(self.rate) for name in layout.tracks()}
+        self._vad_history: dict[str, list[vad.Blocks]] = {name: [] for name in layout.tracks()}
+        self._ring = _Ring(round(MAX_PRE_ROLL * self.rate), layout.channels)
+        self._hold_back = round(HOLD_BACK_SECONDS * self.rate)
+        self._tone_cache = {kind: render(kind, self.rate) for kind in ToneKind}
+
+    # -- public -------------------------------------------------------------------
+    @property
+    def active(self) -> list[ev.Recording]:
+        return [a.info for a in self._active.values()]
+
+    def state_of(self, recording_id: str) -> State | None:
+        act = self._active.get(recording_id)
+        return act.state if act else None
+
+    def feed(self, frames: np.ndarray) -> list[ev.Event]:
+        """Process the next input frames (int16, shape (n,) or (n, channels))."""
+        frames = np.asarray(frames)
+        if frames.dtype != np.int16:
+            raise TypeError(f"frames must be int16, not {frames.dtype}")
+        frames = frames.reshape(len(frames), -1)
+        if frames.shape[1] != self.layout.channels:
+            raise ValueError(f"frames have {frames.shape[1]} channels; the input has {self.layout.channels}")
+        out: list[ev.Event] = []
+        while len(frames):
+            cut = len(frames)
+            if self._queue and self._queue[0][0] < self.position + cut:
+                cut = max(0, self._queue[0][0] - self.position)
+            if cut:
+                out += self._process(frames[:cut])
+                frames = frames[cut:]
+            out += self._apply_due()
+        out += self._apply_due()
+        return out
+
+    def send(self, control: c.Control) -> list[ev.Event]:
+        """Apply a control now, or keep it for its future ``at``."""
+        if control.at is not None and control.at > self.position:
+            bisect.insort(self._queue, (control.at, self._order, control), key=lambda item: item[:2])
+            self._order += 1
+            return []
+        return self._apply(control)
+
+    def close(self, reason: EndReason = EndReason.CALL_END) -> list[ev.Event]:
+        """End of input: close sounding keys and end every recording with ``reason``."""
+        out: list[ev.Event] = []
+        downs: list[tuple[str, KeyDown]] = []
+        for name, det in self._dtmf.items():
+            out += self._keys(name, det.flush(), downs)
+        for act in list(self._active.values()):
+            key = self._end_key(act, downs)
+            if key is not None:
+                out += self._finish(act, key.start, EndReason.END_ON_KEY, key=key.key)
+            else:
+                out += self._finish(act, self.position, reason)
+        return out
+
+    # -- controls -------------------------------------------------------------------
+    def _apply_due(self) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        while self._queue and self._queue[0][0] <= self.position:
+            _, _, control = self._queue.pop(0)
+            try:
+                out += self._apply(control)
+            except ControlError as exc:
+                out.append(ev.Rejected(control, str(exc)))
+        return out
+
+    def _apply(self, control: c.Control) -> list[ev.Event]:
+        at = self.position
+        if isinstance(control, c.Start):
+            return self._start(control.options, control.source, control.call_id)
+        if isinstance(control, c.Stop):
+            return self._finish(self._find(control.target), at, control.reason)
+        if isinstance(control, c.Pause):
+            return self._pause(self._find(control.target), control.behavior)
+        if isinstance(control, c.Resume):
+            return self._resume(self._find(control.target))
+        if isinstance(control, c.ButtonPress):
+            if self._active:
+                return [e for act in list(self._active.values()) for e in self._finish(act, at, EndReason.BUTTON)]
+            return self._start(self.button_options, "button", None)
+        if isinstance(control, c.PauseButtonPress):
+            acts = list(self._active.values())
+            if not acts:
+                raise ControlError("nothing to pause: no recording is active")
+            if all(a.state is State.PAUSED for a in acts):
+                return [e for a in acts for e in self._resume(a)]
+            return [e for a in acts if a.state is State.RECORDING for e in self._pause(a, PauseBehavior.SILENCE)]
+        if isinstance(control, c.CallEnd):
+            out = [e for act in list(self._active.values()) for e in self._finish(act, at, EndReason.CALL_END)]
+            self.call_id = None
+            return out
+        raise ControlError(f"unknown control {control!r}")
+
+    def _find(self, target: str) -> _Active:
+        if target == c.CURRENT:
+            if len(self._active) != 1:
+                raise ControlError(f"'current' needs exactly one active recording; {len(self._active)} are active")
+            return next(iter(self._active.values()))
+        for act in self._active.values():
+            if target in (act.info.id, act.info.name):
+                return act
+        raise ControlError(f"no active recording has the name or id {target!r}")
+
+    def _start(self, options: RecordingOptions, source: str, call_id: str | None) -> list[ev.Event]:
+        try:
+            self.layout.check(options)
+        except tracks.LayoutError as exc:
+            raise ControlError(str(exc)) from None
+        if options.name and any(a.info.name == options.name for a in self._active.values()):
+            raise ControlError(f"a recording named {options.name!r} is already active")
+        if call_id:
+            self.call_id = call_id
+        elif self.call_id is None:
+            self.call_id = self._new_id("CA")
+        rid = self._new_id("RE")
+        at = self.position
+        pre = min(round(options.pre_roll * self.rate), at, self._ring.capacity)
+        info = ev.Recording(rid, options.name or rid, self.call_id, source, options, at, at - pre)
+        act = _Active(info, silence_from=at)
+        out: list[ev.Event] = [ev.Started(info, at, pre)]
+        if options.beep:
+            act.tones.append((at, self._tone_cache[ToneKind.BEEP]))
+            out.append(ev.Tone(ToneKind.BEEP, at, self._tone_cache[ToneKind.BEEP]))
+        if options.warning_tone_interval > 0:
+            act.next_warning = at + round(options.warning_tone_interval * self.rate)
+        if pre:
+            self._pre_roll(act, pre)
+        self._active[rid] = act
+        return out
+
+    def _pre_roll(self, act: _Active, pre: int) -> None:
+        frames = self._ring.last(pre)
+        act.hold.add(act.info.first, tracks.render(self.layout, act.options, frames, None))
+        act.frames = pre
+        # Speech heard in the pre-roll counts, for trimming and no-input.
+        for name in self._tracks_of(act):
+            for blocks in self._vad_history[name]:
+                mask = (blocks.ends - self._vad[name].block >= act.info.first) & (blocks.ends <= act.info.start)
+                speech = blocks.speech(act.options.input_sensitivity) & mask
+                if speech.any():
+                    hits = blocks.ends[speech] - act.info.first
+                    self._heard(act, int(hits[0]) - self._vad[name].block, int(hits[-1]))
+
+    def _pause(self, act: _Active, behavior: PauseBehavior) -> list[ev.Event]:
+        act.state = self._step(act, Trigger.PAUSE)
+        act.behavior = behavior
+        return [ev.Paused(act.info, self.position, behavior)]
+
+    def _resume(self, act: _Active) -> list[ev.Event]:
+        act.state = self._step(act, Trigger.RESUME)
+        act.silence_from = self.position
+        return [ev.Resumed(act.info, self.position)]
+
+    @staticmethod
+    def _step(act: _Active, trigger: Trigger) -> State:
+        try:
+            return next_state(act.state, trigger, act.info.name)
+        except StateError as exc:
+            raise ControlError(str(exc)) from None
+
+    # -- audio -------------------------------------------------------------------------
+    def _process(self, frames: np.ndarray) -> list[ev.Event]:
+        start, n = self.position, len(frames)
+        end = start + n
+        self._ring.add(frames)
+        signals = self.layout.split(frames)
+        out: list[ev.Event] = []
+        downs: list[tuple[str, KeyDown]] = []
+        speech: dict[str, vad.Blocks] = {}
+        for name, signal in signals.items():
+            out += self._keys(name, self._dtmf[name].process(signal), downs)
+            blocks = self._vad[name].process(signal)
+            speech[name] = blocks
+            hist = self._vad_history[name]
+            hist.append(blocks)
+            while len(hist) > 2 and hist[1].ends.size and hist[1].ends[0] < end - self._ring.capacity:
+                hist.pop(0)
+        self.position = end
+        for act in list(self._active.values()):
+            out += self._advance(act, frames, start, speech, downs)
+        return out
+
+    @staticmethod
+    def _keys(track: str, found: list[KeyDown | KeyUp], downs: list[tuple[str, KeyDown]]) -> list[ev.Event]:
+        """Collect proven keys into ``downs``; return the ended ones as events."""
+        out: list[ev.Event] = []
+        for item in found:
+            if isinstance(item, KeyDown):
+                downs.append((track, item))
+            else:
+                out.append(ev.Key(item.key, track, item.start, item.end))
+        return out
+
+    def _end_key(self, act: _Active, downs: list[tuple[str, KeyDown]]) -> KeyDown | None:
+        """The earliest key that ends this recording: one of its keys, on a
+        track it records, whose tone began after the recording started."""
+        mine = [
+            down
+            for track, down in downs
+            if down.key in act.options.end_on_key and down.start >= act.info.start and track in self._tracks_of(act)
+        ]
+        return min(mine, key=lambda d: d.start, default=None)
+
+    def _tracks_of(self, act: _Active) -> tuple[str, ...]:
+        if not self.layout.separable or act.options.track is Track.BOTH:
+            return self.layout.tracks()
+        return (act.options.track.value,)
+
+    def _advance(self, act, frames, start, speech, downs) -> list[ev.Event]:
+        end = start + len(frames)
+        stop_at, reason, key = self._end_condition(act, start, end, speech, downs)
+        upto = min(stop_at, end) if stop_at is not None else end
+        out = self._warning_tones(act, upto)
+        self._render(act, frames[: max(0, upto - start)], start)
+        if stop_at is not None:
+            return out + self._finish(act, stop_at, reason, key)
+        for piece in act.hold.release(end - self._hold_back):
+            out.append(ev.Audio(act.info, piece))
+        return out
+
+    def _render(self, act: _Active, frames: np.ndarray, start: int) -> None:
+        n = len(frames)
+        if not n:
+            return
+        if act.state is State.PAUSED:
+            if act.behavior is PauseBehavior.SILENCE:
+                act.hold.add(start, np.zeros((n, act.options.channel_count), np.int16))
+                act.frames += n
+            return
+        tone = self._tone_span(act, start, n)
+        act.hold.add(start, tracks.render(self.layout, act.options, frames, tone))
+        act.frames += n
+
+    def _tone_span(self, act: _Active, start: int, n: int) -> np.ndarray | None:
+        if not act.tones:
+            return None
+        span = np.zeros(n, np.int32)
+        keep = []
+        for at, samples in act.tones:
+            lo, hi = max(at, start), min(at + len(samples), start + n)
+            if hi > lo:
+                span[lo - start : hi - start] += samples[lo - at : hi - at]
+            if at + len(samples) > start + n:
+                keep.append((at, samples))
+        act.tones = keep
+        return span
+
+    def _warning_tones(self, act: _Active, end: int) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        interval = round(act.options.warning_tone_interval * self.rate)
+        while act.next_warning is not None and act.next_warning < end:
+            at = act.next_warning
+            act.next_warning += interval
+            if act.state is State.PAUSED:
+                continue
+            samples = self._tone_cache[ToneKind.WARNING]
+            act.tones.append((at, samples))
+            out.append(ev.Tone(ToneKind.WARNING, at, samples))
+        return out
+
+    def _end_condition(self, act, start, end, speech, downs):
+        """The first sample where the recording must end, why, and the key if one.
+
+        A key's onset may lie before ``start``: the hold-back buffer still has it.
+        """
+        o = act.options
+        candidates: list[tuple[int, EndReason, str | None]] = []
+        limit = act.info.start + round(o.max_length * self.rate)
+        if limit <= end:
+            candidates.append((max(limit, start), EndReason.MAX_LENGTH, None))
+        key = self._end_key(act, downs)
+        if key is not None:
+            candidates.append((key.start, EndReason.END_ON_KEY, key.key))
+        if act.state is State.RECORDING:
+            hit = self._speech_condition(act, start, speech)
+            if hit:
+                candidates.append((*hit, None))
+        if not candidates:
+            return None, None, None
+        return min(candidates, key=lambda item: item[0])
+
+    def _speech_condition(self, act: _Active, start: int, speech: dict[str, vad.Blocks]):
+        o = act.options
+        names = self._tracks_of(act)
+        blocks = speech[names[0]]
+        if not blocks.ends.size:
+            return None
+        flags = np.zeros(blocks.ends.size, bool)
+        for name in names:
+            flags |= speech[name].speech(o.input_sensitivity)
+        block = self._vad[names[0]].block
+        flags &= blocks.ends - block >= act.info.start
+        ends = blocks.ends
+        out_base = act.frames  # output frame that input sample ``start`` becomes
+        heard_before = act.heard_speech
+        # Latest speech end at or before each block.
+        last = np.maximum.accumulate(np.where(flags, ends, act.silence_from))
+        last = np.maximum(last, act.silence_from)
+        heard = heard_before | np.logical_or.accumulate(flags)
+        fire = np.zeros(ends.size, bool)
+        reason = np.full(ends.size, "", object)
+        if o.initial_timeout > 0:
+            timeout = ~heard & (ends - act.info.start >= round(o.initial_timeout * self.rate))
+            fire |= timeout
+            reason[timeout] = EndReason.NO_INPUT
+        if o.end_on_silence > 0:
+            allowed = heard | (o.initial_timeout <= 0)
+            quiet = allowed & (ends - last >= round(o.end_on_silence * self.rate)) & ~fire
+            fire |= quiet
+            reason[quiet] = EndReason.END_ON_SILENCE
+        upto = int(np.argmax(fire)) + 1 if fire.any() else ends.size
+        seen = flags[:upto]
+        if seen.any():
+            idx = np.flatnonzero(seen)
+            first_out = out_base + int(ends[idx[0]] - block - start)
+            last_out = out_base + int(ends[idx[-1]] - start)
+            self._heard(act, first_out, last_out)
+            act.silence_from = int(ends[idx[-1]])
+        if fire.any():
+            i = upto - 1
+            why = reason[i]
+            if why is EndReason.END_ON_SILENCE and not heard[i]:
+                why = EndReason.NO_INPUT
+            return int(ends[i]), why
+        return None
+
+    @staticmethod
+    def _heard(act: _Active, first_out: int, last_out: int) -> None:
+        act.heard_speech = True
+        first_out = max(first_out, 0)
+        if act.first_speech is None or first_out < act.first_speech:
+            act.first_speech = first_out
+        act.last_speech = max(act.last_speech or 0, last_out)
+
+    def _finish(self, act: _Active, at: int, reason: EndReason, key: str | None = None) -> list[ev.Event]:
+        trigger = Trigger.NO_INPUT if reason is EndReason.NO_INPUT else Trigger.END
+        act.state = self._step(act, trigger)
+        act.frames -= act.hold.cut_from(at)
+        del self._active[act.info.id]
+        out: list[ev.Event] = [ev.Audio(act.info, piece) for piece in act.hold.release(None)]
+        trim = None
+        empty = act.state is State.NO_INPUT
+        if act.options.trim is Trim.TRIM_SILENCE and act.state is State.FINISHED:
+            if act.first_speech is None:
+                empty = True
+                trim = (0, 0)
+            else:
+                pad = round(TRIM_PAD_SECONDS * self.rate)
+                lo = max(0, act.first_speech - pad)
+                hi = min(act.frames, (act.last_speech or 0) + pad)
+                empty = hi <= lo
+                trim = (lo, max(lo, hi))
+        status = status_of(act.state, empty=empty)
+        out.append(ev.Finished(act.info, at, act.state, status, reason, act.frames, self.rate, key=key, trim=trim))
+        return out

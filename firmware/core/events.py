@@ -1,0 +1,100 @@
+"""What the core reports. Positions are absolute input sample indices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .options import PauseBehavior, RecordingOptions
+from .states import EndReason, State, Status
+from .tones import ToneKind
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """A recording's identity and how it was asked for."""
+
+    id: str
+    name: str
+    call_id: str
+    source: str
+    options: RecordingOptions
+    start: int  # the start trigger
+    first: int  # first sample in the file (start minus pre-roll)
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    recording: Recording
+    at: int
+    pre_roll: int  # frames of audio from before the trigger
+
+
+@dataclass(frozen=True, slots=True)
+class Paused:
+    recording: Recording
+    at: int
+    behavior: PauseBehavior
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    recording: Recording
+    at: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Audio:
+    """Frames to append to a recording's file, in order: int16, shape (n, channels)."""
+
+    recording: Recording
+    frames: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    recording: Recording
+    at: int  # the sample where the recording ended (exclusive)
+    state: State
+    status: Status
+    end_reason: EndReason
+    frames: int  # frames written in all
+    sample_rate: int
+    key: str | None = None
+    trim: tuple[int, int] | None = None  # frames to keep when trimming silence
+
+    @property
+    def duration(self) -> float:
+        kept = self.trim[1] - self.trim[0] if self.trim else self.frames
+        return kept / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Tone:
+    """A tone for the playback device, to start at input sample ``at``."""
+
+    kind: ToneKind
+    at: int
+    samples: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A DTMF key heard on a track, its tone spanning samples ``[start, end)``."""
+
+    key: str
+    track: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A control stamped in the future that could not be applied when reached."""
+
+    control: object
+    reason: str
+
+
+Event = Started | Paused | Resumed | Audio | Finished | Tone | Key | Rejected

@@ -1,0 +1,230 @@
+"""Recording start options (SPEC section 3): one definition, validated once.
+
+The same names are used by config defaults, CLI flags, MQTT commands and the
+HTTP API. ``RecordingOptions.from_mapping`` takes loosely typed values (strings
+from a command line, JSON numbers) and raises ``OptionError`` naming the option,
+the value and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+from typing import Any
+
+from .dtmf import KEYS
+
+
+class OptionError(ValueError):
+    """A start option with a value that cannot be used."""
+
+    def __init__(self, option: str, value: Any, allowed: str) -> None:
+        self.option, self.value, self.allowed = option, value, allowed
+        super().__init__(f"{option}: {value!r} is not valid; expected {allowed}")
+
+
+class Format(StrEnum):
+    WAV = "wav"
+    MP3 = "mp3"
+
+
+class Channels(StrEnum):
+    MONO = "mono"
+    DUAL = "dual"
+
+
+class Track(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    BOTH = "both"
+
+
+class Trim(StrEnum):
+    TRIM_SILENCE = "trim-silence"
+    DO_NOT_TRIM = "do-not-trim"
+
+
+class PauseBehavior(StrEnum):
+    SILENCE = "silence"
+    SKIP = "skip"
+
+
+CALLBACK_EVENTS = ("in-progress", "completed", "absent")
+MAX_PRE_ROLL = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingOptions:
+    """Everything a recording can be started with; defaults are SPEC's."""
+
+    name: str = ""
+    format: Format = Format.MP3
+    sample_rate: int = 16000
+    channels: Channels = Channels.MONO
+    track: Track = Track.BOTH
+    beep: bool = False
+    warning_tone_interval: float = 0.0
+    end_on_key: str = ""
+    end_on_silence: float = 0.0
+    input_sensitivity: float = 44.0
+    initial_timeout: float = 0.0
+    max_length: float = 7200.0
+    trim: Trim = Trim.DO_NOT_TRIM
+    pre_roll: float = 0.0
+    mp3_bitrate: int = 32  # kbit/s per channel
+    destination: str = ""
+    status_callback: str = ""
+    status_callback_events: tuple[str, ...] = field(default=("completed",))
+    status_callback_method: str = "POST"
+
+    @property
+    def synchronous(self) -> bool:
+        """A recording with an end condition of its own (the voicemail case)."""
+        return bool(self.end_on_key) or self.end_on_silence > 0
+
+    @property
+    def channel_count(self) -> int:
+        return 2 if self.channels is Channels.DUAL else 1
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], base: RecordingOptions | None = None) -> RecordingOptions:
+        """Build options from ``values`` over ``base`` (or the defaults)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise OptionError(unknown[0], values[unknown[0]], "one of the start options: " + ", ".join(sorted(known)))
+        changes = {key: _PARSERS[key](key, value) for key, value in values.items()}
+        return replace(base or cls(), **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def _enum(kind: type[StrEnum]):
+    def parse(key: str, value: Any):
+        try:
+            return kind(str(value).lower())
+        except ValueError:
+            raise OptionError(key, value, "one of " + ", ".join(m.value for m in kind)) from None
+
+    return parse
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise OptionError(key, value, "true or false")
+
+
+def _seconds(low: float = 0.0, high: float = math.inf, positive: bool = False):
+    def parse(key: str, value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if (
+            isinstance(value, bool)
+            or not math.isfinite(number)
+            or not low <= number <= high
+            or (positive and number <= 0)
+        ):
+            bound = f"up to {high:g}" if math.isfinite(high) else "or more"
+            raise OptionError(key, value, f"a number of seconds, {'more than' if positive else 'from'} {low:g} {bound}")
+        return number
+
+    return parse
+
+
+def _sample_rate(key: str, value: Any) -> int:
+    if str(value) not in ("8000", "16000"):
+        raise OptionError(key, value, "8000 or 16000")
+    return int(value)
+
+
+def _sensitivity(key: str, value: Any) -> float:
+    return _seconds(0.0, 100.0)(key, value) if _is_number(value) else _raise(key, value, "a number from 0 to 100")
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        return not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _raise(key: str, value: Any, allowed: str):
+    raise OptionError(key, value, allowed)
+
+
+def _keys(key: str, value: Any) -> str:
+    text = "" if value is None else str(value).upper()
+    bad = [ch for ch in text if ch not in KEYS]
+    if bad:
+        raise OptionError(key, value, "DTMF keys from 0-9 * # A B C D")
+    return "".join(dict.fromkeys(text))
+
+
+def _text(limit: int):
+    def parse(key: str, value: Any) -> str:
+        if not isinstance(value, str) or len(value) > limit or any(ord(ch) < 32 for ch in value):
+            raise OptionError(key, value, f"text of at most {limit} printable characters")
+        return value
+
+    return parse
+
+
+def _bitrate(key: str, value: Any) -> int:
+    allowed = (8, 16, 24, 32, 40, 48, 56, 64)
+    if str(value) not in {str(v) for v in allowed}:
+        raise OptionError(key, value, "kbit/s per channel, one of " + ", ".join(map(str, allowed)))
+    return int(value)
+
+
+def _callback_events(key: str, value: Any) -> tuple[str, ...]:
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+        raise OptionError(key, value, "a list of in-progress, completed, absent")
+    for item in items:
+        if item not in CALLBACK_EVENTS:
+            raise OptionError(key, item, "one of in-progress, completed, absent")
+    return tuple(dict.fromkeys(items))
+
+
+def _method(key: str, value: Any) -> str:
+    if str(value).upper() not in ("POST", "GET"):
+        raise OptionError(key, value, "POST or GET")
+    return str(value).upper()
+
+
+_PARSERS = {
+    "name": _text(128),
+    "format": _enum(Format),
+    "sample_rate": _sample_rate,
+    "channels": _enum(Channels),
+    "track": _enum(Track),
+    "beep": _bool,
+    "warning_tone_interval": _seconds(0.0, 3600.0),
+    "end_on_key": _keys,
+    "end_on_silence": _seconds(0.0, 3600.0),
+    "input_sensitivity": _sensitivity,
+    "initial_timeout": _seconds(0.0, 3600.0),
+    "max_length": _seconds(0.0, 86400.0, positive=True),
+    "trim": _enum(Trim),
+    "pre_roll": _seconds(0.0, MAX_PRE_ROLL),
+    "mp3_bitrate": _bitrate,
+    "destination": _text(2048),
+    "status_callback": _text(2048),
+    "status_callback_events": _callback_events,
+    "status_callback_method": _method,
+}

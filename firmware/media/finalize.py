@@ -1,0 +1,59 @@
+"""Turn a spooled recording (16-bit WAV at the input rate) into its finished file.
+
+Trimming, sample-rate conversion (soxr) and MP3 encoding happen here, streamed
+in one-second pieces, so memory does not grow with the recording's length.
+A WAV that needs none of them is renamed, not copied.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .writers import Written, file_sha256, open_writer
+
+_PIECE_SECONDS = 1.0
+
+
+def finalize(
+    part: Path,
+    final: Path,
+    fmt: str,
+    sample_rate: int,
+    trim: tuple[int, int] | None = None,
+    mp3_kbps: int = 32,
+) -> Written:
+    """Write ``final`` from ``part`` and remove ``part``."""
+    with sf.SoundFile(part) as src:
+        rate, channels, frames = src.samplerate, src.channels, src.frames
+        lo, hi = trim if trim else (0, frames)
+        lo, hi = max(0, min(lo, frames)), max(0, min(hi, frames))
+        if fmt == "wav" and rate == sample_rate and (lo, hi) == (0, frames):
+            src.close()
+            os.replace(part, final)
+            return Written(final, frames, final.stat().st_size, file_sha256(final))
+        writer = open_writer(final, fmt, sample_rate, channels, mp3_kbps)
+        stream = soxr.ResampleStream(rate, sample_rate, channels, dtype="int16") if rate != sample_rate else None
+        src.seek(lo)
+        left = hi - lo
+        piece = int(rate * _PIECE_SECONDS)
+        while left > 0:
+            block = src.read(min(piece, left), dtype="int16", always_2d=True)
+            if not len(block):
+                break
+            left -= len(block)
+            if stream is not None:
+                block = stream.resample_chunk(block, last=left <= 0)
+            if len(block):
+                writer.write(np.ascontiguousarray(block))
+        if stream is not None and left > 0:
+            tail = stream.resample_chunk(np.zeros((0, channels), np.int16), last=True)
+            if len(tail):
+                writer.write(tail)
+    written = writer.close()
+    part.unlink()
+    return written
