@@ -145,7 +145,8 @@ class DtmfDetector:
         self._tail = np.zeros(0, dtype=np.float32)
         self._tail_start = 0
         self._next_window = 0  # absolute index of the next window to compute
-        self._history = np.zeros(round(HISTORY_SECONDS * sample_rate), dtype=np.float32)
+        self._keep = round(HISTORY_SECONDS * sample_rate)
+        self._history = np.zeros(self._keep, dtype=np.float32)
         self._history_end = 0  # absolute sample after the newest history sample
         self._run: _Run | None = None
         self._missed = 0
@@ -154,7 +155,10 @@ class DtmfDetector:
     def process(self, samples: np.ndarray) -> list[KeyDown | KeyUp]:
         """Feed the next samples; return keys proven or ended in them."""
         x = samples.astype(np.float32, copy=False)
-        self._remember(x)
+        # History covers this call's samples and HISTORY_SECONDS before them,
+        # so a run can be measured however large the pieces are.
+        self._history = np.concatenate([self._history[-self._keep :], x])
+        self._history_end += x.size
         buf = np.concatenate([self._tail, x]) if self._tail.size else x
         base = self._tail_start
         count = 0 if buf.size < self.window else (buf.size - self.window) // self.hop + 1
@@ -348,15 +352,6 @@ class DtmfDetector:
         return lo + first, lo + last
 
     # -- sample history -------------------------------------------------------------
-    def _remember(self, x: np.ndarray) -> None:
-        h = self._history
-        if x.size >= h.size:
-            h[:] = x[-h.size :]
-        else:
-            h[: -x.size] = h[x.size :]
-            h[-x.size :] = x
-        self._history_end += x.size
-
     def _recall(self, lo: int, hi: int) -> tuple[np.ndarray, int]:
         oldest = self._history_end - self._history.size
         lo = max(lo, oldest, 0)

@@ -1,0 +1,139 @@
+"""``edge-recorder record`` and ``demo`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests import signals as sig
+
+R = 16000
+
+
+def cli(*args, cwd=None):
+    """Run the command; ``record`` is added when the first argument is not a command."""
+    if args and args[0] not in ("record", "demo"):
+        args = ("record", *args)
+    return subprocess.run(
+        [sys.executable, "-m", "firmware.cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def events(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.fixture
+def call(tmp_path):
+    inbound = sig.noise(6, R, -60)
+    sig.place(inbound, sig.speech("Hello, this is a message for the front desk.", R), 0.5, R)
+    outbound = sig.noise(6, R, -60, seed=5)
+    onset = sig.place(inbound, sig.key("#", R, 0.1), 4.5, R)
+    path = tmp_path / "call.wav"
+    sf.write(path, sig.to_int16(inbound, outbound), R, subtype="PCM_16")
+    return path, onset
+
+
+def test_record_a_voicemail_with_a_timeline(tmp_path, call):
+    path, onset = call
+    out = tmp_path / "out"
+    result = cli(
+        path,
+        "--out",
+        out,
+        "--format",
+        "wav",
+        "--channels",
+        "dual",
+        "--end-on-key",
+        "#",
+        "--beep",
+        "--at",
+        "1=start:vm",
+        "--at",
+        "2=pause:skip",
+        "--at",
+        "2.5=resume",
+    )
+    assert result.returncode == 0, result.stderr
+    kinds = [e["type"] for e in events(result)]
+    assert kinds == ["recording.started", "recording.paused", "recording.resumed", "dtmf.key", "recording.finished"]
+    key, done = events(result)[3]["data"], events(result)[4]
+    assert key["key"] == "#" and key["track"] == "inbound" and abs(key["start"] - onset / R) < 0.002
+    assert done["specversion"] == "1.0" and done["source"] == "edge-recorder/offline"
+    data = done["data"]
+    assert data["end_reason"] == "end_on_key" and data["key"] == "#" and data["channels"] == 2
+    audio, rate = sf.read(out / "vm.wav", dtype="int16")
+    assert rate == R and len(audio) == round((key["start"] - 1 - 0.5) * R)
+    assert data["size"] == (out / "vm.wav").stat().st_size and len(data["sha256"]) == 64
+
+
+def test_record_without_a_start_records_the_whole_file_as_mp3(tmp_path, call):
+    path, _ = call
+    result = cli(path, "--out", tmp_path, "--sample-rate", "8000")
+    assert result.returncode == 0, result.stderr
+    done = events(result)[-1]["data"]
+    assert done["end_reason"] == "call_end" and done["format"] == "mp3" and done["sample_rate"] == 8000
+    info = sf.info(tmp_path / f"{done['name']}.mp3")
+    assert info.samplerate == 8000 and abs(info.duration - 6) < 0.2
+
+
+def test_a_key_from_the_timeline_ends_the_recording(tmp_path):
+    path = tmp_path / "quiet.wav"
+    sf.write(path, np.zeros(3 * R, np.int16), R)
+    result = cli(path, "--out", tmp_path, "--end-on-key", "*", "--at", "1.5=key:*", "--format", "wav")
+    assert result.returncode == 0, result.stderr
+    done = events(result)[-1]["data"]
+    assert done["end_reason"] == "end_on_key" and abs(done["duration"] - 1.5) < 0.002
+
+
+def test_a_timeline_file_and_a_44k1_input(tmp_path):
+    t = np.arange(44100 * 3) / 44100
+    path = tmp_path / "cd.wav"
+    sf.write(path, (np.sin(2 * np.pi * 300 * t) * 5000).astype(np.int16), 44100)
+    (tmp_path / "tl.txt").write_text("# a comment\n0.5 start:a\n2 stop:a\n")
+    result = cli(path, "--out", tmp_path, "--timeline", tmp_path / "tl.txt", "--format", "wav")
+    assert result.returncode == 0, result.stderr
+    done = events(result)[-1]["data"]
+    assert done["duration"] == 1.5 and sf.info(tmp_path / "a.wav").samplerate == 16000
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["missing.wav"], 66, "missing.wav: no such file"),
+        (["notaudio.wav"], 65, "not a readable audio file"),
+        (["mono.wav", "--end-on-key", "#x"], 64, "end_on_key: '#x' is not valid; expected DTMF keys"),
+        (["mono.wav", "--max-length", "-3"], 64, "max_length: '-3' is not valid"),
+        (["mono.wav", "--channels", "dual"], 64, "channels=dual needs the inbound and outbound tracks"),
+        (["mono.wav", "--at", "x=start"], 64, "'x' is not a time in seconds"),
+        (["mono.wav", "--at", "1=jump"], 64, "unknown action 'jump'"),
+        (["mono.wav", "--format", "ogg"], 64, "invalid choice: 'ogg'"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tmp_path, args, code, message):
+    (tmp_path / "notaudio.wav").write_text("this is not a wav file")
+    sf.write(tmp_path / "mono.wav", np.zeros(R, np.int16), R)
+    result = cli("record", *args, cwd=tmp_path)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert not list(tmp_path.glob("recordings/*"))
+
+
+def test_the_demo_records_a_call_that_ends_on_hash(tmp_path):
+    result = cli("demo", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    kinds = [e["type"] for e in events(result)]
+    assert kinds == ["recording.started", "dtmf.key", "recording.finished"]
+    done = events(result)[-1]["data"]
+    assert done["end_reason"] == "end_on_key" and (tmp_path / "demo.mp3").stat().st_size == done["size"]
