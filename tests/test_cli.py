@@ -47,23 +47,9 @@ def test_record_a_voicemail_with_a_timeline(tmp_path, call):
     path, onset = call
     out = tmp_path / "out"
     result = cli(
-        path,
-        "--out",
-        out,
-        "--format",
-        "wav",
-        "--channels",
-        "dual",
-        "--end-on-key",
-        "#",
-        "--beep",
-        "--at",
-        "1=start:vm",
-        "--at",
-        "2=pause:skip",
-        "--at",
-        "2.5=resume",
-    )
+        path, "--out", out, "--format", "wav", "--channels", "dual", "--end-on-key", "#", "--beep",
+        "--at", "1=start:vm", "--at", "2=pause:skip", "--at", "2.5=resume",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     kinds = [e["type"] for e in events(result)]
     assert kinds == ["recording.started", "recording.paused", "recording.resumed", "dtmf.key", "recording.finished"]
