@@ -61,18 +61,30 @@ def periods(path: Path, count: int = 30000) -> np.ndarray:
     return np.array(out)
 
 
+_MEASURED = """
+import sys
+from firmware.cli.main import main
+code = main(sys.argv[1:])
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+sys.stderr.write(f"\\nVmHWM {hwm.split()[1]}\\n")
+sys.exit(code)
+"""
+
+
 def record_command(path: Path, fmt: str, out: Path) -> tuple[float, float]:
-    """CPU seconds and peak RSS (MB) of one ``edge-recorder record`` process on the file."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware.cli.main", "record", str(path), "--out", str(out), "--format", fmt,
-         "--channels", "dual"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    """CPU seconds and peak RSS (MB) of one ``edge-recorder record`` process on the file.
+
+    Peak RSS is the process's own VmHWM: ``ru_maxrss`` would also count the
+    forked image of this (much larger) benchmark process.
+    """
+    argv = ["record", str(path), "--out", str(out), "--format", fmt, "--channels", "dual"]
+    proc = subprocess.Popen([sys.executable, "-c", _MEASURED, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = proc.stderr.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"edge-recorder record failed with {proc.returncode}")
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"edge-recorder record failed: {err[-500:]}")
+    hwm_kb = int(err.rsplit("VmHWM", 1)[1].split()[0])
+    return usage.ru_utime + usage.ru_stime, hwm_kb / 1024
 
 
 def main() -> None:

@@ -59,7 +59,7 @@ MIN_COHERENCE = 0.85
 #: Share of the tone's samples left unexplained by the two measured sinusoids.
 #: A key leaves only line noise (9 % at 10 dB SNR); voiced speech leaves its
 #: other harmonics.
-MAX_RESIDUAL = 0.30
+MAX_RESIDUAL = 0.20
 #: Candidate windows missing inside a run before the run is over (12 ms).
 MAX_GAP_HOPS = 3
 #: A run this long (in hops) is validated without waiting for its end.
