@@ -1,0 +1,282 @@
+"""The catalog: every recording's fields in SQLite, surviving crashes.
+
+SQLite in WAL mode with ``synchronous=FULL``: a committed change survives a
+power cut. Writes take ``BEGIN IMMEDIATE`` so two writers never deadlock
+half-way, and every connection waits ``BUSY_TIMEOUT`` for a lock instead of
+failing. The schema version is SQLite's ``user_version``; ``MIGRATIONS`` holds
+one script per version, applied in order in one transaction each.
+
+``open_catalog`` checks the file first. A catalog that SQLite cannot read is
+moved aside (``<name>.corrupt-<time>``) and a new one is created; the daemon
+then rebuilds it from what the spool holds and keeps recording.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .cloudevents import rfc3339
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT = 5.0
+
+#: Fields of a recording (SPEC section 3) and what the box keeps beside them.
+COLUMNS = (
+    "id",
+    "name",
+    "call_id",
+    "source",
+    "status",
+    "state",
+    "end_reason",
+    "key",
+    "format",
+    "sample_rate",
+    "channels",
+    "track",
+    "options",
+    "date_created",
+    "date_updated",
+    "start_time",
+    "end_time",
+    "duration",
+    "size",
+    "sha256",
+    "path",
+    "error_code",
+    "error_message",
+    "start_monotonic",
+    "clock_synced",
+    "boot_id",
+    "deleted_at",
+)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: recordings
+    """
+    CREATE TABLE recordings (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        status TEXT NOT NULL,
+        state TEXT NOT NULL,
+        end_reason TEXT,
+        key TEXT,
+        format TEXT NOT NULL,
+        sample_rate INTEGER NOT NULL,
+        channels INTEGER NOT NULL,
+        track TEXT NOT NULL,
+        options TEXT NOT NULL,
+        date_created TEXT NOT NULL,
+        date_updated TEXT NOT NULL,
+        start_time TEXT NOT NULL,
+        end_time TEXT,
+        duration REAL,
+        size INTEGER,
+        sha256 TEXT,
+        path TEXT,
+        error_code TEXT,
+        error_message TEXT,
+        start_monotonic REAL,
+        clock_synced INTEGER NOT NULL DEFAULT 0,
+        boot_id TEXT,
+        deleted_at TEXT
+    );
+    CREATE INDEX recordings_created ON recordings (date_created);
+    CREATE INDEX recordings_call ON recordings (call_id);
+    CREATE INDEX recordings_status ON recordings (status);
+    """,
+)
+
+UNFINISHED = ("in-progress", "paused", "processing")
+
+
+class CatalogError(Exception):
+    """The catalog cannot be used; the message says why."""
+
+
+class Catalog:
+    """Recordings by id.
+
+    >>> import tempfile, pathlib
+    >>> cat = Catalog(pathlib.Path(tempfile.mkdtemp()) / "catalog.sqlite3")
+    >>> cat.insert({"id": "RE1", "name": "RE1", "call_id": "CA1", "source": "cli", "status": "in-progress",
+    ...             "state": "recording", "format": "wav", "sample_rate": 8000, "channels": 1, "track": "both",
+    ...             "options": {}, "start_time": "2026-01-01T00:00:00Z"})
+    >>> cat.update("RE1", status="completed", duration=1.5)
+    >>> cat.get("RE1")["status"], cat.version
+    ('completed', 1)
+    >>> cat.close()
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+            self._migrate()
+        except sqlite3.DatabaseError:
+            self._db.close()
+            raise
+
+    @property
+    def version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        current = self.version
+        if current > len(MIGRATIONS):
+            raise CatalogError(
+                f"{self.path}: schema version {current} is newer than this firmware knows ({len(MIGRATIONS)})"
+            )
+        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.transaction() as db:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+            log.info("catalog %s: schema version %d", self.path, number)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``), committed on success."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def integrity(self) -> str:
+        with self._lock:
+            return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    # -- rows -------------------------------------------------------------------------
+    def insert(self, row: Mapping[str, Any]) -> None:
+        values = _encode({**row, "date_created": row.get("date_created") or now(), "date_updated": now()})
+        names = [c for c in COLUMNS if c in values]
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT INTO recordings ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                [values[c] for c in names],
+            )
+
+    def upsert(self, row: Mapping[str, Any]) -> None:
+        """Insert ``row``, or replace the fields it has when the id is known (used when adopting files)."""
+        with self._lock:
+            if self.get(row["id"]) is None:
+                self.insert(row)
+            else:
+                self.update(row["id"], **{k: v for k, v in row.items() if k != "id"})
+
+    def update(self, recording_id: str, **fields: Any) -> None:
+        values = _encode({**fields, "date_updated": now()})
+        unknown = set(values) - set(COLUMNS)
+        if unknown:
+            raise CatalogError(f"unknown catalog fields: {', '.join(sorted(unknown))}")
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE recordings SET {', '.join(f'{c} = ?' for c in values)} WHERE id = ?",
+                [*values.values(), recording_id],
+            )
+
+    def get(self, recording_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM recordings WHERE id = ?", (recording_id,)).fetchone()
+        return _decode(row) if row else None
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        call_id: str | None = None,
+        include_deleted: bool = False,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Recordings, newest first."""
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        elif not include_deleted:
+            where.append("status != 'deleted'")
+        if call_id:
+            where.append("call_id = ?")
+            args.append(call_id)
+        sql = "SELECT * FROM recordings"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY date_created DESC, rowid DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            return [_decode(r) for r in self._db.execute(sql, args).fetchall()]
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        marks = ", ".join("?" * len(UNFINISHED))
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM recordings WHERE status IN ({marks})", UNFINISHED).fetchall()
+        return [_decode(r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_catalog(path: Path) -> tuple[Catalog, Path | None]:
+    """Open the catalog; a corrupt one is moved aside and replaced (its new path is returned)."""
+    path = Path(path)
+    try:
+        catalog = Catalog(path)
+        if catalog.integrity() == "ok":
+            return catalog, None
+        catalog.close()
+    except sqlite3.DatabaseError as exc:
+        log.error("catalog %s is unreadable (%s)", path, exc)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            src.replace(Path(str(aside) + suffix))
+    log.error("catalog %s moved aside to %s; rebuilding it from the spool", path, aside)
+    return Catalog(path), aside
+
+
+def now() -> str:
+    return rfc3339(datetime.now(UTC))
+
+
+def _encode(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in row.items():
+        if key == "options" and not isinstance(value, str):
+            value = json.dumps(value, sort_keys=True)
+        elif isinstance(value, bool):
+            value = int(value)
+        out[key] = value
+    return out
+
+
+def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["options"] = json.loads(out["options"]) if out.get("options") else {}
+    out["clock_synced"] = bool(out.get("clock_synced"))
+    return out

@@ -1,0 +1,402 @@
+"""The box's configuration: TOML, one schema, every key with a working default.
+
+``load(path)`` reads the file, checks every section and key against ``SCHEMA``
+and returns a frozen ``Config``. Anything wrong raises ``ConfigError`` naming
+the section, the key, the value and what would be accepted; the daemon exits
+with EX_CONFIG (78) on it, which systemd does not restart. Unknown sections and
+keys are errors too, so a typo does not silently fall back to a default.
+
+The defaults suit a stock Raspberry Pi with a USB audio interface: capture from
+the first USB card at 16 kHz mono, a record button on GPIO17 and its LED on
+GPIO27, state under ``/var/lib/edge-recorder``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .core import OptionError, RecordingOptions, Track
+
+DEFAULT_PATH = Path("/etc/edge-recorder/config.toml")
+ENV_VAR = "EDGE_RECORDER_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; ``str()`` is the one-line message."""
+
+    def __init__(self, section: str, key: str | None, value: Any, allowed: str, source: str = "") -> None:
+        self.section, self.key, self.value, self.allowed = section, key, value, allowed
+        where = f"[{section}]" + (f" {key} = {value!r}" if key else "")
+        prefix = f"{source}: " if source else ""
+        super().__init__(f"{prefix}{where}: {allowed}")
+
+
+# -- value parsers: each returns the parsed value or raises ValueError(allowed) --------
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in allowed:
+            raise ValueError("expected one of " + ", ".join(f'"{a}"' for a in allowed))
+        return value.lower()
+
+    return parse
+
+
+def _number(low: float, high: float, integer: bool = False) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if integer:
+            ok = ok and float(value).is_integer()
+        if not ok or not low <= value <= high:
+            kind = "a whole number" if integer else "a number"
+            raise ValueError(f"expected {kind} from {low:g} to {high:g}")
+        return int(value) if integer else float(value)
+
+    return parse
+
+
+def _one_of_ints(*allowed: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or value not in allowed:
+            raise ValueError("expected " + " or ".join(map(str, allowed)))
+        return int(value)
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or any(ord(ch) < 32 for ch in value):
+        raise ValueError("expected a text string")
+    return value
+
+
+_PIN = re.compile(r"^(GPIO\d{1,2}|BCM\d{1,2}|BOARD\d{1,2}|J8:\d{1,2})$", re.IGNORECASE)
+
+
+def _pin(value: Any) -> int | str | None:
+    """A BCM pin number, a gpiozero pin name (``GPIO17``, ``BOARD11``), or "" for not wired."""
+    if value == "" or (isinstance(value, str) and value.lower() == "none"):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 53:
+        return value
+    if isinstance(value, str) and _PIN.match(value):
+        return value.upper()
+    raise ValueError('expected a BCM pin number 0-53, a pin name like "GPIO17" or "BOARD11", or "" when not wired')
+
+
+def _keys(value: Any) -> str:
+    text = value.upper() if isinstance(value, str) else None
+    if text is None or len(text) > 8 or any(ch not in "0123456789*#ABCD" for ch in text):
+        raise ValueError('expected up to 8 DTMF keys from 0-9 * # A-D, e.g. "*1", or "" for none')
+    return text
+
+
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def _device_id(value: Any) -> str:
+    if value == "":
+        return ""
+    if not isinstance(value, str) or not _DEVICE_ID.match(value):
+        raise ValueError(
+            'expected letters, digits, - and _ (at most 64, starting with a letter or digit), or "" for one derived from the board\'s serial number'
+        )
+    return value
+
+
+def _level(value: Any) -> str:
+    return _choice("debug", "info", "warning", "error")(value)
+
+
+# -- the schema -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "device": {
+        "id": Key("", _device_id, "device id in topics and file names; empty: derived from the board's serial number"),
+    },
+    "audio": {
+        "capture": Key("plughw:CARD=Device,DEV=0", _text, "ALSA capture PCM"),
+        "playback": Key("", _text, "ALSA playback PCM for beeps and warning tones; empty: none"),
+        "sample_rate": Key(16000, _one_of_ints(8000, 16000), "capture rate in Hz"),
+        "channels": Key(1, _one_of_ints(1, 2), "capture channels: 1 (both tracks mixed) or 2"),
+        "inbound_channel": Key(0, _one_of_ints(0, 1), "capture channel carrying the line (far party)"),
+        "outbound_channel": Key(1, _one_of_ints(0, 1), "capture channel carrying the local party"),
+        "period_ms": Key(20, _number(10, 40, integer=True), "ALSA period in milliseconds"),
+        "reconnect_grace": Key(
+            5.0, _number(0, 300), "seconds a vanished device may take to return before recordings end with an error"
+        ),
+        "buffer_seconds": Key(10.0, _number(5, 120), "audio held between capture and storage while the disk is slow"),
+    },
+    "gpio": {
+        "enabled": Key(True, _bool, "use the GPIO panel"),
+        "pin_factory": Key(
+            "", _text, 'gpiozero pin factory: "" for its default, "lgpio", "rpigpio", "native" or "mock"'
+        ),
+        "record_button": Key(17, _pin, "record button (to ground)"),
+        "pause_button": Key("", _pin, "pause button (to ground)"),
+        "hook_switch": Key("", _pin, "hook-switch input"),
+        "hook_off_hook": Key("closed", _choice("closed", "open"), "contact state of the hook switch when off hook"),
+        "led": Key(27, _pin, "record LED"),
+        "buzzer": Key("", _pin, "buzzer for local beeps"),
+        "active_high": Key(False, _bool, "buttons pull the pin high when pressed"),
+        "bounce_ms": Key(30, _number(0, 500, integer=True), "button debounce time"),
+        "hook_bounce_ms": Key(100, _number(0, 2000, integer=True), "hook-switch debounce time"),
+        "hold_seconds": Key(0.0, _number(0, 10), "holding the record button this long pauses or resumes; 0: off"),
+    },
+    "recording": {
+        # Checked as a whole by RecordingOptions.from_mapping: the start options of SPEC section 3.
+    },
+    "call": {
+        "detect": Key(
+            "auto",
+            _choice("auto", "hook", "audio", "none"),
+            "how a call is noticed: hook switch, audio activity, auto (hook when wired)",
+        ),
+        "auto_record": Key("none", _choice("none", "off-hook", "voice"), "start a recording for every call"),
+        "pre_roll": Key(1.0, _number(0, 30), "seconds of audio from before the call start kept in auto recordings"),
+        "idle_timeout": Key(
+            10.0, _number(1, 3600), "seconds without speech after which an audio-detected call is over"
+        ),
+        "stop_hold": Key(
+            2.0, _number(0, 60), "seconds a call may pause (hook bounce, a quiet moment) before its recording stops"
+        ),
+        "min_length": Key(1.0, _number(0, 3600), "auto recordings shorter than this are discarded"),
+    },
+    "dtmf": {
+        "start": Key("", _keys, "key sequence that starts a recording, e.g. *1"),
+        "stop": Key("", _keys, "key sequence that stops the recordings"),
+        "pause": Key("", _keys, "key sequence that pauses"),
+        "resume": Key("", _keys, "key sequence that resumes"),
+        "track": Key("both", _choice(*(t.value for t in Track)), "track whose keys count"),
+        "key_timeout": Key(3.0, _number(0.5, 30), "seconds allowed between the keys of a sequence"),
+    },
+    "spool": {
+        "directory": Key("/var/lib/edge-recorder/spool", _text, "where recordings are written"),
+        "fsync_interval": Key(1.0, _number(0.1, 10), "seconds between flushes to storage"),
+        "min_free_mb": Key(64, _number(0, 1 << 20, integer=True), "recording stops below this much free space"),
+    },
+    "catalog": {
+        "path": Key("/var/lib/edge-recorder/catalog.sqlite3", _text, "SQLite catalog of recordings"),
+    },
+    "sim": {
+        "enabled": Key(False, _bool, "run with simulated hardware (WAV capture, mock GPIO)"),
+        "audio": Key("", _text, "WAV file the simulated box hears; empty: a built-in demo call"),
+        "pace": Key("realtime", _choice("realtime", "fast"), "feed the file at real time or as fast as possible"),
+        "scenario": Key("", _text, 'panel actions keyed to audio time, e.g. "2=button, 5=hook:off"'),
+        "playback": Key("", _text, "WAV file that receives the tones the box plays; empty: none"),
+        "loop": Key(False, _bool, "replay the file forever instead of exiting at its end"),
+    },
+    "log": {
+        "level": Key("info", _level, "log level"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration: ``config.audio["capture"]`` and so on."""
+
+    device: dict[str, Any]
+    audio: dict[str, Any]
+    gpio: dict[str, Any]
+    recording: RecordingOptions
+    call: dict[str, Any]
+    dtmf: dict[str, Any]
+    spool: dict[str, Any]
+    catalog: dict[str, Any]
+    sim: dict[str, Any]
+    log: dict[str, Any]
+    source: str = field(default="defaults", compare=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def device_id(self) -> str:
+        return self.device["id"] or derived_device_id()
+
+    def replace(self, **sections: dict[str, Any]) -> Config:
+        """This config with some keys changed (and checked): ``replace(sim={"enabled": True})``."""
+        raw = {name: dict(values) for name, values in self.raw.items()}
+        for name, values in sections.items():
+            raw.setdefault(name, {}).update(values)
+        return parse(raw, self.source)
+
+
+def parse(raw: Mapping[str, Any], source: str = "config") -> Config:
+    """Check ``raw`` (a parsed TOML document) against the schema."""
+    unknown = sorted(set(raw) - set(SCHEMA))
+    if unknown:
+        raise ConfigError(
+            unknown[0], None, None, "unknown section; the sections are " + ", ".join(f"[{s}]" for s in SCHEMA), source
+        )
+    sections: dict[str, Any] = {}
+    for name, keys in SCHEMA.items():
+        given = raw.get(name, {})
+        if not isinstance(given, Mapping):
+            raise ConfigError(name, None, given, "must be a table of keys", source)
+        if name == "recording":
+            sections[name] = _recording(given, source)
+            continue
+        extra = sorted(set(given) - set(keys))
+        if extra:
+            raise ConfigError(name, extra[0], given[extra[0]], "unknown key; the keys are " + ", ".join(keys), source)
+        values = {}
+        for key, spec in keys.items():
+            value = given.get(key, spec.default)
+            try:
+                values[key] = spec.parse(value)
+            except ValueError as exc:
+                raise ConfigError(name, key, value, str(exc), source) from None
+        sections[name] = values
+    _cross_checks(sections, source)
+    return Config(**sections, source=source, raw=raw)
+
+
+def _recording(given: Mapping[str, Any], source: str) -> RecordingOptions:
+    try:
+        return RecordingOptions.from_mapping(given)
+    except OptionError as exc:
+        raise ConfigError("recording", exc.option, exc.value, f"expected {exc.allowed}", source) from None
+
+
+def _cross_checks(s: dict[str, Any], source: str) -> None:
+    audio = s["audio"]
+    if audio["channels"] == 2 and audio["inbound_channel"] == audio["outbound_channel"]:
+        raise ConfigError(
+            "audio",
+            "outbound_channel",
+            audio["outbound_channel"],
+            "must differ from inbound_channel on a 2-channel input",
+            source,
+        )
+    rec: RecordingOptions = s["recording"]
+    if rec.channels.value == "dual" and audio["channels"] == 1:
+        raise ConfigError(
+            "recording",
+            "channels",
+            "dual",
+            'needs [audio] channels = 2; a mono input cannot separate the tracks: use "mono"',
+            source,
+        )
+    gpio = s["gpio"]
+    pins = [
+        (role, gpio[role])
+        for role in ("record_button", "pause_button", "hook_switch", "led", "buzzer")
+        if gpio[role] is not None
+    ]
+    seen: dict[Any, str] = {}
+    for role, pin in pins:
+        if pin in seen:
+            raise ConfigError("gpio", role, pin, f"pin already used by {seen[pin]}", source)
+        seen[pin] = role
+    if s["call"]["detect"] == "hook" and gpio["hook_switch"] is None:
+        raise ConfigError("call", "detect", "hook", "needs [gpio] hook_switch to be wired", source)
+    if s["call"]["auto_record"] == "off-hook" and s["call"]["detect"] == "none":
+        raise ConfigError(
+            "call",
+            "auto_record",
+            "off-hook",
+            'needs call detection; set [call] detect to "auto", "hook" or "audio"',
+            source,
+        )
+    sequences = {k: s["dtmf"][k] for k in ("start", "stop", "pause", "resume") if s["dtmf"][k]}
+    for a, seq_a in sequences.items():
+        for b, seq_b in sequences.items():
+            if a < b and (seq_a.startswith(seq_b) or seq_b.startswith(seq_a)):
+                raise ConfigError(
+                    "dtmf", b, seq_b, f"clashes with {a} = {seq_a!r}: no sequence may begin with another", source
+                )
+
+
+def defaults() -> Config:
+    return parse({}, "defaults")
+
+
+def load(path: Path | str | None = None) -> Config:
+    """Read the config from ``path``, ``$EDGE_RECORDER_CONFIG`` or the default path.
+
+    The default path may be absent (every key has a default); a path that was
+    asked for must exist.
+    """
+    explicit = path is not None or bool(os.environ.get(ENV_VAR))
+    path = Path(path or os.environ.get(ENV_VAR) or DEFAULT_PATH)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError("file", None, None, f"{path}: no such file", str(path)) from None
+        return defaults()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("file", None, None, f"cannot read {path}: {exc}", str(path)) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("file", None, None, f"not valid TOML: {exc}", str(path)) from None
+    return parse(raw, str(path))
+
+
+def derived_device_id() -> str:
+    """``er-`` and 8 hex digits from the board's serial number (or the machine id)."""
+    for path, pattern in (
+        ("/proc/device-tree/serial-number", None),
+        ("/proc/cpuinfo", re.compile(r"^Serial\s*:\s*([0-9a-fA-F]+)", re.MULTILINE)),
+        ("/etc/machine-id", None),
+    ):
+        try:
+            text = Path(path).read_text(errors="replace").strip("\x00\n ")
+        except OSError:
+            continue
+        if pattern is not None:
+            match = pattern.search(text)
+            text = match.group(1) if match else ""
+        if text.strip("0"):
+            return "er-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return "er-00000000"
+
+
+def describe() -> str:
+    """Every section and key with its default, as TOML with comments."""
+    lines = []
+    for name, keys in SCHEMA.items():
+        lines.append(f"[{name}]")
+        if name == "recording":
+            lines.append("# start options of SPEC section 3 for button, DTMF and automatic recordings:")
+            for key, value in RecordingOptions().to_dict().items():
+                lines.append(f"# {key} = {_toml(value)}")
+        for key, spec in keys.items():
+            lines.append(f"# {spec.help}")
+            lines.append(f"{key} = {_toml(spec.default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)

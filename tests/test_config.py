@@ -1,0 +1,68 @@
+"""The config file: defaults that work, and errors that name section, key and value."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware import config
+from firmware.core import Channels, Format
+
+
+def test_defaults_need_no_file(monkeypatch, tmp_path):
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "absent.toml")
+    cfg = config.load()
+    assert cfg.audio["sample_rate"] == 16000 and cfg.audio["period_ms"] == 20
+    assert cfg.recording.format is Format.MP3 and cfg.recording.channels is Channels.MONO
+    assert cfg.device_id.startswith("er-") and len(cfg.device_id) == 11
+
+
+def test_a_file_overrides_defaults_and_recording_options(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[device]\nid = "desk-1"\n[audio]\nchannels = 2\nsample_rate = 8000\n'
+        '[recording]\nchannels = "dual"\nformat = "wav"\nbeep = true\n[gpio]\nrecord_button = "GPIO5"\nled = ""\n'
+    )
+    cfg = config.load(path)
+    assert cfg.device_id == "desk-1"
+    assert cfg.audio["channels"] == 2 and cfg.audio["sample_rate"] == 8000
+    assert cfg.recording.channels is Channels.DUAL and cfg.recording.beep
+    assert cfg.gpio["record_button"] == "GPIO5" and cfg.gpio["led"] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[audio]\nsample_rate = 44100\n", "[audio] sample_rate = 44100: expected 8000 or 16000"),
+        ("[audio]\nperiod_ms = 5\n", "[audio] period_ms = 5: expected a whole number from 10 to 40"),
+        ("[audio]\ncapturee = 'hw:1'\n", "[audio] capturee = 'hw:1': unknown key"),
+        ("[audoi]\n", "[audoi]: unknown section"),
+        ("[recording]\nformat = 'ogg'\n", "[recording] format = 'ogg': expected one of wav, mp3"),
+        ("[recording]\nchannels = 'dual'\n", "[recording] channels = 'dual': needs [audio] channels = 2"),
+        ("[gpio]\nled = 17\n", "[gpio] led = 17: pin already used by record_button"),
+        ("[gpio]\nrecord_button = 'pin seventeen'\n", "[gpio] record_button = 'pin seventeen': expected a BCM pin"),
+        ("[call]\ndetect = 'hook'\n", "[call] detect = 'hook': needs [gpio] hook_switch"),
+        ("[dtmf]\nstart = '*1'\nstop = '*12'\n", "[dtmf] stop = '*12': clashes with start"),
+        ("[dtmf]\nstart = '*X'\n", "[dtmf] start = '*X': expected up to 8 DTMF keys"),
+        ("[spool]\nfsync_interval = true\n", "[spool] fsync_interval = True: expected a number"),
+        ("[audio\n", "not valid TOML"),
+    ],
+)
+def test_bad_values_are_named(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert message in str(caught.value)
+    assert str(caught.value).startswith(str(path))
+
+
+def test_an_explicit_path_must_exist(tmp_path):
+    with pytest.raises(config.ConfigError, match="no such file"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_described_defaults_parse_back_to_the_defaults():
+    import tomllib
+
+    assert config.parse(tomllib.loads(config.describe())) == config.defaults()
