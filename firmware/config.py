@@ -203,11 +203,21 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "sim": {
         "enabled": Key(False, _bool, "run with simulated hardware (WAV capture, mock GPIO)"),
+        "capture": Key(
+            "wav",
+            _choice("wav", "alsa"),
+            'what the simulated box hears: "wav" (the file below) or "alsa" ([audio] capture, e.g. ALSA\'s file plugin)',
+        ),
         "audio": Key("", _text, "WAV file the simulated box hears; empty: a built-in demo call"),
+        "frames": Key(
+            0,
+            _number(0, 1 << 40, integer=True),
+            "with capture = alsa: stop after this many frames (ALSA's file plugin never ends); 0: never",
+        ),
+        "faults": Key("", _text, 'capture faults to inject, e.g. "3=overrun:0.1, 5=disconnect:2" (seconds of audio)'),
         "pace": Key("realtime", _choice("realtime", "fast"), "feed the file at real time or as fast as possible"),
         "scenario": Key("", _text, 'panel actions keyed to audio time, e.g. "2=button, 5=hook:off"'),
         "playback": Key("", _text, "WAV file that receives the tones the box plays; empty: none"),
-        "loop": Key(False, _bool, "replay the file forever instead of exiting at its end"),
     },
     "log": {
         "level": Key("info", _level, "log level"),

@@ -1,24 +1,31 @@
-"""``edge-recorder demo``: a short synthetic call recorded by the core.
+"""``edge-recorder demo``: a simulated box records a short synthetic call.
 
 The call is two tracks at 16 kHz: the front desk answers (outbound), the record
 button is pressed (a beep goes into the recording's outbound track), the caller
 speaks (inbound) and presses ``#``, which ends the recording where the key's tone
-began. The call is written to ``demo-call.wav`` and recorded with the very same
-code as ``edge-recorder record``.
+began. The call is written to ``demo-call.wav`` and heard by the very same
+daemon as ``edge-recorder run`` (``--simulate``): WAV capture, mock GPIO pins
+with the button pressed at 2 s, the spool and the catalog under ``--out``. The
+events are printed as they happen, then the finished recording's catalog row.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from .. import config as cfg
+from ..catalog import Catalog
+from ..daemon.box import Box
 from ..media.speech import SpeechUnavailable, speak
 from ..media.synth import dtmf_tone, mix
-from . import exits, record
+from . import exits
+from .run import event_writer
 
 log = logging.getLogger("edge-recorder.demo")
 
@@ -30,7 +37,7 @@ KEY = "#"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="record a synthetic demo call with the core", description=__doc__)
+    p = sub.add_parser("demo", help="a simulated box records a synthetic demo call", description=__doc__)
     p.add_argument(
         "-o",
         "--out",
@@ -38,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=Path("demo-output"),
         help="directory for the call and the recording (default ./demo-output)",
     )
+    p.add_argument("--realtime", action="store_true", help="feed the call at real time (default: as fast as possible)")
     p.set_defaults(run=run)
 
 
@@ -56,13 +64,11 @@ def synthesize_call() -> tuple[np.ndarray, float]:
     return call, key_at
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        call, key_at = synthesize_call()
-    except SpeechUnavailable as exc:
-        return exits.fail(exits.SOFTWARE, f"{exc}; the README's demo command installs it")
-    args.out.mkdir(parents=True, exist_ok=True)
-    wav = args.out / "demo-call.wav"
+def write_demo_call(directory: Path) -> tuple[Path, str]:
+    """Write the demo call into ``directory``; return its path and the panel scenario."""
+    call, key_at = synthesize_call()
+    directory.mkdir(parents=True, exist_ok=True)
+    wav = directory / "demo-call.wav"
     sf.write(wav, call, RATE, subtype="PCM_16")
     log.info(
         "demo call: %s (%.1f s, left inbound, right outbound); '%s' pressed at %.2f s",
@@ -71,28 +77,43 @@ def run(args: argparse.Namespace) -> int:
         KEY,
         key_at,
     )
-    log.info("recording from the button press at %.1f s with beep, dual channels, end_on_key '%s'", BUTTON_AT, KEY)
-    argv = [
-        str(wav),
-        "--out",
-        str(args.out),
-        "--device-id",
-        "demo",
-        "--at",
-        f"{BUTTON_AT}=button",
-        "--name",
-        "demo",
-        "--beep",
-        "--channels",
-        "dual",
-        "--end-on-key",
-        KEY,
-    ]
-    return record.run(record_parser().parse_args(argv))
+    return wav, f"{BUTTON_AT}=button"
 
 
-def record_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-recorder")
-    record.add_parser(p.add_subparsers())
-    sub = p._subparsers._group_actions[0].choices["record"]
-    return sub
+def run(args: argparse.Namespace) -> int:
+    try:
+        wav, scenario = write_demo_call(args.out)
+    except SpeechUnavailable as exc:
+        return exits.fail(exits.SOFTWARE, f"{exc}; the README's demo command installs it")
+    config = cfg.parse(
+        {
+            "device": {"id": "demo"},
+            "audio": {"channels": 2},
+            "recording": {"beep": True, "channels": "dual", "end_on_key": KEY, "format": "wav"},
+            "spool": {"directory": str(args.out / "spool")},
+            "catalog": {"path": str(args.out / "catalog.sqlite3")},
+            "sim": {
+                "enabled": True,
+                "audio": str(wav),
+                "scenario": scenario,
+                "pace": "realtime" if args.realtime else "fast",
+                "playback": str(args.out / "played-tones.wav"),
+            },
+        },
+        "demo",
+    )
+    log.info("the record button is pressed at %.1f s: beep, dual channels, end_on_key '%s'", BUTTON_AT, KEY)
+    box = Box(config, sinks=[event_writer("-")])
+    code = box.run()
+    catalog = Catalog(Path(config.catalog["path"]))
+    rows = [r for r in catalog.list() if r["source"] == "button"]
+    catalog.close()
+    if not rows:
+        return exits.fail(exits.SOFTWARE, "the demo recorded nothing")
+    row = rows[0]
+    log.info(
+        "catalog row of %s: %s",
+        row["id"],
+        json.dumps({k: row[k] for k in ("status", "end_reason", "key", "duration", "size", "path")}),
+    )
+    return code

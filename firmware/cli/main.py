@@ -7,7 +7,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import demo, exits, record
+from . import config_cmd, demo, devices, exits, record, recordings, run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,8 +23,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"edge-recorder {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="more log detail on stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    run.add_parser(sub)
     record.add_parser(sub)
     demo.add_parser(sub)
+    config_cmd.add_parser(sub)
+    recordings.add_parser(sub)
+    devices.add_parser(sub)
     return p
 
 

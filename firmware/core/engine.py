@@ -503,7 +503,7 @@ class Recorder:
         act.last_speech = max(act.last_speech or 0, last_out)
 
     def _finish(self, act: _Active, at: int, reason: EndReason, key: str | None = None) -> list[ev.Event]:
-        trigger = Trigger.NO_INPUT if reason is EndReason.NO_INPUT else Trigger.END
+        trigger = {EndReason.NO_INPUT: Trigger.NO_INPUT, EndReason.ERROR: Trigger.FAIL}.get(reason, Trigger.END)
         act.state = self._step(act, trigger)
         act.frames -= act.hold.cut_from(at)
         del self._active[act.info.id]

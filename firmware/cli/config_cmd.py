@@ -1,0 +1,30 @@
+"""``edge-recorder config check FILE`` and ``config defaults``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import config as cfg
+from . import exits
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="check a config file or print the defaults")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=type(p))
+    check = verbs.add_parser("check", help="validate a config file (exit 78 when it is bad)")
+    check.add_argument("file", help="the TOML file")
+    check.set_defaults(run=run_check)
+    show = verbs.add_parser("defaults", help="print every section and key with its default")
+    show.set_defaults(run=lambda args: sys.stdout.write(cfg.describe()) and exits.OK)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    try:
+        config = cfg.load(args.file)
+    except cfg.ConfigError as exc:
+        return exits.fail(exits.CONFIG, str(exc))
+    print(
+        f"{args.file}: ok (device id {config.device_id}, capture {config.audio['capture']}, spool {config.spool['directory']})"
+    )
+    return exits.OK

@@ -1,0 +1,135 @@
+"""``edge-recorder recordings list|show|export|delete``: the catalog from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .. import config as cfg
+from ..catalog import Catalog, CatalogError, now
+from ..daemon.box import public
+from . import exits
+from .run import add_config_argument
+
+COLUMNS = ("id", "status", "end_reason", "source", "start_time", "duration", "size")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recordings", help="list, show, export or delete recordings in the catalog")
+    add_config_argument(p)
+    p.add_argument("--state-dir", type=Path, help="the spool and catalog are here (as for run --state-dir)")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=type(p))
+    ls = verbs.add_parser("list", help="recordings, newest first")
+    ls.add_argument("--status", help="only this status (in-progress, completed, absent, failed, deleted...)")
+    ls.add_argument("--call-id", help="only this call")
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    ls.add_argument("--json", action="store_true", help="JSON for scripts")
+    ls.set_defaults(run=run_list)
+    show = verbs.add_parser("show", help="every field of one recording (JSON)")
+    show.add_argument("id")
+    show.set_defaults(run=run_show)
+    export = verbs.add_parser("export", help="copy a recording's media file out")
+    export.add_argument("id")
+    export.add_argument("dest", type=Path, help="file or directory to copy to")
+    export.set_defaults(run=run_export)
+    delete = verbs.add_parser("delete", help="delete a completed recording's media; its metadata stays as deleted")
+    delete.add_argument("id")
+    delete.set_defaults(run=run_delete)
+
+
+def _catalog(args: argparse.Namespace) -> Catalog:
+    if args.state_dir:
+        path = args.state_dir / "catalog.sqlite3"
+    else:
+        path = Path(cfg.load(args.config).catalog["path"])
+    if not path.exists():
+        raise CatalogError(f"{path}: no catalog there yet")
+    return Catalog(path)
+
+
+def _with_catalog(fn):
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            catalog = _catalog(args)
+        except cfg.ConfigError as exc:
+            return exits.fail(exits.CONFIG, str(exc))
+        except CatalogError as exc:
+            return exits.fail(exits.NOINPUT, str(exc))
+        try:
+            return fn(args, catalog)
+        except LookupError as exc:
+            return exits.fail(exits.NOINPUT, str(exc.args[0]))
+        finally:
+            catalog.close()
+
+    return wrapped
+
+
+@_with_catalog
+def run_list(args: argparse.Namespace, catalog: Catalog) -> int:
+    rows = catalog.list(status=args.status, call_id=args.call_id, limit=args.limit)
+    if args.json:
+        json.dump([public(r) for r in rows], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return exits.OK
+    if not rows:
+        print("no recordings")
+        return exits.OK
+    table = [COLUMNS] + [tuple(_cell(r.get(c)) for c in COLUMNS) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return exits.OK
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _get(catalog: Catalog, rid: str) -> dict:
+    row = catalog.get(rid)
+    if row is None:
+        raise LookupError(f"no recording {rid!r} in the catalog")
+    return row
+
+
+@_with_catalog
+def run_show(args: argparse.Namespace, catalog: Catalog) -> int:
+    row = _get(catalog, args.id)
+    json.dump(public(row) | {"options": row["options"], "path": row["path"]}, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return exits.OK
+
+
+@_with_catalog
+def run_export(args: argparse.Namespace, catalog: Catalog) -> int:
+    row = _get(catalog, args.id)
+    if not row.get("path") or not Path(row["path"]).exists():
+        return exits.fail(exits.NOINPUT, f"{args.id} has no media file (status {row['status']})")
+    dest = args.dest / Path(row["path"]).name if args.dest.is_dir() else args.dest
+    try:
+        shutil.copyfile(row["path"], dest)
+    except OSError as exc:
+        return exits.fail(exits.CANTCREAT, f"{dest}: {exc.strerror}")
+    print(dest)
+    return exits.OK
+
+
+@_with_catalog
+def run_delete(args: argparse.Namespace, catalog: Catalog) -> int:
+    row = _get(catalog, args.id)
+    if row["status"] not in ("completed", "absent", "failed"):
+        return exits.fail(exits.USAGE, f"{args.id} is {row['status']}; only finished recordings can be deleted")
+    if row.get("path"):
+        Path(row["path"]).unlink(missing_ok=True)
+        Path(row["path"]).with_suffix(".json").unlink(missing_ok=True)
+    catalog.update(args.id, status="deleted", path=None, deleted_at=now())
+    print(f"{args.id}: deleted (metadata kept 40 days)")
+    return exits.OK

@@ -1,0 +1,97 @@
+"""``edge-recorder run``: the appliance daemon.
+
+With ``--simulate`` the whole box runs on simulated hardware: capture from a
+WAV file (a built-in demo call when none is given), gpiozero's mock pins driven
+by a scenario keyed to audio time, and state in a local directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .. import config as cfg
+from ..daemon.box import Box
+from ..daemon.hardware import HardwareError
+from . import exits
+
+log = logging.getLogger("edge-recorder.run")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the recording daemon", description=__doc__)
+    add_config_argument(p)
+    p.add_argument("--simulate", action="store_true", help="simulated hardware: WAV capture, mock GPIO ([sim] config)")
+    p.add_argument("--audio", type=Path, help="with --simulate: the WAV file the box hears (default: a demo call)")
+    p.add_argument("--scenario", help='with --simulate: panel actions, e.g. "2=button, 9.5=button"')
+    p.add_argument("--fast", action="store_true", help="with --simulate: feed the audio as fast as possible")
+    p.add_argument("--state-dir", type=Path, help="put the spool and the catalog here (default: from the config)")
+    p.add_argument("--events", metavar="FILE", help="also write every event as a JSON line to FILE ('-' for stdout)")
+    p.set_defaults(run=run)
+
+
+def add_config_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        help=f"config file (default ${cfg.ENV_VAR} or {cfg.DEFAULT_PATH}; absent: every key's default)",
+    )
+
+
+def load(args: argparse.Namespace) -> cfg.Config:
+    config = cfg.load(args.config)
+    changes: dict[str, dict] = {}
+    if getattr(args, "state_dir", None):
+        changes["spool"] = {"directory": str(args.state_dir / "spool")}
+        changes["catalog"] = {"path": str(args.state_dir / "catalog.sqlite3")}
+    if getattr(args, "simulate", False):
+        sim = {"enabled": True}
+        if args.audio:
+            sim["audio"] = str(args.audio)
+        if args.scenario is not None:
+            sim["scenario"] = args.scenario
+        if args.fast:
+            sim["pace"] = "fast"
+        changes["sim"] = sim
+    return config.replace(**changes) if changes else config
+
+
+def event_writer(target: str):
+    stream = sys.stdout if target == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the daemon
+
+    def write(event: dict) -> None:
+        stream.write(json.dumps(event, default=str) + "\n")
+        stream.flush()
+
+    return write
+
+
+def log_event(event: dict) -> None:
+    data = event.get("data", {})
+    log.info("event %s %s", event["type"], data.get("id") or data.get("code") or data.get("key") or "")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load(args)
+    except cfg.ConfigError as exc:
+        return exits.fail(exits.CONFIG, str(exc))
+    if config.sim["enabled"] and config.sim["capture"] == "wav" and not config.sim["audio"]:
+        from .demo import write_demo_call
+
+        state = Path(config.spool["directory"]).parent
+        wav, scenario = write_demo_call(state)
+        config = config.replace(sim={"audio": str(wav), "scenario": config.sim["scenario"] or scenario})
+    sinks = [log_event]
+    if args.events:
+        sinks.append(event_writer(args.events))
+    try:
+        box = Box(config, sinks=sinks, config_path=args.config)
+    except HardwareError as exc:
+        return exits.fail(exits.CONFIG, str(exc))
+    except OSError as exc:
+        return exits.fail(exits.CANTCREAT, f"{exc.filename or ''}: {exc.strerror}")
+    return box.run()

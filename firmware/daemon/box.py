@@ -1,0 +1,638 @@
+"""The box: capture -> core -> spool -> catalog -> events, and every control into the core.
+
+Theory of operation
+-------------------
+Two threads. The capture thread (``capture.CaptureThread``) only reads the
+device and queues periods. The loop (``Box.run``, the main thread) does
+everything else, one period at a time: it feeds the period to the core, hands
+the core's events to the spool (part files), the catalog and the event sinks,
+plays tones, follows calls, and applies controls. Controls from other threads
+(GPIO callbacks, the control API that MQTT and HTTP call) are queued and run
+on the loop between periods, so the core, the spool and the catalog are only
+ever touched from one thread.
+
+Audio time is the number of frames fed to the core. Overruns and a device that
+comes back within ``[audio] reconnect_grace`` are filled with silence so audio
+time stays wall time; after a longer outage active recordings end with
+``end_reason = error`` and audio time is re-anchored to the wall clock.
+
+At start, part files a crash left behind are repaired and finalised
+(``end_reason = recovered``) and catalog and spool are reconciled
+(``recovery``). The service is READY for systemd once capture is open; the
+loop sends the watchdog pings, so a hung loop gets the box restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hal.audio import Chunk, DeviceUnavailable
+from hal.gpio import LedPattern
+
+from .. import config as cfg
+from ..catalog import open_catalog
+from ..cloudevents import CloudEvents, Timebase, rfc3339
+from ..core import (
+    Audio,
+    ButtonPress,
+    CallEnd,
+    ControlError,
+    EndReason,
+    Finished,
+    InputLayout,
+    Key,
+    Pause,
+    PauseButtonPress,
+    Paused,
+    Recorder,
+    RecordingOptions,
+    Rejected,
+    Resume,
+    Resumed,
+    Start,
+    Started,
+    State,
+    Status,
+    Stop,
+    Tone,
+    new_sid,
+    vad,
+)
+from ..media.partfile import write_atomic
+from ..spool import Take, Takes, WriteFailed, safe_name
+from . import recovery
+from .calls import Action, CallTracker
+from .capture import Back, CaptureThread, Ended, Failed, Lost
+from .hardware import Hardware, build
+from .notify import Notifier
+from .sequences import SequenceMatcher
+from .system import boot_id, clock_synchronized
+
+log = logging.getLogger("edge-recorder.box")
+
+CONTROL_TIMEOUT = 5.0
+SPACE_CHECK_SECONDS = 5.0
+STATE_FIELDS = ("id", "name", "call_id", "source", "status", "state", "format", "sample_rate", "channels", "track")
+
+
+@dataclass
+class _Outage:
+    since: float
+    reason: str
+    ended: bool = False
+
+
+class Box:
+    """The daemon. ``Box(config).run()`` runs until SIGTERM (or the end of a simulated input)."""
+
+    def __init__(
+        self,
+        config: cfg.Config,
+        *,
+        hardware: Hardware | None = None,
+        sinks: list[Callable[[dict[str, Any]], None]] | None = None,
+        notifier: Notifier | None = None,
+        config_path: str | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.device_id = config.device_id
+        self.sinks = list(sinks or [])
+        self.notifier = notifier or Notifier()
+        a = config.audio
+        self.position = 0  # audio time, in frames fed to the core
+        self.hw = hardware or build(config, audio_seconds=self.audio_seconds)
+        # the capture decides the input's shape (a simulated WAV brings its own)
+        self.rate = self.hw.capture.sample_rate
+        self.layout = InputLayout(self.rate, self.hw.capture.channels, a["inbound_channel"], a["outbound_channel"])
+        self.core = Recorder(self.layout, button_options=config.recording)
+        self.spool_dir = Path(config.spool["directory"])
+        self.takes = Takes(self.spool_dir, self.rate, file_names="id", sync_seconds=config.spool["fsync_interval"])
+        self.catalog, self.catalog_moved = open_catalog(Path(config.catalog["path"]))
+        self.cloud = CloudEvents(self.device_id, Timebase(datetime.now(UTC), self.rate))
+        self.mono_origin = time.monotonic()
+        self.boot_id = boot_id()
+        self.clock_synced = clock_synchronized()
+        self._controls: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
+        self._stopping = threading.Event()
+        self._reload = threading.Event()
+        self._error: str | None = None  # what the LED's fast blink is about
+        self._outage: _Outage | None = None
+        self._space_checked = 0.0
+        self._space_low = False
+        self.overruns = 0
+        self._apply_settings(config)
+        self._wire_panel()
+
+    # -- settings that SIGHUP can change ------------------------------------------------
+    def _apply_settings(self, config: cfg.Config) -> None:
+        self.config = config
+        self.core.button_options = config.recording
+        c, d = config.call, config.dtmf
+        detect = c["detect"]
+        if detect == "auto":
+            detect = "hook" if self.hw.panel is not None and config.gpio["hook_switch"] is not None else "audio"
+        self.calls = CallTracker(
+            detect=detect, auto_record=c["auto_record"], idle_timeout=c["idle_timeout"], stop_hold=c["stop_hold"]
+        )
+        self.sequences = SequenceMatcher({k: d[k] for k in ("start", "stop", "pause", "resume")}, d["key_timeout"])
+        needs_speech = detect == "audio" or c["auto_record"] == "voice"
+        self._speech = vad.SpeechDetector(self.rate) if needs_speech else None
+        logging.getLogger().setLevel(config.log["level"].upper())
+
+    def reload(self) -> None:
+        """Re-read the config; apply what is safe while running, name the rest."""
+        try:
+            new = cfg.load(self.config_path)
+        except cfg.ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        fixed = [
+            f"[{s}]"
+            for s in ("device", "audio", "gpio", "spool", "catalog", "sim")
+            if getattr(new, s) != getattr(self.config, s)
+        ]
+        if fixed:
+            log.warning("reload: %s change only at restart", ", ".join(fixed))
+            new = self.config.replace(**{s: new.raw.get(s, {}) for s in ("recording", "call", "dtmf", "log")})
+        self._apply_settings(new)
+        log.info("config reloaded from %s", new.source)
+
+    # -- time ---------------------------------------------------------------------------
+    def audio_seconds(self) -> float:
+        return self.position / self.rate
+
+    # -- controls (any thread) -----------------------------------------------------------
+    def submit(self, action: Callable[[], Any]) -> Future:
+        """Run ``action`` on the loop between periods; its result or error comes back in the future."""
+        future: Future = Future()
+        self._controls.put((action, future))
+        return future
+
+    def call(self, action: Callable[[], Any]) -> Any:
+        if threading.current_thread() is self._loop_thread:
+            return action()
+        return self.submit(action).result(timeout=CONTROL_TIMEOUT)
+
+    def stop(self) -> None:
+        """Ask the loop to finish active recordings (``shutdown``) and return."""
+        self._stopping.set()
+
+    # -- controls (loop thread) ------------------------------------------------------------
+    def start_recording(self, options: RecordingOptions, source: str) -> dict[str, Any]:
+        self._check_space(force=True)
+        if self._space_low:
+            raise ControlError(
+                f"storage is full: less than {self.config.spool['min_free_mb']} MB free in {self.spool_dir}"
+            )
+        events = self.core.send(Start(options, source, call_id=self.core.call_id))
+        self._handle(events)
+        started = next(e for e in events if isinstance(e, Started))
+        return self.catalog.get(started.recording.id) or {}
+
+    def control(self, control) -> list:
+        if isinstance(control, ButtonPress) and not self.core.active:
+            self._check_space(force=True)
+            if self._space_low:
+                raise ControlError("storage is full: the recording was not started")
+        events = self.core.send(control)
+        self._handle(events)
+        return events
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> int:
+        self._loop_thread = threading.current_thread()
+        self._install_signals()
+        for row in recovery.recover(self):
+            self._publish(
+                self.cloud.envelope(_finished_type(row), 0, public(row)) | {"time": rfc3339(datetime.now(UTC))}
+            )
+        self._open_capture()
+        if self._stopping.is_set():
+            return self._shutdown()
+        self.cloud.timebase = Timebase(datetime.now(UTC), self.rate)
+        self.mono_origin = time.monotonic()
+        capture = CaptureThread(self.hw.capture, self.config.audio["buffer_seconds"])
+        self.capture_thread = capture
+        capture.start()
+        self.notifier.ready(f"recording from {self.hw.describe}")
+        self._device_event("device.state", "ready", f"capture open: {self.hw.describe}")
+        log.info(
+            "ready: %s at %d Hz, %d channel(s); spool %s",
+            self.hw.describe,
+            self.rate,
+            self.layout.channels,
+            self.spool_dir,
+        )
+        ended = False
+        while not self._stopping.is_set() and not ended:
+            try:
+                item = capture.queue.get(timeout=0.05)
+            except queue.Empty:
+                item = None
+            ended = self._take(item) if item is not None else False
+            self._tick()  # panel timers first: a press they complete is applied at once below
+            self._run_controls()
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+        capture.stop()
+        if ended:
+            self._handle(self.core.close(EndReason.CALL_END))
+        return self._shutdown()
+
+    def _open_capture(self) -> None:
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                self.hw.capture.open()
+                return
+            except DeviceUnavailable as exc:
+                if self._error is None:
+                    log.error("waiting for the audio device: %s", exc)
+                    self._device_event("device.error", "capture_unavailable", str(exc))
+                self._error = "capture unavailable"
+                self._set_led()
+                self.notifier.status(f"waiting for audio device: {exc}")
+                self.notifier.watchdog()
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+        self._error = None
+
+    def _take(self, item) -> bool:
+        """Handle one item from the capture queue; True at the end of a simulated input."""
+        if isinstance(item, Chunk):
+            if item.gap:
+                self.overruns += 1
+                log.warning("capture gap of %d frames (overrun); filled with silence", item.gap)
+                self._device_event("device.error", "overrun", f"{item.gap} frames lost in capture, filled with silence")
+                self._feed(np.zeros((item.gap, self.layout.channels), np.int16))
+            self._feed(item.frames)
+        elif isinstance(item, Lost):
+            self._outage = _Outage(item.at, item.reason)
+            self._error = "audio device lost"
+            self._device_event("device.error", "capture_lost", f"audio device lost: {item.reason}; waiting for it")
+        elif isinstance(item, Back):
+            outage, self._outage = self._outage, None
+            self._error = None
+            if outage is not None and not outage.ended:
+                self._feed(np.zeros((item.gap, self.layout.channels), np.int16))
+                text = f"audio device back after {item.outage:.1f} s; the gap is silence in the recordings"
+            else:  # the recordings already ended: restart audio time from the wall clock
+                self.cloud.timebase = Timebase(datetime.now(UTC) - _seconds(self.position / self.rate), self.rate)
+                text = f"audio device back after {item.outage:.1f} s"
+            self._device_event("device.state", "capture_back", text)
+        elif isinstance(item, Ended):
+            log.info("end of the simulated input at %.2f s", self.audio_seconds())
+            return True
+        elif isinstance(item, Failed):
+            self._error = item.reason
+            self._device_event("device.error", "capture_failed", item.reason)
+            self._handle(self.core.close(EndReason.ERROR))
+            self._stopping.set()
+        return False
+
+    def _feed(self, frames: np.ndarray) -> None:
+        events = self.core.feed(frames)
+        start = self.position
+        self.position += len(frames)
+        self._handle(events)
+        if self._speech is not None:
+            mono = frames.mean(axis=1) if frames.shape[1] > 1 else frames[:, 0]
+            blocks = self._speech.process(mono)
+            heard = blocks.speech(self.config.recording.input_sensitivity)
+            if heard.any():
+                at = blocks.ends[int(np.argmax(heard))] / self.rate
+                self._call_steps(self.calls.speech(max(at, start / self.rate)))
+        if self.hw.scenario is not None:
+            self.hw.scenario.advance(self.audio_seconds())
+
+    def _tick(self) -> None:
+        now = self.audio_seconds()
+        self._call_steps(self.calls.tick(now))
+        outage = self._outage
+        if (
+            outage is not None
+            and not outage.ended
+            and time.monotonic() - outage.since > self.config.audio["reconnect_grace"]
+        ):
+            outage.ended = True
+            if self.core.active:
+                text = f"audio device gone for more than {self.config.audio['reconnect_grace']:g} s: recordings ended"
+                log.error(text)
+                self._device_event("device.error", "capture_gone", text)
+                for rec in self.core.active:
+                    self._handle(self.core.send(Stop(rec.id, EndReason.ERROR)))
+        self._check_space()
+        self._set_led()
+        if self.hw.panel is not None:
+            self.hw.panel.tick()
+        self.notifier.watchdog()
+
+    def _run_controls(self) -> None:
+        while True:
+            try:
+                action, future = self._controls.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(action())
+            except Exception as exc:
+                future.set_exception(exc)
+
+    # -- core events -------------------------------------------------------------------
+    def _handle(self, events: list) -> None:
+        for event in events:
+            try:
+                take = self.takes.handle(event)
+            except WriteFailed as exc:
+                self._storage_failed(exc)
+                take = None
+            if isinstance(event, Started):
+                self._started(event)
+            elif isinstance(event, Finished) and take is not None:
+                self._finished(take)
+            elif isinstance(event, Paused | Resumed):
+                status = Status.PAUSED if isinstance(event, Paused) else Status.IN_PROGRESS
+                state = State.PAUSED if isinstance(event, Paused) else State.RECORDING
+                self.catalog.update(event.recording.id, status=status.value, state=state.value)
+                self._publish(self.cloud.of(event))
+            elif isinstance(event, Key):
+                self._publish(self.cloud.of(event))
+                self._key(event)
+            elif isinstance(event, Tone):
+                if self.hw.playback is not None:
+                    self.hw.playback.play(event.samples)
+                if self.hw.panel is not None:
+                    self.hw.panel.beep(len(event.samples) / self.rate)
+            elif isinstance(event, Rejected):
+                log.error("control not applied: %s", event.reason)
+            elif isinstance(event, Audio):
+                pass
+
+    def _started(self, event: Started) -> None:
+        rec = event.recording
+        data = self.cloud.recording_fields(rec, "recording", "in-progress")
+        row = {
+            **data,
+            "options": rec.options.to_dict(),
+            "start_monotonic": self.mono_origin + rec.first / self.rate,
+            "clock_synced": self.clock_synced,
+            "boot_id": self.boot_id,
+            "input_rate": self.rate,
+        }
+        self._sidecar(self.spool_dir / f".{rec.id}.part.json", row)
+        row.pop("input_rate")
+        self.catalog.insert(row)
+        self._publish(self.cloud.of(event))
+        log.info("started %s (%s, %s)", rec.id, rec.source, rec.options.channels.value)
+
+    def _finished(self, take: Take) -> None:
+        done = take.finished
+        rec = done.recording
+        data = self.cloud.finished(take)["data"]
+        if take.written is None and take.error is None:
+            data["status"] = Status.ABSENT.value
+        if take.error:
+            data.update(error_code="storage", error_message=take.error)
+        min_length = self.config.call["min_length"]
+        if rec.source == "auto" and take.written is not None and done.duration < min_length:
+            take.written.path.unlink(missing_ok=True)
+            data.update(
+                status=Status.ABSENT.value,
+                size=0,
+                sha256=None,
+                media_url=None,
+                error_message=f"shorter than [call] min_length ({done.duration:.2f} s < {min_length:g} s); discarded",
+            )
+            take = Take(done, None, take.error)
+        row = {
+            k: data.get(k)
+            for k in (
+                "status",
+                "state",
+                "end_reason",
+                "key",
+                "end_time",
+                "duration",
+                "size",
+                "sha256",
+                "error_code",
+                "error_message",
+            )
+        }
+        row["path"] = str(take.written.path) if take.written else None
+        self.catalog.update(rec.id, **row)
+        full = self.catalog.get(rec.id)
+        if take.written is not None:
+            self._sidecar(take.written.path.with_suffix(".json"), full)
+        (self.spool_dir / f".{rec.id}.part.json").unlink(missing_ok=True)
+        self._publish(self.cloud.envelope(_finished_type(full), done.at, public(full)))
+        log.info(
+            "finished %s: %s, %s, %.2f s%s",
+            rec.id,
+            full["status"],
+            full["end_reason"],
+            full["duration"] or 0,
+            f" -> {full['path']}" if full["path"] else "",
+        )
+
+    def _sidecar(self, path: Path, row: dict[str, Any]) -> None:
+        """A recording's fields beside its audio, to rebuild a lost catalog; the catalog itself does not need it."""
+        try:
+            write_atomic(path, json.dumps(row).encode())
+        except OSError as exc:
+            log.warning("%s not written (%s); the catalog still has the recording", path.name, exc.strerror)
+
+    def _storage_failed(self, exc: WriteFailed) -> None:
+        self._error = f"storage: {exc.reason}"
+        log.error("storage failed for %s: %s; ending it at the last good sample", exc.recording_id, exc.reason)
+        self._device_event("device.error", "storage", f"cannot write recording {exc.recording_id}: {exc.reason}")
+        if any(r.id == exc.recording_id for r in self.core.active):
+            self._handle(self.core.send(Stop(exc.recording_id, EndReason.ERROR)))
+
+    # -- calls and keys ------------------------------------------------------------------
+    def _call_steps(self, steps) -> None:
+        for step in steps:
+            if step.action is Action.CALL_START:
+                self.core.call_id = new_sid("CA")
+                log.info("call %s started at %.2f s", self.core.call_id, step.at)
+            elif step.action is Action.CALL_END:
+                log.info("call %s ended at %.2f s", self.core.call_id, step.at)
+                self._handle(self.core.send(CallEnd()))
+            elif step.action is Action.RECORD:
+                options = RecordingOptions.from_mapping(
+                    {"pre_roll": self.config.call["pre_roll"]}, self.config.recording
+                )
+                try:
+                    self.start_recording(options, "auto")
+                except ControlError as exc:
+                    log.error("automatic recording not started: %s", exc)
+
+    def _key(self, event: Key) -> None:
+        track = self.config.dtmf["track"]
+        if track != "both" and event.track not in (track, "both"):
+            return
+        action = self.sequences.feed(event.key, event.start / self.rate)
+        if action is None:
+            return
+        log.info("DTMF sequence for %s", action)
+        try:
+            if action == "start":
+                self.start_recording(self.config.recording, "dtmf")
+            elif action == "stop":
+                for rec in self.core.active:
+                    self._handle(self.core.send(Stop(rec.id)))
+            elif action == "pause":
+                for rec in self.core.active:
+                    if self.core.state_of(rec.id) is State.RECORDING:
+                        self._handle(self.core.send(Pause(rec.id)))
+            elif action == "resume":
+                for rec in self.core.active:
+                    if self.core.state_of(rec.id) is State.PAUSED:
+                        self._handle(self.core.send(Resume(rec.id)))
+        except ControlError as exc:
+            log.error("DTMF %s refused: %s", action, exc)
+
+    # -- panel ---------------------------------------------------------------------------
+    def _wire_panel(self) -> None:
+        panel = self.hw.panel
+        if panel is None:
+            return
+
+        def queued(action: Callable[[], Any]) -> Callable[..., None]:
+            def callback(*args) -> None:
+                future = self.submit(lambda: action(*args))
+                future.add_done_callback(_log_failure)
+
+            return callback
+
+        panel.on_record = queued(lambda: self.control(ButtonPress()))
+        panel.on_pause = queued(lambda: self.control(PauseButtonPress()))
+        if self.config.gpio["pause_button"] is None:
+            panel.on_record_hold = queued(lambda: self.control(PauseButtonPress()))
+        panel.on_hook = queued(lambda off: self._call_steps(self.calls.hook(off, self.audio_seconds())))
+
+    def _set_led(self) -> None:
+        panel = self.hw.panel
+        if panel is None:
+            return
+        states = [self.core.state_of(r.id) for r in self.core.active]
+        if self._error or self._space_low:
+            pattern = LedPattern.FAST_BLINK
+        elif states and all(s is State.PAUSED for s in states):
+            pattern = LedPattern.SLOW_BLINK
+        elif states:
+            pattern = LedPattern.ON
+        else:
+            pattern = LedPattern.OFF
+        panel.set_led(pattern)
+
+    # -- storage space -------------------------------------------------------------------
+    def _check_space(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._space_checked < SPACE_CHECK_SECONDS:
+            return
+        self._space_checked = now
+        free_mb = shutil.disk_usage(self.spool_dir).free / 1e6
+        low = free_mb < self.config.spool["min_free_mb"]
+        if low and not self._space_low:
+            text = f"storage almost full: {free_mb:.0f} MB free in {self.spool_dir} (minimum {self.config.spool['min_free_mb']} MB)"
+            log.error(text)
+            self._device_event("device.error", "storage_full", text)
+            for rec in self.core.active:
+                self._handle(self.core.send(Stop(rec.id, EndReason.ERROR)))
+        self._space_low = low
+
+    # -- events --------------------------------------------------------------------------
+    def _publish(self, event: dict[str, Any] | None) -> None:
+        if event is None:
+            return
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception:
+                log.exception("event sink failed")
+
+    def _device_event(self, kind: str, code: str, message: str) -> None:
+        data = {"device_id": self.device_id, "code": code, "message": message, "state": self.snapshot()}
+        self._publish(self.cloud.envelope(kind, self.position, data) | {"time": rfc3339(datetime.now(UTC))})
+
+    def snapshot(self) -> dict[str, Any]:
+        active = [
+            {"id": r.id, "name": r.name, "state": (self.core.state_of(r.id) or State.RECORDING).value}
+            for r in self.core.active
+        ]
+        states = {a["state"] for a in active}
+        return {
+            "state": "recording" if "recording" in states else "paused" if states else "idle",
+            "recordings": active,
+            "last_error": self._error,
+        }
+
+    # -- shutdown ------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def _shutdown(self) -> int:
+        self.notifier.stopping()
+        if self.core.active:
+            log.info("shutting down: finishing %d recording(s)", len(self.core.active))
+            self._handle(self.core.close(EndReason.SHUTDOWN))
+        self._run_controls()
+        try:
+            self.hw.close()
+        finally:
+            self.catalog.close()
+        log.info("stopped")
+        return 0
+
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    """A catalog row as the fields SPEC section 3 lists."""
+    hidden = {"options", "path", "start_monotonic", "boot_id", "deleted_at"}
+    out = {k: v for k, v in row.items() if k not in hidden}
+    out.setdefault("media_url", Path(row["path"]).resolve().as_uri() if row.get("path") else None)
+    out.setdefault("uploads", [])
+    return out
+
+
+def _finished_type(row: dict[str, Any]) -> str:
+    return {"no_input": "recording.no_input", "error": "recording.error"}.get(
+        row.get("state") or "", "recording.finished"
+    )
+
+
+def _seconds(value: float):
+    from datetime import timedelta
+
+    return timedelta(seconds=value)
+
+
+def _log_failure(future: Future) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.warning("panel action refused: %s", exc)
+
+
+__all__ = ["Box", "public", "safe_name"]

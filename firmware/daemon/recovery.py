@@ -1,0 +1,171 @@
+"""Start-up recovery: part files a crash left, and a catalog that agrees with the spool.
+
+Theory of operation
+-------------------
+The spool is the truth about audio, the catalog about everything else. Each
+recording leaves these files in the spool directory:
+
+- while it runs: ``.<id>.part.wav`` (a crash-safe WAV, ``media.partfile``) and
+  ``.<id>.part.json`` (its fields at the start);
+- when finished: ``<id>.<format>`` and ``<id>.json`` (its catalog row).
+
+On start, in this order:
+
+1. every part file is repaired (its header set from its length) and finalised
+   like any other recording, with ``end_reason = recovered``; its fields come
+   from the catalog, else from its ``.part.json``, else from the WAV itself;
+2. catalog rows still in progress with neither part nor finished file are
+   marked ``failed`` (their audio never reached the card);
+3. finished files the catalog does not know (a catalog rebuilt after
+   corruption) are adopted from their ``.json``;
+4. completed rows whose file is gone are marked ``failed`` with
+   ``error_code = media_missing``.
+
+Nothing that exists is deleted, and running it twice changes nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..catalog import UNFINISHED
+from ..cloudevents import rfc3339
+from ..core import RecordingOptions, new_sid
+from ..media.partfile import HEADER, read_header, repair
+from ..spool import parts
+
+if TYPE_CHECKING:
+    from .box import Box
+
+log = logging.getLogger("edge-recorder.recovery")
+
+
+def recover(box: Box) -> list[dict[str, Any]]:
+    """Run the four steps; return the rows of recordings finalised now (to announce)."""
+    spool, catalog = box.spool_dir, box.catalog
+    done = []
+    for rid, path in parts(spool):
+        row = _recover_part(box, rid, path)
+        if row is not None:
+            done.append(row)
+    for row in catalog.unfinished():
+        if not _final_files(spool, row["id"]):
+            catalog.update(
+                row["id"],
+                status="failed",
+                state="error",
+                end_reason="recovered",
+                error_code="media_missing",
+                error_message="the recording's audio was not found in the spool after a restart",
+            )
+            log.error("%s: no audio in the spool; marked failed", row["id"])
+    for meta in sorted(spool.glob("RE*.json")):
+        if catalog.get(meta.stem) is None:
+            try:
+                row = json.loads(meta.read_text())
+            except (OSError, ValueError) as exc:
+                log.error("%s: unreadable (%s); not adopted", meta, exc)
+                continue
+            catalog.upsert(row)
+            log.warning("adopted %s from the spool", meta.stem)
+    for row in catalog.list(status="completed"):
+        if row.get("path") and not Path(row["path"]).exists():
+            catalog.update(
+                row["id"],
+                status="failed",
+                error_code="media_missing",
+                error_message=f"the media file {row['path']} is missing",
+            )
+    return done
+
+
+def _final_files(spool: Path, rid: str) -> list[Path]:
+    return [p for p in spool.glob(f"{rid}.*") if p.suffix in (".wav", ".mp3")]
+
+
+def _recover_part(box: Box, rid: str, path: Path) -> dict[str, Any] | None:
+    catalog = box.catalog
+    frames = repair(path)
+    if frames is None:
+        log.error("%s: not a part file this firmware wrote; left for inspection", path)
+        return None
+    with open(path, "rb") as fh:
+        shape, _ = read_header(fh.read(HEADER))
+    sidecar = path.with_name(f".{rid}.part.json")
+    row = catalog.get(rid) or _read_json(sidecar) or _bare_row(rid, shape, path)
+    options = RecordingOptions.from_mapping({k: v for k, v in row.get("options", {}).items()})
+    duration = frames / shape.sample_rate
+    if frames == 0:
+        path.unlink()
+        fields = {"status": "absent", "state": "finished", "end_reason": "recovered", "duration": 0.0, "size": 0}
+        written = None
+    else:
+        written, problem = box.takes.finish_part(path, rid, options)
+        fields = {
+            "status": "completed",
+            "state": "finished",
+            "end_reason": "recovered",
+            "duration": round(duration, 4),
+            "size": written.size,
+            "sha256": written.sha256,
+            "path": str(written.path),
+            "error_message": problem,
+        }
+    start = _parse_time(row.get("start_time"))
+    fields["end_time"] = rfc3339(start + timedelta(seconds=duration)) if start else None
+    base = {k: v for k, v in row.items() if k != "input_rate"}
+    catalog.upsert({**base, **fields})
+    full = catalog.get(rid)
+    if written is not None:
+        from ..media.partfile import write_atomic
+
+        write_atomic(written.path.with_suffix(".json"), json.dumps(full).encode())
+    sidecar.unlink(missing_ok=True)
+    log.warning("recovered %s: %.2f s of audio kept", rid, duration)
+    return full
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _bare_row(rid: str, shape, path: Path) -> dict[str, Any]:
+    """Fields for a part file nothing else describes: WAV, from its header and modification time."""
+    started = datetime.fromtimestamp(path.stat().st_mtime).astimezone()
+    return {
+        "id": rid,
+        "name": rid,
+        "call_id": new_sid("CA"),
+        "source": "auto",
+        "status": "in-progress",
+        "state": "recording",
+        "format": "wav",
+        "sample_rate": shape.sample_rate,
+        "channels": shape.channels,
+        "track": "both",
+        "options": {
+            "format": "wav",
+            "sample_rate": shape.sample_rate,
+            "channels": "dual" if shape.channels == 2 else "mono",
+        },
+        "start_time": rfc3339(started),
+    }
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+__all__ = ["UNFINISHED", "recover"]

@@ -1,0 +1,161 @@
+"""Crashes and a full disk: what was recorded is kept, repaired and delivered.
+
+``kill -9`` at random points of a recording, then a restart: the partial
+recording is finalised with ``end_reason = recovered``, holds every frame up to
+at most one second before the kill (checked against a sample counter in the
+test signal), and the catalog passes ``PRAGMA integrity_check``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .daemon_run import ROOT, Box, audio_of, counter_signal, events, positions
+
+RATE = 8000
+KILLS = 20
+BUTTON_AT = 0.3
+
+
+def _kill_and_recover(root, seed: int) -> dict:
+    rng = random.Random(seed)
+    box = Box.make(root, counter_signal(8.0, RATE), RATE, sim={"scenario": f"{BUTTON_AT}=button", "pace": "realtime"})
+    proc = box.start()
+    started_at = None
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"daemon ended before recording: {proc.stderr.read()[-800:]}")
+        if '"type": "recording.started"' in line:
+            started_at = time.monotonic()
+            start_event = events(line)[0]
+            break
+    time.sleep(rng.uniform(0.05, 3.0))
+    killed_at = time.monotonic()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    proc.stderr.close()
+    # restart with nothing to hear: it recovers, then ends with its (empty) input
+    silence = root / "silence.wav"
+    sf.write(silence, np.zeros(800, np.int16), RATE, subtype="PCM_16")
+    box.sections["sim"] = {"enabled": True, "audio": str(silence), "pace": "fast", "scenario": ""}
+    again = box.run()
+    assert again.code == 0, again.stderr
+    return {
+        "box": box,
+        "start_event": start_event,
+        "alive": killed_at - started_at,
+        "events": again.events,
+    }
+
+
+@pytest.fixture(scope="module")
+def crashes(tmp_path_factory):
+    roots = [tmp_path_factory.mktemp(f"kill{i}") for i in range(KILLS)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(_kill_and_recover, roots, range(KILLS)))
+
+
+def test_kill_9_loses_at_most_a_second_and_the_restart_recovers_it(crashes):
+    losses = []
+    for crash in crashes:
+        [row] = crash["box"].rows()  # the catalog passed integrity_check in rows()
+        assert (row["status"], row["end_reason"]) == ("completed", "recovered"), row
+        kept = positions(audio_of(row))
+        np.testing.assert_array_equal(np.diff(kept), 1)  # no frame lost or repeated inside
+        first = round(BUTTON_AT * RATE)
+        assert abs(kept[0] - first) < 0.1 * RATE
+        # where the input was when the kill came: from the start event and the wall time since
+        at_kill = kept[0] + crash["alive"] * RATE
+        losses.append((at_kill - (kept[-1] + 1)) / RATE)
+        announced = [e for e in crash["events"] if e["type"] == "recording.finished"]
+        assert announced and announced[0]["data"]["end_reason"] == "recovered"
+        assert announced[0]["data"]["id"] == crash["start_event"]["data"]["id"]
+        spool = crash["box"].root / "spool"
+        assert not list(spool.glob(".*part*")), "part files are gone after recovery"
+    assert max(losses) <= 1.0, f"audio lost before the kill (s): {sorted(losses)}"
+
+
+def test_recovery_twice_changes_nothing(crashes):
+    box = crashes[0]["box"]
+    before = {p.name: p.read_bytes() for p in (box.root / "spool").iterdir()}
+    again = box.run()
+    assert again.code == 0
+    assert {p.name: p.read_bytes() for p in (box.root / "spool").iterdir()} == before
+    assert [r["end_reason"] for r in box.rows()] == ["recovered"]
+
+
+def test_a_corrupt_catalog_is_rebuilt_from_the_spool(crashes):
+    box = crashes[1]["box"]
+    [before] = box.rows()
+    catalog = box.root / "catalog.sqlite3"
+    for suffix in ("-wal", "-shm"):
+        (box.root / f"catalog.sqlite3{suffix}").unlink(missing_ok=True)
+    catalog.write_bytes(os.urandom(4096))
+    result = box.run()
+    assert result.code == 0, result.stderr
+    [after] = box.rows()
+    assert (after["id"], after["sha256"], after["end_reason"]) == (before["id"], before["sha256"], "recovered")
+    assert list(box.root.glob("catalog.sqlite3.corrupt-*"))
+
+
+def _tmpfs_runner(mountpoint, size_kb: int) -> list[str] | None:
+    """A command prefix that runs the daemon with a size-capped tmpfs at ``mountpoint``.
+
+    As root the tmpfs is mounted in a private mount namespace; otherwise in a
+    user namespace. None when neither is allowed on this machine.
+    """
+    if shutil.which("unshare") is None:
+        return None
+    for prefix in (["unshare", "--mount"], ["unshare", "--user", "--map-root-user", "--mount"]):
+        probe = subprocess.run(
+            [*prefix, "sh", "-c", f"mount -t tmpfs -o size={size_kb}k tmpfs {mountpoint}"], capture_output=True
+        )
+        if probe.returncode == 0:
+            return [*prefix, "sh", "-c", f'mount -t tmpfs -o size={size_kb}k tmpfs {mountpoint} && exec "$@"', "sh"]
+    return None
+
+
+def test_a_full_disk_ends_the_recording_at_the_last_good_sample(tmp_path):
+    # A real full file system: a 160 KiB tmpfs holds about 10 s of 8 kHz mono audio, the input is 20 s.
+    box = Box.make(
+        tmp_path,
+        counter_signal(8.0, RATE).repeat(2)[: 20 * RATE],
+        RATE,
+        sim={"scenario": "0.5=button"},
+        spool={"min_free_mb": 0},
+    )
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    prefix = _tmpfs_runner(spool, 160)
+    if prefix is None:
+        pytest.fail("neither a mount namespace nor a user namespace is available to make a full disk")
+    proc = subprocess.run(
+        [*prefix, *box.argv()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = events(proc.stdout)
+    storage = [e for e in out if e["type"] == "device.error" and e["data"]["code"] == "storage"]
+    assert storage, proc.stderr[-2000:]
+    finished = [e for e in out if e["type"].startswith("recording.") and e["type"] != "recording.started"]
+    assert finished and finished[0]["data"]["end_reason"] == "error"
+    assert finished[0]["data"]["status"] == "failed"
+    assert "No space left" in finished[0]["data"]["error_message"]
+    # the tmpfs is gone with the namespace: the catalog outside it says how much was kept
+    [row] = box.rows()
+    assert row["status"] == "failed" and 5.0 < row["duration"] < 10.5
