@@ -7,9 +7,11 @@ import time
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from firmware.media.synth import dtmf_tone, mix
 
+from .alsa_file import alsa_file_device
 from .daemon_run import Box, audio_of, counter_signal, events, positions
 from .signals import noise, place, speech, to_int16
 
@@ -180,3 +182,42 @@ def _wait_for(proc, kind: str, timeout: float = 20.0) -> dict | None:
         if line.startswith("{") and f'"type": "{kind}"' in line:
             return events(line)[0]
     return None
+
+
+def test_capture_through_real_alsa_records_the_line_bit_exact(tmp_path):
+    # ALSA's own `file` plugin serves the line as a capture PCM: the daemon reads it through pyalsaaudio.
+    line = np.stack([counter_signal(3.0), (counter_signal(3.0).astype(np.int32) * -1 - 1).astype(np.int16)], axis=1)
+    wav = tmp_path / "alsa-line.wav"
+    sf.write(wav, line, RATE, subtype="PCM_16")
+    alsa = alsa_file_device(tmp_path, wav)
+    box = Box.make(
+        tmp_path,
+        line,
+        RATE,
+        audio={"capture": alsa.device, "channels": 2},
+        recording={"channels": "dual"},
+        sim={"capture": "alsa", "frames": alsa.frames, "scenario": "0.5=button, 2.5=button"},
+    )
+    result = box.run(env=alsa.env)
+    assert result.code == 0, result.stderr
+    [row] = box.rows()
+    assert (row["channels"], row["end_reason"]) == (2, "button")
+    audio = audio_of(row)
+    first = int(positions(audio[:1, 0])[0])
+    np.testing.assert_array_equal(audio, line[first : first + len(audio)])  # left inbound, right outbound, bit-exact
+    assert abs(first - 0.5 * RATE) < 0.1 * RATE and len(audio) == pytest.approx(2.0 * RATE, abs=0.1 * RATE)
+
+
+def test_sighup_reloads_recording_options_and_keeps_running(tmp_path):
+    box = Box.make(tmp_path, counter_signal(8.0), RATE, sim={"pace": "realtime", "scenario": "3=button, 4=button"})
+    proc = box.start()
+    assert _wait_for(proc, "device.state")  # ready
+    box.sections["recording"] = {"format": "mp3", "sample_rate": RATE}
+    box.sections["audio"]["period_ms"] = 40  # needs a restart: named, not applied
+    assert box.config.exists()  # rewrites the file
+    proc.send_signal(signal.SIGHUP)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "config reloaded" in err and "[audio] change only at restart" in err
+    [row] = box.rows()
+    assert row["format"] == "mp3" and row["path"].endswith(".mp3")
