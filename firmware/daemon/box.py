@@ -29,6 +29,7 @@ import logging
 import queue
 import shutil
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -132,6 +133,8 @@ class Box:
         self._reload = threading.Event()
         self._error: str | None = None  # what the LED's fast blink is about
         self._outage: _Outage | None = None
+        self._started_rows: dict[str, dict[str, Any]] = {}  # fields at the start, should the catalog fail
+        self._catalog_failed = False
         self._space_checked = 0.0
         self._space_low = False
         self.overruns = 0
@@ -202,7 +205,7 @@ class Box:
         events = self.core.send(Start(options, source, call_id=self.core.call_id))
         self._handle(events)
         started = next(e for e in events if isinstance(e, Started))
-        return self.catalog.get(started.recording.id) or {}
+        return self._catalog("get", started.recording.id) or {}
 
     def control(self, control) -> list:
         if isinstance(control, ButtonPress) and not self.core.active:
@@ -371,7 +374,7 @@ class Box:
             elif isinstance(event, Paused | Resumed):
                 status = Status.PAUSED if isinstance(event, Paused) else Status.IN_PROGRESS
                 state = State.PAUSED if isinstance(event, Paused) else State.RECORDING
-                self.catalog.update(event.recording.id, status=status.value, state=state.value)
+                self._catalog("update", event.recording.id, status=status.value, state=state.value)
                 self._publish(self.cloud.of(event))
             elif isinstance(event, Key):
                 self._publish(self.cloud.of(event))
@@ -399,7 +402,8 @@ class Box:
         }
         self._sidecar(self.spool_dir / f".{rec.id}.part.json", row)
         row.pop("input_rate")
-        self.catalog.insert(row)
+        self._started_rows[rec.id] = row
+        self._catalog("insert", row)
         self._publish(self.cloud.of(event))
         log.info("started %s (%s, %s)", rec.id, rec.source, rec.options.channels.value)
 
@@ -438,8 +442,9 @@ class Box:
             )
         }
         row["path"] = str(take.written.path) if take.written else None
-        self.catalog.update(rec.id, **row)
-        full = self.catalog.get(rec.id)
+        self._catalog("update", rec.id, **row)
+        full = self._catalog("get", rec.id) or {**self._started_rows.get(rec.id, {}), **data, **row}
+        self._started_rows.pop(rec.id, None)
         if take.written is not None:
             self._sidecar(take.written.path.with_suffix(".json"), full)
         (self.spool_dir / f".{rec.id}.part.json").unlink(missing_ok=True)
@@ -452,6 +457,22 @@ class Box:
             full["duration"] or 0,
             f" -> {full['path']}" if full["path"] else "",
         )
+
+    def _catalog(self, operation: str, *args, **fields) -> Any:
+        """A catalog call that cannot stop the recording: on a database error, say so and go on.
+
+        The spool's ``.json`` files keep every recording's fields, so the next
+        start rebuilds what the catalog lost.
+        """
+        try:
+            return getattr(self.catalog, operation)(*args, **fields)
+        except sqlite3.Error as exc:
+            if not self._catalog_failed:
+                self._catalog_failed = True
+                self._error = f"catalog: {exc}"
+                log.error("catalog %s failed (%s); recording goes on, the spool keeps the fields", operation, exc)
+                self._device_event("device.error", "catalog", f"the catalog cannot be written: {exc}")
+            return None
 
     def _sidecar(self, path: Path, row: dict[str, Any]) -> None:
         """A recording's fields beside its audio, to rebuild a lost catalog; the catalog itself does not need it."""

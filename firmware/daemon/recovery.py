@@ -49,7 +49,11 @@ def recover(box: Box) -> list[dict[str, Any]]:
     spool, catalog = box.spool_dir, box.catalog
     done = []
     for rid, path in parts(spool):
-        row = _recover_part(box, rid, path)
+        try:
+            row = _recover_part(box, rid, path)
+        except OSError as exc:  # e.g. the card is still full: keep the part for the next start
+            log.error("%s: cannot be finalised now (%s); kept for the next start", path, exc)
+            continue
         if row is not None:
             done.append(row)
     for row in catalog.unfinished():
