@@ -47,6 +47,7 @@ from hal.gpio import LedPattern
 from .. import config as cfg
 from ..catalog import open_catalog
 from ..cloudevents import CloudEvents, Timebase, rfc3339
+from ..control import Control
 from ..core import (
     Audio,
     ButtonPress,
@@ -57,7 +58,6 @@ from ..core import (
     InputLayout,
     Key,
     Pause,
-    PauseButtonPress,
     Paused,
     Recorder,
     RecordingOptions,
@@ -130,6 +130,7 @@ class Box:
         self.clock_synced = clock_synchronized()
         self._controls: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._stopping = threading.Event()
+        self._loop_thread: threading.Thread | None = None
         self._reload = threading.Event()
         self._error: str | None = None  # what the LED's fast blink is about
         self._outage: _Outage | None = None
@@ -187,8 +188,8 @@ class Box:
         return future
 
     def call(self, action: Callable[[], Any]) -> Any:
-        if threading.current_thread() is self._loop_thread:
-            return action()
+        if self._loop_thread is None or threading.current_thread() is self._loop_thread:
+            return action()  # on the loop itself, or before it runs
         return self.submit(action).result(timeout=CONTROL_TIMEOUT)
 
     def stop(self) -> None:
@@ -533,22 +534,27 @@ class Box:
 
     # -- panel ---------------------------------------------------------------------------
     def _wire_panel(self) -> None:
+        """The panel's buttons and hook switch go through the control API like every front end."""
         panel = self.hw.panel
         if panel is None:
             return
+        control = Control(self)
 
-        def queued(action: Callable[[], Any]) -> Callable[..., None]:
+        def later(action: Callable[..., Any]) -> Callable[..., None]:
+            # gpiozero calls from its own thread: queue the action, never block that thread
             def callback(*args) -> None:
-                future = self.submit(lambda: action(*args))
-                future.add_done_callback(_log_failure)
+                self.submit(lambda: action(*args)).add_done_callback(_log_failure)
 
             return callback
 
-        panel.on_record = queued(lambda: self.control(ButtonPress()))
-        panel.on_pause = queued(lambda: self.control(PauseButtonPress()))
+        panel.on_record = later(control.button)
+        panel.on_pause = later(control.pause_button)
         if self.config.gpio["pause_button"] is None:
-            panel.on_record_hold = queued(lambda: self.control(PauseButtonPress()))
-        panel.on_hook = queued(lambda off: self._call_steps(self.calls.hook(off, self.audio_seconds())))
+            panel.on_record_hold = later(control.pause_button)
+        panel.on_hook = later(control.hook)
+
+    def hook(self, off_hook: bool) -> None:
+        self._call_steps(self.calls.hook(off_hook, self.audio_seconds()))
 
     def _set_led(self) -> None:
         panel = self.hw.panel

@@ -1,0 +1,105 @@
+"""The control API: the one way in for every front end.
+
+The GPIO panel, DTMF sequences, MQTT commands, the HTTP API and the CLI all
+start, stop, pause and resume recordings through ``Control``, so they behave
+the same and fail with the same messages. Calls may come from any thread; the
+ones that change recordings run on the daemon's loop between two audio periods
+(``Box.call``) and wait for its answer. Reads go straight to the catalog.
+
+Errors are ``ControlError`` (the request cannot be done now: nothing active,
+an unknown name, storage full), ``OptionError`` (a bad start option) and
+``LookupError`` (no such recording), each with a message that names the
+problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .core import (
+    CURRENT,
+    ButtonPress,
+    ControlError,
+    OptionError,
+    Pause,
+    PauseBehavior,
+    PauseButtonPress,
+    RecordingOptions,
+    Resume,
+    Stop,
+)
+from .core.events import Finished, Paused, Resumed
+
+if TYPE_CHECKING:
+    from .daemon.box import Box
+
+__all__ = ["Control", "ControlError", "OptionError"]
+
+SOURCES = ("button", "dtmf", "mqtt", "api", "cli", "auto")
+
+
+class Control:
+    """Recordings on a running box.
+
+    ``start`` returns the new recording's fields; ``stop``, ``pause`` and
+    ``resume`` the fields of the recording they acted on.
+    """
+
+    def __init__(self, box: Box) -> None:
+        self.box = box
+
+    # -- changes (run on the loop) ---------------------------------------------------------
+    def start(self, options: Mapping[str, Any] | None = None, source: str = "api") -> dict[str, Any]:
+        if source not in SOURCES:
+            raise ControlError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+        opts = RecordingOptions.from_mapping(dict(options or {}), self.box.config.recording)
+        return self.box.call(lambda: self.box.start_recording(opts, source))
+
+    def stop(self, target: str = CURRENT) -> dict[str, Any]:
+        return self._act(Stop(target), Finished)
+
+    def pause(self, target: str = CURRENT, pause_behavior: str = "silence") -> dict[str, Any]:
+        try:
+            behavior = PauseBehavior(pause_behavior)
+        except ValueError:
+            raise OptionError("pause_behavior", pause_behavior, "silence or skip") from None
+        return self._act(Pause(target, behavior), Paused)
+
+    def resume(self, target: str = CURRENT) -> dict[str, Any]:
+        return self._act(Resume(target), Resumed)
+
+    def _act(self, control, kind) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            events = self.box.control(control)
+            done = next((e for e in events if isinstance(e, kind)), None)
+            if done is None:
+                raise ControlError(f"{type(control).__name__.lower()} had no effect on {control.target!r}")
+            return self.box.catalog.get(done.recording.id) or {}
+
+        return self.box.call(run)
+
+    def button(self) -> list:
+        """The record button: start with the ``[recording]`` options, or stop what is active."""
+        return self.box.call(lambda: self.box.control(ButtonPress()))
+
+    def pause_button(self) -> list:
+        """The pause button: pause what records, or resume when all are paused."""
+        return self.box.call(lambda: self.box.control(PauseButtonPress()))
+
+    def hook(self, off_hook: bool) -> None:
+        """The hook switch changed."""
+        self.box.call(lambda: self.box.hook(off_hook))
+
+    # -- reads -------------------------------------------------------------------------------
+    def active(self) -> list[dict[str, Any]]:
+        return self.box.call(lambda: self.box.snapshot()["recordings"])
+
+    def list(self, **filters: Any) -> list[dict[str, Any]]:
+        return self.box.catalog.list(**filters)
+
+    def get(self, recording_id: str) -> dict[str, Any]:
+        row = self.box.catalog.get(recording_id)
+        if row is None:
+            raise LookupError(f"no recording {recording_id!r}")
+        return row
