@@ -7,7 +7,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import config_cmd, demo, devices, exits, record, recordings, run
+from . import config_cmd, demo, devices, doctor, exits, record, recordings, run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     config_cmd.add_parser(sub)
     recordings.add_parser(sub)
     devices.add_parser(sub)
+    doctor.add_parser(sub)
     return p
 
 

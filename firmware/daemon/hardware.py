@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hal.gpio import Panel, Scenario, parse_scenario
-
 from hal.audio import AlsaCapture, AlsaPlayback, Capture, FaultyCapture, Playback, WavCapture, WavPlayback, parse_faults
+from hal.gpio import Panel, Scenario, parse_scenario
 
 from .. import config as cfg
 
@@ -48,15 +47,7 @@ class Hardware:
 def build(config: cfg.Config, *, audio_seconds: Callable[[], float]) -> Hardware:
     a, sim = config.audio, config.sim
     problems: list[str] = []
-    if sim["enabled"] and sim["capture"] == "wav":
-        if not sim["audio"]:
-            raise HardwareError("[sim] audio: no WAV file given (edge-recorder run --simulate makes a demo call)")
-        capture: Capture = WavCapture(sim["audio"], a["period_ms"], pace=sim["pace"] == "realtime")
-        describe = f"simulated capture from {sim['audio']}"
-    else:
-        limit = sim["frames"] if sim["enabled"] and sim["frames"] else None
-        capture = AlsaCapture(a["capture"], a["sample_rate"], a["channels"], a["period_ms"], limit_frames=limit)
-        describe = f"ALSA {a['capture']}"
+    capture, describe = open_capture_for(config)
     if sim["enabled"] and sim["faults"]:
         capture = FaultyCapture(capture, parse_faults(sim["faults"], a["sample_rate"]))
         describe += " (with injected faults)"
@@ -74,6 +65,20 @@ def build(config: cfg.Config, *, audio_seconds: Callable[[], float]) -> Hardware
             playback = None
     panel, scenario = _panel(config, audio_seconds, problems)
     return Hardware(capture, playback, panel, scenario, describe, problems)
+
+
+def open_capture_for(config: cfg.Config) -> tuple[Capture, str]:
+    """The capture the config asks for (not yet opened) and a few words naming it."""
+    a, sim = config.audio, config.sim
+    if sim["enabled"] and sim["capture"] == "wav":
+        if not sim["audio"]:
+            raise HardwareError("[sim] audio: no WAV file given (edge-recorder run --simulate makes a demo call)")
+        return WavCapture(
+            sim["audio"], a["period_ms"], pace=sim["pace"] == "realtime"
+        ), f"simulated capture from {sim['audio']}"
+    limit = sim["frames"] if sim["enabled"] and sim["frames"] else None
+    capture = AlsaCapture(a["capture"], a["sample_rate"], a["channels"], a["period_ms"], limit_frames=limit)
+    return capture, f"ALSA {a['capture']}"
 
 
 def _panel(config: cfg.Config, audio_seconds, problems: list[str]) -> tuple[Panel | None, Scenario | None]:

@@ -1,0 +1,611 @@
+"""``edge-recorder doctor``: the installer's self-test, with a live input level meter.
+
+Each check is a small function that returns a ``Check`` (PASS, WARN or FAIL,
+what was found, and a one-line hint saying how to fix it). The checks run in
+the order an installer fixes things: the config, the capture device, the
+input level, the GPIO panel, the spool, the catalog, the clock. A config that
+does not load is reported and the other checks go on with the defaults.
+
+The checks look at the box as the daemon would use it but change nothing that
+stays: a spool directory made for the check is removed again, and a catalog
+that does not exist yet is not created. Stop the daemon first
+(``sudo systemctl stop edge-recorder``): it holds the capture device and the
+GPIO pins.
+
+``LevelMeter`` is the meter: it reads periods from any ``Capture`` and keeps
+the RMS level, the peak and the share of samples at full scale per channel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from hal.audio import Capture, DeviceLost, DeviceUnavailable, UnsupportedFormat, WavCapture
+from hal.gpio import Panel, PinError
+
+from .. import config as cfg
+from ..catalog import Catalog
+from ..daemon.hardware import open_capture_for
+from ..daemon.system import clock_synchronized
+from .run import add_config_argument
+
+#: Seconds the input level is measured for, unless ``--seconds`` says otherwise.
+DEFAULT_SECONDS = 5.0
+#: Seconds ``--press`` waits for the record button.
+PRESS_TIMEOUT = 10.0
+#: A channel whose peak stays below this hears nothing (an unplugged cable, the gain turned down).
+NO_SIGNAL_PEAK_DBFS = -40.0
+#: A channel with more than this share of its samples at full scale is clipping.
+CLIPPING_SHARE = 0.001
+#: Magnitude of an int16 sample at full scale (either rail: -32768 or 32767).
+FULL_SCALE_SAMPLE = 32767
+#: What the recordings of an hour take: 16-bit samples, as the spool's part files hold them.
+BYTES_PER_SAMPLE = 2
+MB = 1 << 20
+SERVICE = "edge-recorder"
+
+DESCRIPTION = (
+    "The installer's self-test: the config, the capture device, a live input level meter, the GPIO pins, "
+    "the spool, the catalog and the clock. One line per check: PASS, WARN or FAIL, what was found, "
+    "and how to fix it."
+)
+EPILOG = (
+    "exit status: 0 when no check fails (warnings allowed), 1 when at least one fails. "
+    "Stop the daemon first (sudo systemctl stop edge-recorder): it holds the capture device and the GPIO pins."
+)
+
+
+class Status(Enum):
+    PASS = "PASS"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The outcome of one check: ``hint`` says how to fix a WARN or FAIL.
+
+    >>> Check("clock", Status.WARN, "not synchronised", "enable systemd-timesyncd").as_dict()["status"]
+    'WARN'
+    """
+
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {**asdict(self), "status": self.status.value}
+
+
+# -- the meter ------------------------------------------------------------------------------------------------
+
+
+def dbfs(amplitude: float) -> float:
+    """An amplitude of int16 samples in dBFS (32768 is 0 dBFS), -inf for 0.
+
+    >>> round(dbfs(3277), 1), dbfs(32768), dbfs(0)
+    (-20.0, 0.0, -inf)
+    """
+    return 20 * math.log10(amplitude / 32768.0) if amplitude > 0 else -math.inf
+
+
+class LevelMeter:
+    """RMS level, peak and samples at full scale per channel, from the int16 frames fed to it.
+
+    RMS uses the same reference as ``hal.audio.level_dbfs`` (a full-scale
+    square wave is 0 dBFS), so a sine's RMS reads 3 dB below its peak.
+    ``read`` feeds it from an open capture.
+
+    >>> t = np.arange(8000) / 8000
+    >>> tone = (3277 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16).reshape(-1, 1)
+    >>> meter = LevelMeter(8000, 1)
+    >>> meter.feed(tone)
+    >>> [round(x, 1) for x in meter.rms_dbfs()], [round(x, 1) for x in meter.peak_dbfs()], meter.seconds
+    ([-23.0], [-20.0], 1.0)
+    """
+
+    def __init__(self, sample_rate: int, channels: int) -> None:
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.frames = 0
+        self._squares = np.zeros(channels)
+        self._peak = np.zeros(channels, dtype=np.int64)
+        self._clipped = np.zeros(channels, dtype=np.int64)
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+    def feed(self, frames: np.ndarray) -> None:
+        """Measure int16 frames of shape (n, channels)."""
+        if len(frames) == 0:
+            return
+        wide = np.asarray(frames, dtype=np.int64).reshape(len(frames), self.channels)
+        magnitude = np.abs(wide)
+        self._squares += np.einsum("ij,ij->j", wide, wide).astype(np.float64)
+        self._peak = np.maximum(self._peak, magnitude.max(axis=0))
+        self._clipped += (magnitude >= FULL_SCALE_SAMPLE).sum(axis=0)
+        self.frames += len(frames)
+
+    def rms_dbfs(self) -> list[float]:
+        if self.frames == 0:
+            return [-math.inf] * self.channels
+        return [10 * math.log10(s / self.frames / 32768.0**2) if s else -math.inf for s in self._squares]
+
+    def peak_dbfs(self) -> list[float]:
+        return [dbfs(int(p)) for p in self._peak]
+
+    def clipped_share(self) -> list[float]:
+        return [int(c) / self.frames if self.frames else 0.0 for c in self._clipped]
+
+    def read(
+        self,
+        capture: Capture,
+        seconds: float,
+        on_period: Callable[[np.ndarray], None] | None = None,
+    ) -> bool:
+        """Read ``seconds`` of audio from the open ``capture`` (paced by it); True if the input ended first.
+
+        ``on_period`` gets each period's frames, e.g. to draw a meter.
+        ``DeviceLost`` is raised as it comes; what was read until then is measured.
+        """
+        wanted = self.frames + round(seconds * self.sample_rate)
+        while self.frames < wanted:
+            chunk = capture.read()
+            if chunk is None:
+                return True
+            frames = chunk.frames[: wanted - self.frames]
+            self.feed(frames)
+            if on_period is not None:
+                on_period(frames)
+        return False
+
+
+class LiveBar:
+    """Redraws one line with a bar and the level of each channel, about ten times a second of audio.
+
+    For a terminal only: it moves back with ``\\r``. ``finish`` clears the line.
+    """
+
+    FLOOR_DBFS = -60.0
+
+    def __init__(self, stream: TextIO, sample_rate: int, labels: list[str]) -> None:
+        self.stream = stream
+        self.labels = labels
+        self.width = 30 if len(labels) == 1 else 6  # two channels still fit in 80 columns
+        self._every = max(1, sample_rate // 10)
+        self._pending: list[np.ndarray] = []
+        self._pending_frames = 0
+
+    def __call__(self, frames: np.ndarray) -> None:
+        self._pending.append(frames)
+        self._pending_frames += len(frames)
+        if self._pending_frames >= self._every:
+            self.draw(np.concatenate(self._pending))
+            self._pending, self._pending_frames = [], 0
+
+    def draw(self, frames: np.ndarray) -> None:
+        meter = LevelMeter(1, frames.shape[1])
+        meter.feed(frames)
+        parts = []
+        for label, level in zip(self.labels, meter.rms_dbfs(), strict=True):
+            filled = round(self.width * (max(level, self.FLOOR_DBFS) - self.FLOOR_DBFS) / -self.FLOOR_DBFS)
+            bar = "#" * filled + "-" * (self.width - filled)
+            parts.append(f"{label + ' ' if label else ''}[{bar}] {_db(level):>6}")
+        self.stream.write("\r" + _columns("....", "input level", "  ".join(parts) + " dBFS"))
+        self.stream.flush()
+
+    def finish(self) -> None:
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()
+
+
+# -- the checks -----------------------------------------------------------------------------------------------
+
+
+def check_config(path: str | Path | None) -> tuple[Check, cfg.Config]:
+    """Load and validate the config; on an error, the checks go on with the defaults."""
+    try:
+        config = cfg.load(path)
+    except cfg.ConfigError as exc:
+        hint = "fix the file (edge-recorder config check shows every key and its default)"
+        return Check("config", Status.FAIL, f"{exc}; the checks below use the defaults", hint), cfg.defaults()
+    if config.source == "defaults":
+        return Check("config", Status.PASS, f"no {cfg.DEFAULT_PATH}: every key has its default"), config
+    return Check("config", Status.PASS, f"{config.source} is valid"), config
+
+
+def check_capture(config: cfg.Config) -> tuple[Check, Capture | None]:
+    """Open the capture device at the configured rate and channels; the open capture is returned for the meter."""
+    name = "capture device"
+    sim = config.sim
+    if sim["enabled"] and sim["capture"] == "wav" and not sim["audio"]:
+        detail = "simulated, with no [sim] audio: the daemon plays its built-in demo call"
+        return Check(name, Status.WARN, detail, "set [sim] audio to a WAV file to measure its level"), None
+    try:
+        capture, what = open_capture_for(config)
+        capture.open()
+    except UnsupportedFormat as exc:
+        hint = "use the card's plughw: name so ALSA converts, e.g. plughw:CARD=Device,DEV=0 (edge-recorder devices)"
+        return Check(name, Status.FAIL, str(exc), hint), None
+    except DeviceUnavailable as exc:
+        return Check(name, Status.FAIL, str(exc), _capture_hint(config, str(exc))), None
+    rate, period = capture.sample_rate, capture.period_frames
+    detail = f"{what}: {rate} Hz, {capture.channels} ch, {period}-frame periods ({1000 * period / rate:g} ms)"
+    if isinstance(capture, WavCapture):
+        detail += f", {capture.frames / rate:.1f} s of audio"
+    return Check(name, Status.PASS, detail), capture
+
+
+def _capture_hint(config: cfg.Config, error: str) -> str:
+    if config.sim["enabled"] and config.sim["capture"] == "wav":
+        return "set [sim] audio to a WAV file of 8000 or 16000 Hz with 1 or 2 channels"
+    if "busy" in error.lower():
+        return "something else holds the device: stop the daemon first (sudo systemctl stop edge-recorder)"
+    return (
+        "check the USB audio interface is plugged in; `edge-recorder devices` lists the capture PCMs: "
+        "set [audio] capture to one, e.g. plughw:CARD=Device,DEV=0"
+    )
+
+
+def channel_labels(config: cfg.Config, channels: int) -> list[str]:
+    """What each capture channel carries, for the meter: "" for mono, else inbound/outbound.
+
+    >>> channel_labels(cfg.defaults().replace(audio={"channels": 2}), 2)
+    ['inbound', 'outbound']
+    """
+    if channels == 1:
+        return [""]
+    roles = {config.audio["inbound_channel"]: "inbound", config.audio["outbound_channel"]: "outbound"}
+    if config.audio["channels"] == 2 and len(roles) == 2:
+        return [roles[i] for i in range(channels)]
+    return [f"ch{i}" for i in range(channels)]
+
+
+def check_level(
+    capture: Capture,
+    seconds: float,
+    labels: list[str] | None = None,
+    on_period: Callable[[np.ndarray], None] | None = None,
+) -> Check:
+    """Measure the input for ``seconds`` (less if it ends): RMS and peak per channel, no signal, clipping."""
+    name = "input level"
+    labels = labels or [""] * capture.channels
+    meter = LevelMeter(capture.sample_rate, capture.channels)
+    lost = ""
+    try:
+        ended = meter.read(capture, seconds, on_period)
+    except DeviceLost as exc:
+        ended, lost = True, str(exc)
+    if lost and meter.frames == 0:
+        return Check(name, Status.FAIL, lost, "check the USB audio interface and its cable, then run doctor again")
+    if meter.frames == 0:
+        return Check(name, Status.WARN, "the input ended before any audio was read", "give it more audio")
+    return level_check(meter, labels, ended=ended and not lost, lost=lost, overruns=capture.overruns)
+
+
+def level_check(
+    meter: LevelMeter, labels: list[str], *, ended: bool = False, lost: str = "", overruns: int = 0
+) -> Check:
+    """The ``input level`` check from what ``meter`` measured."""
+    levels, problems, hints = [], [], []
+    for label, rms, peak, clipped in zip(
+        labels, meter.rms_dbfs(), meter.peak_dbfs(), meter.clipped_share(), strict=True
+    ):
+        prefix = f"{label}: " if label else ""
+        levels.append(f"{prefix}RMS {_db(rms)} dBFS, peak {_db(peak)} dBFS")
+        if peak < NO_SIGNAL_PEAK_DBFS:
+            problems.append(f"{prefix}no signal (peak below {NO_SIGNAL_PEAK_DBFS:g} dBFS)")
+            hints.append("no signal: check the cable / input gain")
+        elif clipped > CLIPPING_SHARE:
+            problems.append(f"{prefix}clipping ({100 * clipped:.1f} % of samples at full scale)")
+            hints.append("clipping: lower the input gain")
+    detail = "; ".join(levels) + f" over {meter.seconds:.1f} s"
+    if ended:
+        detail += " (the input ended)"
+    if overruns:
+        detail += f"; {overruns} overrun{'s' if overruns > 1 else ''}"
+    if lost:
+        problems.append(f"then the device was lost: {lost}")
+        hints.append("check the USB audio interface and its cable")
+    if not problems:
+        return Check("input level", Status.PASS, detail)
+    status = Status.FAIL if lost else Status.WARN
+    return Check("input level", status, detail + "; " + "; ".join(problems), "; ".join(dict.fromkeys(hints)))
+
+
+def check_gpio(config: cfg.Config) -> tuple[Check, Panel | None]:
+    """Claim the panel's pins as the daemon would (mock pins with ``[sim] enabled``); the panel is returned open."""
+    g, sim = config.gpio, config.sim
+    if not g["enabled"] and not sim["enabled"]:
+        return Check("gpio", Status.PASS, "disabled ([gpio] enabled = false)"), None
+    factory = "mock" if sim["enabled"] else g["pin_factory"] or None
+    wired = {role: g[role] for role in ("record_button", "pause_button", "hook_switch", "led", "buzzer")}
+    try:
+        with warnings.catch_warnings():
+            # gpiozero warns about each default factory it cannot load; the outcome is what we report.
+            warnings.simplefilter("ignore")
+            panel = Panel(
+                **wired,
+                hook_off_hook_contact=g["hook_off_hook"],
+                pin_factory=factory,
+                bounce_s=g["bounce_ms"] / 1000,
+                hook_bounce_s=g["hook_bounce_ms"] / 1000,
+                hold_s=g["hold_seconds"] or None,
+                active_high=g["active_high"],
+            )
+    except Exception as exc:  # PinError, and gpiozero raises several kinds when there is no GPIO at all
+        text = str(exc) if isinstance(exc, PinError) else f"{type(exc).__name__}: {exc}"
+        if "already used" in text or "busy" in text.lower():
+            hint = "another process holds the pin: stop the daemon first (sudo systemctl stop edge-recorder)"
+        else:
+            hint = (
+                'set [gpio] pin_factory ("lgpio" on a Raspberry Pi), or [gpio] enabled = false on a box without buttons'
+            )
+        return Check("gpio", Status.FAIL, text, hint), None
+    pins = ", ".join(f"{role} {pin}" for role, pin in wired.items() if pin is not None) or "no pins wired"
+    how = "mock pins ([sim] enabled)" if factory == "mock" else f"pin factory {factory or 'gpiozero default'}"
+    return Check("gpio", Status.PASS, f"claimed {pins} with {how}"), panel
+
+
+def check_press(panel: Panel, timeout: float = PRESS_TIMEOUT) -> Check:
+    """Wait up to ``timeout`` seconds for the record button to be pressed (and debounced)."""
+    name = "record button"
+    if not panel.wired("record_button"):
+        return Check(name, Status.WARN, "no record button wired", "set [gpio] record_button to its pin")
+    pressed = threading.Event()
+    before = panel.on_record, panel.on_record_hold
+    panel.on_record = panel.on_record_hold = pressed.set
+    started = time.monotonic()
+    try:
+        while not pressed.is_set() and time.monotonic() - started < timeout:
+            panel.tick()
+            pressed.wait(0.01)
+    finally:
+        panel.on_record, panel.on_record_hold = before
+    if pressed.is_set():
+        return Check(name, Status.PASS, f"pressed after {time.monotonic() - started:.1f} s")
+    hint = "check the button connects [gpio] record_button to ground (to 3.3 V: set [gpio] active_high = true)"
+    return Check(name, Status.FAIL, f"no press in {timeout:g} s", hint)
+
+
+def check_spool(config: cfg.Config) -> Check:
+    """The spool directory can be created and written, and how much audio its free space holds."""
+    directory = Path(config.spool["directory"])
+    created: list[Path] = []
+    try:
+        for path in [*reversed(directory.parents), directory]:
+            if not path.exists():
+                path.mkdir()
+                created.append(path)
+        _probe(directory)
+        free = shutil.disk_usage(directory).free
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        hint = (
+            f"create it for the daemon's user (sudo install -d -o {SERVICE} -g {SERVICE} {directory}) "
+            "or set [spool] directory to a writable place"
+        )
+        where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != directory else ""
+        return Check("spool", Status.FAIL, f"cannot use {directory}: {reason}{where}", hint)
+    finally:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    a = config.audio
+    min_free = config.spool["min_free_mb"] * MB
+    per_hour = a["sample_rate"] * a["channels"] * BYTES_PER_SAMPLE * 3600
+    hours = max(0, free - min_free) / per_hour
+    rate_text = f"{a['sample_rate']} Hz {'mono' if a['channels'] == 1 else 'stereo'}"
+    detail = (
+        f"{directory}: {'can be created and written' if created else 'writable'}, {_size(free)} free "
+        f"(min_free_mb {config.spool['min_free_mb']}), about {hours:,.1f} hours of {rate_text} audio"
+    )
+    if os.geteuid() == 0:
+        detail += f"; checked as root, the daemon runs as {SERVICE}"
+    if free < min_free:
+        hint = "free space: delete or upload old recordings, or put [spool] directory on a bigger disk"
+        return Check("spool", Status.FAIL, detail + "; recording stops below min_free_mb", hint)
+    if free < 10 * min_free:
+        hint = "free space is short: delete or upload old recordings, or put [spool] directory on a bigger disk"
+        return Check("spool", Status.WARN, detail + "; less than 10 times min_free_mb", hint)
+    return Check("spool", Status.PASS, detail)
+
+
+def _probe(directory: Path) -> None:
+    """Create, fsync and delete a file: what the spool does with every recording."""
+    probe = directory / f".doctor-{os.getpid()}.probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"\0" * 4096)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            probe.unlink()
+
+
+def check_catalog(config: cfg.Config) -> Check:
+    """The catalog opens and SQLite's integrity check is ok; an absent one is not created."""
+    path = Path(config.catalog["path"])
+    if not path.exists():
+        return Check("catalog", Status.PASS, f"{path}: not created yet (the daemon creates it)")
+    hint = (
+        "the daemon moves a corrupt catalog aside and rebuilds it from the spool on its next start; "
+        "or restore it from a backup"
+    )
+    try:
+        catalog = Catalog(path)
+        try:
+            result, version = catalog.integrity(), catalog.version
+        finally:
+            catalog.close()
+    except Exception as exc:  # sqlite3.DatabaseError, CatalogError, OSError: all mean it cannot be used
+        return Check("catalog", Status.FAIL, f"{path}: {exc}", hint)
+    if result != "ok":
+        return Check("catalog", Status.FAIL, f"{path}: integrity check says {result.splitlines()[0]}", hint)
+    return Check("catalog", Status.PASS, f"{path}: integrity ok, schema version {version}")
+
+
+def check_clock() -> Check:
+    if clock_synchronized():
+        return Check("clock", Status.PASS, "synchronised")
+    hint = (
+        "enable systemd-timesyncd (sudo timedatectl set-ntp true) and check the NTP server is reachable; "
+        "recordings store whether the clock was synchronised"
+    )
+    return Check("clock", Status.WARN, "not synchronised: recording times may be off", hint)
+
+
+# -- the command ----------------------------------------------------------------------------------------------
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="installer self-test: config, capture and input level, GPIO, spool, catalog, clock",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+    )
+    add_config_argument(p)
+    p.add_argument(
+        "--seconds",
+        type=_seconds,
+        default=DEFAULT_SECONDS,
+        metavar="N",
+        help=f"measure the input level for N seconds (default {DEFAULT_SECONDS:g})",
+    )
+    p.add_argument(
+        "--press", action="store_true", help=f"also wait up to {PRESS_TIMEOUT:g} s for a press of the record button"
+    )
+    p.add_argument("--json", action="store_true", help='print {"ok": ..., "checks": [...]} instead of text')
+    p.set_defaults(run=run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds from 0 to 3600")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every check in order, print them as they finish (or as JSON at the end); 0 if none fails."""
+    out = sys.stdout
+    text = not args.json
+    checks: list[Check] = []
+    config_check, config = check_config(args.config)
+
+    def report(check: Check) -> None:
+        if config_check.status is Status.FAIL and checks:
+            check = replace(check, detail=check.detail + " [default config]")
+        checks.append(check)
+        if text:
+            out.write(format_check(check))
+            out.flush()
+
+    report(config_check)
+    capture_check, capture = check_capture(config)
+    report(capture_check)
+    if capture is None:
+        report(Check("input level", Status.WARN, "not measured: no capture", "fix the capture device first"))
+    else:
+        try:
+            report(_measure(config, capture, args.seconds, out if text and out.isatty() else None))
+        finally:
+            capture.close()
+
+    gpio_check, panel = check_gpio(config)
+    report(gpio_check)
+    if panel is not None:
+        try:
+            if args.press:
+                report(_press(config, panel, out if text else sys.stderr))
+        finally:
+            panel.close()
+
+    report(check_spool(config))
+    report(check_catalog(config))
+    report(check_clock())
+
+    ok = all(c.status is not Status.FAIL for c in checks)
+    if text:
+        counts = {s: sum(c.status is s for c in checks) for s in Status}
+        out.write(
+            f"{counts[Status.PASS]} passed, {counts[Status.WARN]} warnings, {counts[Status.FAIL]} failed"
+            + ("\n" if ok else ": fix the FAIL lines and run edge-recorder doctor again\n")
+        )
+    else:
+        out.write(json.dumps({"ok": ok, "checks": [c.as_dict() for c in checks]}, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+def _measure(config: cfg.Config, capture: Capture, seconds: float, terminal: TextIO | None) -> Check:
+    """The level check, with a live bar on ``terminal`` (None: no bar, the check's line is the summary)."""
+    labels = channel_labels(config, capture.channels)
+    if terminal is None:
+        return check_level(capture, seconds, labels)
+    bar = LiveBar(terminal, capture.sample_rate, labels)
+    try:
+        return check_level(capture, seconds, labels, bar)
+    finally:
+        bar.finish()
+
+
+def _press(config: cfg.Config, panel: Panel, prompt: TextIO) -> Check:
+    if config.sim["enabled"]:
+        return Check("record button", Status.WARN, "mock pins ([sim] enabled): nothing to press")
+    prompt.write(_columns("....", "record button", f"press the record button now ({PRESS_TIMEOUT:g} s)") + "\n")
+    prompt.flush()
+    return check_press(panel)
+
+
+def format_check(check: Check) -> str:
+    """A check as text: its line, then its hint on the next line.
+
+    >>> print(format_check(Check("clock", Status.WARN, "not synchronised", "enable NTP")), end="")
+    WARN  clock           not synchronised
+                          hint: enable NTP
+    """
+    line = _columns(check.status.value, check.name, check.detail) + "\n"
+    if check.hint and check.status is not Status.PASS:
+        line += _columns("", "", "hint: " + check.hint) + "\n"
+    return line
+
+
+def _columns(status: str, name: str, detail: str) -> str:
+    return f"{status:<4}  {name:<14}  {detail}"
+
+
+def _db(value: float) -> str:
+    return "-inf" if value == -math.inf else f"{value:.1f}"
+
+
+def _size(size: float) -> str:
+    """
+    >>> _size(3 * MB), _size(12.5 * 1024 * MB)
+    ('3 MB', '12.5 GB')
+    """
+    if size >= 1024 * MB:
+        return f"{size / 1024 / MB:.1f} GB"
+    return f"{size / MB:.0f} MB"
