@@ -71,6 +71,10 @@ def test_kill_9_loses_at_most_a_second_and_the_restart_recovers_it(crashes):
     losses = []
     for crash in crashes:
         [row] = crash["box"].rows()  # the catalog passed integrity_check in rows()
+        if row["status"] == "absent":
+            # killed before the core released any audio (it holds back its newest 0.2 s): nothing to lose
+            assert crash["alive"] < 0.4 and row["end_reason"] == "recovered" and row["path"] is None, row
+            continue
         assert (row["status"], row["end_reason"]) == ("completed", "recovered"), row
         kept = positions(audio_of(row))
         np.testing.assert_array_equal(np.diff(kept), 1)  # no frame lost or repeated inside
@@ -158,7 +162,7 @@ def test_a_full_disk_ends_the_recording_at_the_last_good_sample(tmp_path):
     assert "No space left" in finished[0]["data"]["error_message"]
     # the tmpfs is gone with the namespace: the catalog outside it says how much was kept
     [row] = box.rows()
-    assert row["status"] == "failed" and 5.0 < row["duration"] < 10.5
+    assert row["status"] == "failed" and 5.0 < row["duration"] < 160 * 1024 / (2 * RATE)
 
 
 def test_a_power_cut_loses_at_most_two_seconds(tmp_path, monkeypatch):

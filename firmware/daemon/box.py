@@ -87,6 +87,8 @@ log = logging.getLogger("edge-recorder.box")
 
 CONTROL_TIMEOUT = 5.0
 SPACE_CHECK_SECONDS = 5.0
+#: The most audio fed to the core in one call when the loop catches up.
+BATCH_SECONDS = 0.5
 STATE_FIELDS = ("id", "name", "call_id", "source", "status", "state", "format", "sample_rate", "channels", "track")
 
 
@@ -230,7 +232,9 @@ class Box:
             return self._shutdown()
         self.cloud.timebase = Timebase(datetime.now(UTC), self.rate)
         self.mono_origin = time.monotonic()
-        capture = CaptureThread(self.hw.capture, self.config.audio["buffer_seconds"])
+        sim = self.config.sim
+        unpaced = sim["enabled"] and (sim["capture"] == "alsa" or sim["pace"] == "fast")
+        capture = CaptureThread(self.hw.capture, self.config.audio["buffer_seconds"], lossless=unpaced)
         self.capture_thread = capture
         capture.start()
         self.notifier.ready(f"recording from {self.hw.describe}")
@@ -248,6 +252,8 @@ class Box:
                 item = capture.queue.get(timeout=0.05)
             except queue.Empty:
                 item = None
+            if isinstance(item, Chunk) and not item.gap:
+                item = self._feed_batch(item, capture.queue)
             ended = self._take(item) if item is not None else False
             self._tick()  # panel timers first: a press they complete is applied at once below
             self._run_controls()
@@ -276,6 +282,39 @@ class Box:
                 self._stopping.wait(delay)
                 delay = min(delay * 2, 5.0)
         self._error = None
+
+    def _feed_batch(self, first: Chunk, pending: queue.Queue):
+        """Feed ``first`` and the periods queued behind it in one piece; return the item that ended the batch.
+
+        At real time the queue holds one period and this feeds one period. When
+        the loop is behind (a slow card, an unpaced simulated source) it catches
+        up in pieces of up to ``BATCH_SECONDS``: the core's cost is mostly per
+        call. A scheduled scenario action bounds the batch so it lands on time.
+        """
+        batch, frames = [first.frames], len(first.frames)
+        limit = self._batch_limit()
+        stopped_by = None
+        while frames < limit:
+            try:
+                nxt = pending.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(nxt, Chunk) or nxt.gap:
+                stopped_by = nxt
+                break
+            batch.append(nxt.frames)
+            frames += len(nxt.frames)
+        self._feed(batch[0] if len(batch) == 1 else np.concatenate(batch))
+        return stopped_by
+
+    def _batch_limit(self) -> int:
+        limit = round(BATCH_SECONDS * self.rate)
+        scenario = self.hw.scenario
+        if scenario is not None and scenario.next_at is not None:
+            limit = min(limit, max(1, round(scenario.next_at * self.rate) - self.position))
+        if self.hw.panel is not None and self.hw.panel.busy:
+            limit = 1  # a debounce or hold timer is running: keep its ticks fine-grained
+        return limit
 
     def _take(self, item) -> bool:
         """Handle one item from the capture queue; True at the end of a simulated input."""
@@ -416,6 +455,8 @@ class Box:
             data["status"] = Status.ABSENT.value
         if take.error:
             data.update(error_code="storage", error_message=take.error)
+            if take.written is not None:  # what reached the card, not what the core counted
+                data["duration"] = round(take.written.frames / rec.options.sample_rate, 4)
         min_length = self.config.call["min_length"]
         if rec.source == "auto" and take.written is not None and done.duration < min_length:
             take.written.path.unlink(missing_ok=True)

@@ -6,6 +6,10 @@ it miss a period. The queue holds ``[audio] buffer_seconds`` of audio; should
 the loop fall further behind, the oldest audio is dropped and counted as a gap
 (the timeline stays true), rather than blocking capture.
 
+An unpaced simulated source (a WAV file fed as fast as possible, ALSA's file
+plugin) has no real time to keep up with: with ``lossless`` the thread waits
+for room in the queue instead of dropping audio.
+
 A device that vanishes is reopened with capped exponential backoff. The loop is
 told ``Lost`` at once and ``Back`` (with the outage in frames, to be filled
 with silence) when it returns; the loop decides what happens to recordings
@@ -62,8 +66,10 @@ class CaptureThread:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        lossless: bool = False,
     ) -> None:
         self.capture = capture
+        self.lossless = lossless
         periods = max(2, round(buffer_seconds * capture.sample_rate / capture.period_frames))
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=periods)
         self.dropped_frames = 0
@@ -80,6 +86,14 @@ class CaptureThread:
         self._thread.join(timeout=5)
 
     def _put(self, item: Item) -> None:
+        if self.lossless:
+            while not self._stop.is_set():
+                try:
+                    self.queue.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+            return
         while True:
             try:
                 self.queue.put_nowait(item)

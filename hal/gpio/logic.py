@@ -84,6 +84,11 @@ class Debouncer:
             self._pending = t
         return settled if settled is not None else self.tick(t)  # the second settles a zero bounce time
 
+    @property
+    def settling(self) -> bool:
+        """A change is waiting to last ``bounce_s``: ``tick`` has work to do."""
+        return self._pending is not None
+
     def tick(self, t: float) -> bool | None:
         """The new stable level if the pending one has now lasted ``bounce_s``."""
         if self._pending is None or t - self._pending < self.bounce_s - EPSILON:
@@ -117,6 +122,11 @@ class ButtonLogic:
     @property
     def pressed(self) -> bool:
         return self.debouncer.level
+
+    @property
+    def waiting(self) -> bool:
+        """A timer is running: a change is settling, or a held button may yet become a hold."""
+        return self.debouncer.settling or (self.hold_s is not None and self.pressed and not self._held)
 
     def feed(self, pressed: bool, t: float) -> str | None:
         return self._event(self.debouncer.feed(pressed, t), t)

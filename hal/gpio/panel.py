@@ -267,6 +267,13 @@ class Panel:
 
     # -- time -------------------------------------------------------------------------------------------------
 
+    @property
+    def busy(self) -> bool:
+        """An input timer is running (debounce, hold), so ``tick`` should come often."""
+        with self._lock:
+            buttons = [b for b in (self._record, self._pause) if b is not None]
+            return any(b.waiting for b in buttons) or (self._hook is not None and self._hook.settling)
+
     def tick(self, now: float | None = None) -> None:
         """Run the timers up to ``now`` (default ``clock()``): debounce settling, hold, LED blink, buzzer off."""
         with self._lock:
