@@ -1,7 +1,8 @@
 """Run every benchmark: ``python -m bench`` (or ``./run.sh bench``)."""
 
-from . import core_speed, dtmf_accuracy
+from . import core_speed, daemon, dtmf_accuracy
 
 if __name__ == "__main__":
     dtmf_accuracy.main()
     core_speed.main()
+    daemon.main()
