@@ -1,0 +1,101 @@
+"""A real Mosquitto broker for tests, on a free loopback port.
+
+``Broker(tmp_path).start()`` writes a config into the test's directory and runs
+``/usr/sbin/mosquitto`` (installed by ``.ci/run`` and ``run.sh``). It can be
+stopped and started again on the same port (an outage), with persistence on or
+off, and with password and ACL files when a test checks authorisation.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Broker:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        persistence: bool = False,
+        users: dict[str, str] | None = None,
+        acl: str | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.persistence = persistence
+        self.users = users
+        self.acl = acl
+        self.proc: subprocess.Popen | None = None
+        self.log = self.directory / "mosquitto.log"
+
+    def _config(self) -> Path:
+        lines = [
+            f"listener {self.port} {self.host}",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.directory}/",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "max_packet_size 0",
+        ]
+        if self.users:
+            passwd = self.directory / "passwd"
+            passwd.write_text("".join(f"{user}:{password}\n" for user, password in self.users.items()))
+            passwd.chmod(0o600)
+            subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
+            lines += [f"password_file {passwd}", "allow_anonymous false"]
+        else:
+            lines.append("allow_anonymous true")
+        if self.acl is not None:
+            acl = self.directory / "acl"
+            acl.write_text(self.acl)
+            acl.chmod(0o600)
+            lines.append(f"acl_file {acl}")
+        path = self.directory / "mosquitto.conf"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def start(self) -> Broker:
+        config = self._config()
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=open(self.log, "ab")  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-1000:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
