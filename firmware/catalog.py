@@ -18,8 +18,9 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,43 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX recordings_call ON recordings (call_id);
     CREATE INDEX recordings_status ON recordings (status);
     """,
+    # 2: the outbox (events, callbacks, uploads waiting to go out) and per-destination upload state
+    """
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        recording_id TEXT,
+        target TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created TEXT NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox (kind, next_attempt, seq);
+    CREATE TABLE uploads (
+        recording_id TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        location TEXT,
+        date_updated TEXT NOT NULL,
+        PRIMARY KEY (recording_id, destination)
+    );
+    """,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """Something to deliver: ``kind`` is "event", "webhook" or "upload"; ``target`` says where."""
+
+    kind: str
+    target: str
+    payload: dict[str, Any]
+    recording_id: str | None = None
+
 
 UNFINISHED = ("in-progress", "paused", "processing")
 
@@ -116,7 +153,7 @@ class Catalog:
     ...             "options": {}, "start_time": "2026-01-01T00:00:00Z"})
     >>> cat.update("RE1", status="completed", duration=1.5)
     >>> cat.get("RE1")["status"], cat.version
-    ('completed', 1)
+    ('completed', 2)
     >>> cat.close()
     """
 
@@ -165,12 +202,18 @@ class Catalog:
                 raise
             self._db.execute("COMMIT")
 
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """A read for the catalog's other tables (the outbox, uploads)."""
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
     def integrity(self) -> str:
         with self._lock:
             return self._db.execute("PRAGMA integrity_check").fetchone()[0]
 
     # -- rows -------------------------------------------------------------------------
-    def insert(self, row: Mapping[str, Any]) -> None:
+    def insert(self, row: Mapping[str, Any], outbox: Iterable[OutboxItem] = ()) -> None:
+        """Add a recording, and (in the same transaction) what must be delivered about it."""
         values = _encode({**row, "date_created": row.get("date_created") or now(), "date_updated": now()})
         names = [c for c in COLUMNS if c in values]
         with self.transaction() as db:
@@ -178,6 +221,7 @@ class Catalog:
                 f"INSERT INTO recordings ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                 [values[c] for c in names],
             )
+            self._enqueue(db, outbox)
 
     def upsert(self, row: Mapping[str, Any]) -> None:
         """Insert ``row``, or replace the fields it has when the id is known (used when adopting files)."""
@@ -187,7 +231,8 @@ class Catalog:
             else:
                 self.update(row["id"], **{k: v for k, v in row.items() if k != "id"})
 
-    def update(self, recording_id: str, **fields: Any) -> None:
+    def update(self, recording_id: str, outbox: Iterable[OutboxItem] = (), **fields: Any) -> None:
+        """Change a recording's fields, and (in the same transaction) queue what reports the change."""
         values = _encode({**fields, "date_updated": now()})
         unknown = set(values) - set(COLUMNS)
         if unknown:
@@ -196,6 +241,20 @@ class Catalog:
             db.execute(
                 f"UPDATE recordings SET {', '.join(f'{c} = ?' for c in values)} WHERE id = ?",
                 [*values.values(), recording_id],
+            )
+            self._enqueue(db, outbox)
+
+    def enqueue(self, outbox: Iterable[OutboxItem]) -> None:
+        """Queue deliveries that go with no change of a recording (a key, a device event)."""
+        with self.transaction() as db:
+            self._enqueue(db, outbox)
+
+    @staticmethod
+    def _enqueue(db: sqlite3.Connection, outbox: Iterable[OutboxItem]) -> None:
+        for item in outbox:
+            db.execute(
+                "INSERT INTO outbox (kind, recording_id, target, payload, created) VALUES (?, ?, ?, ?, ?)",
+                (item.kind, item.recording_id, item.target, json.dumps(item.payload, default=str), now()),
             )
 
     def get(self, recording_id: str) -> dict[str, Any] | None:

@@ -119,6 +119,44 @@ def _device_id(value: Any) -> str:
     return value
 
 
+def _broker_url(value: Any) -> str:
+    if value == "":
+        return ""
+    if not isinstance(value, str) or not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", value):
+        raise ValueError('expected "mqtt://host[:port]" or "mqtts://host[:port]", or "" for none')
+    return value.rstrip("/")
+
+
+def _url(value: Any) -> str:
+    if value == "":
+        return ""
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        raise ValueError('expected an http:// or https:// URL, or "" for none')
+    return value
+
+
+def _topic_level(value: Any) -> str:
+    if not isinstance(value, str) or not value or any(ch in value for ch in "#+\x00") or value.startswith("$"):
+        raise ValueError("expected a topic prefix without #, + or a leading $")
+    return value.strip("/")
+
+
+def _secret(value: Any) -> str:
+    """A secret given inline, as ``file:/path`` (first line of the file) or ``env:NAME``."""
+    if not isinstance(value, str):
+        raise ValueError('expected a string, "file:/path" or "env:NAME"')
+    if value.startswith("file:"):
+        try:
+            return Path(value[5:]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the secret file: {exc.strerror}") from None
+    if value.startswith("env:"):
+        if value[4:] not in os.environ:
+            raise ValueError(f"the environment variable {value[4:]} is not set")
+        return os.environ[value[4:]]
+    return value
+
+
 def _level(value: Any) -> str:
     return _choice("debug", "info", "warning", "error")(value)
 
@@ -219,6 +257,72 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "scenario": Key("", _text, 'panel actions keyed to audio time, e.g. "2=button, 5=hook:off"'),
         "playback": Key("", _text, "WAV file that receives the tones the box plays; empty: none"),
     },
+    "mqtt": {
+        "url": Key(
+            "",
+            _broker_url,
+            'broker, "mqtt://host:1883" or "mqtts://host:8883"; empty: no MQTT (the box records and spools, delivery is off)',
+        ),
+        "prefix": Key("edge-recorder", _topic_level, "topic prefix: <prefix>/<device_id>/status|state|events|cmd"),
+        "username": Key("", _text, "user name"),
+        "password": Key("", _secret, 'password, or "file:/path" or "env:NAME"'),
+        "ca_file": Key("", _text, "CA certificate for mqtts:// (empty: the system's)"),
+        "client_cert": Key("", _text, "client certificate for mqtts://"),
+        "client_key": Key("", _text, "client key for mqtts://"),
+        "keepalive": Key(30, _number(5, 600, integer=True), "seconds between keepalive pings"),
+        "session_expiry": Key(
+            604800,
+            _number(0, 1 << 31, integer=True),
+            "seconds the broker keeps the session (and commands) while the box is offline",
+        ),
+        "heartbeat": Key(60.0, _number(1, 3600), "seconds between state publications when nothing changes"),
+        "command_token": Key(
+            "", _secret, 'commands must carry this "token" when set ("file:/path" or "env:NAME" allowed)'
+        ),
+        "max_command_bytes": Key(
+            65536, _number(256, 1 << 24, integer=True), "larger commands are refused before parsing"
+        ),
+        "ha_discovery": Key(False, _bool, "publish Home Assistant MQTT discovery"),
+        "ha_prefix": Key("homeassistant", _topic_level, "Home Assistant discovery prefix"),
+    },
+    "events": {
+        "webhook": Key("", _url, "device-wide status callback for every recording"),
+        "webhook_method": Key("POST", _choice("post", "get"), "its HTTP method"),
+        "webhook_events": Key("completed", _text, "which statuses fire it: in-progress completed absent"),
+        "callback_format": Key(
+            "native", _choice("native", "twilio", "signalwire", "sinch"), "body of status callbacks"
+        ),
+        "signing_secret": Key(
+            "", _secret, 'HMAC-SHA256 key for the callbacks\' signature header ("file:/path" or "env:NAME" allowed)'
+        ),
+        "outbox_max": Key(
+            100000,
+            _number(100, 10_000_000, integer=True),
+            "undelivered events kept; the oldest are dropped beyond this",
+        ),
+    },
+    "upload": {
+        "destination": Key(
+            "", _text, "where finished recordings go: https://..., s3://bucket/prefix/ or mqtt; empty: nowhere"
+        ),
+        "name_template": Key("{yyyyMMddHHmmss}_{device_id}_{call_id}.{format}", _text, "remote file name"),
+        "method": Key("PUT", _choice("put", "post"), "HTTP method for https:// destinations"),
+        "token": Key("", _secret, "bearer token for https:// destinations"),
+        "username": Key("", _text, "HTTP Basic user for https:// destinations"),
+        "password": Key("", _secret, "HTTP Basic password"),
+        "s3_endpoint": Key("", _text, 'S3 endpoint, e.g. "https://s3.eu-west-1.amazonaws.com"; empty: AWS'),
+        "s3_region": Key("", _text, "S3 region"),
+        "s3_access_key": Key("", _secret, "S3 access key (empty: AWS_ACCESS_KEY_ID)"),
+        "s3_secret_key": Key("", _secret, "S3 secret key (empty: AWS_SECRET_ACCESS_KEY)"),
+        "timeout": Key(30.0, _number(1, 3600), "seconds a stalled transfer may take before it is retried"),
+    },
+    "retention": {
+        "days": Key(30.0, _number(0, 3650), "media are deleted this many days after a confirmed upload; 0: never"),
+        "deleted_metadata_days": Key(40.0, _number(0, 3650), "metadata of deleted recordings are kept this long"),
+        "low_space_mb": Key(
+            500, _number(0, 1 << 24, integer=True), "below this much free space uploaded media go first, oldest first"
+        ),
+    },
     "log": {
         "level": Key("info", _level, "log level"),
     },
@@ -238,6 +342,10 @@ class Config:
     spool: dict[str, Any]
     catalog: dict[str, Any]
     sim: dict[str, Any]
+    mqtt: dict[str, Any]
+    events: dict[str, Any]
+    upload: dict[str, Any]
+    retention: dict[str, Any]
     log: dict[str, Any]
     source: str = field(default="defaults", compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -329,6 +437,24 @@ def _cross_checks(s: dict[str, Any], source: str) -> None:
             "auto_record",
             "off-hook",
             'needs call detection; set [call] detect to "auto", "hook" or "audio"',
+            source,
+        )
+    dest = s["upload"]["destination"]
+    if dest == "mqtt" and not s["mqtt"]["url"]:
+        raise ConfigError("upload", "destination", dest, "needs [mqtt] url: files go over the broker", source)
+    if dest and dest != "mqtt" and not re.match(r"^(https?|s3)://\S+$", dest):
+        raise ConfigError("upload", "destination", dest, 'expected https://..., s3://bucket/prefix/ or "mqtt"', source)
+    bad = [
+        e
+        for e in s["events"]["webhook_events"].replace(",", " ").split()
+        if e not in ("in-progress", "completed", "absent")
+    ]
+    if bad:
+        raise ConfigError(
+            "events",
+            "webhook_events",
+            s["events"]["webhook_events"],
+            "expected words from: in-progress completed absent",
             source,
         )
     sequences = {k: s["dtmf"][k] for k in ("start", "stop", "pause", "resume") if s["dtmf"][k]}

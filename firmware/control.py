@@ -98,6 +98,10 @@ class Control:
     def list(self, **filters: Any) -> list[dict[str, Any]]:
         return self.box.catalog.list(**filters)
 
+    def delete(self, recording_id: str) -> dict[str, Any]:
+        """Remove a finished recording's media; its metadata stay 40 days with status ``deleted``."""
+        return self.box.call(lambda: self.box.delete_recording(recording_id))
+
     def get(self, recording_id: str) -> dict[str, Any]:
         row = self.box.catalog.get(recording_id)
         if row is None:

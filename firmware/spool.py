@@ -44,6 +44,15 @@ def part_path(directory: Path, recording_id: str) -> Path:
     return Path(directory) / f".{recording_id}{PART_SUFFIX}"
 
 
+def delete_media(path: str | Path | None) -> None:
+    """Remove a finished recording's media and its ``.json`` beside it (metadata stay in the catalog)."""
+    if not path:
+        return
+    media = Path(path)
+    media.unlink(missing_ok=True)
+    media.with_suffix(".json").unlink(missing_ok=True)
+
+
 def parts(directory: Path) -> Iterator[tuple[str, Path]]:
     """(recording id, path) of every part file in ``directory``."""
     for path in sorted(Path(directory).glob(f".*{PART_SUFFIX}")):

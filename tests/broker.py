@@ -8,6 +8,7 @@ off, and with password and ACL files when a test checks authorisation.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -51,7 +52,8 @@ class Broker:
             "log_type error",
             "log_type warning",
             "log_type notice",
-            "max_packet_size 0",
+            # as root, mosquitto would switch to its own user and could not write the test's directory
+            f"user {getpass.getuser()}",
         ]
         if self.users:
             passwd = self.directory / "passwd"
@@ -73,7 +75,9 @@ class Broker:
     def start(self) -> Broker:
         config = self._config()
         self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=open(self.log, "ab")  # noqa: SIM115
+            [MOSQUITTO, "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "ab"),  # noqa: SIM115
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -121,7 +121,7 @@ def test_catalog_is_wal_with_full_sync_and_versioned(tmp_path):
     cat = Catalog(tmp_path / "c.sqlite3")
     assert cat._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert cat._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert cat.version == 1
+    assert cat.version == 2
     cat.insert(_row("RE1"))
     cat.insert(_row("RE2", status="completed"))
     assert [r["id"] for r in cat.unfinished()] == ["RE1"]
@@ -129,7 +129,7 @@ def test_catalog_is_wal_with_full_sync_and_versioned(tmp_path):
     assert cat.get("RE1")["options"] == {"format": "wav"}
     cat.close()
     again = Catalog(tmp_path / "c.sqlite3")  # reopening applies no migration twice
-    assert again.version == 1 and len(again.list()) == 2
+    assert again.version == 2 and len(again.list()) == 2
 
 
 def test_a_catalog_from_newer_firmware_is_refused(tmp_path):
@@ -153,3 +153,22 @@ def test_a_corrupt_catalog_is_moved_aside_and_replaced(tmp_path):
     assert fresh.list() == [] and fresh.integrity() == "ok"
     fresh.insert(_row("RE2"))
     assert fresh.get("RE2")["status"] == "in-progress"
+
+
+def test_a_version_1_catalog_is_migrated_keeping_its_recordings(tmp_path):
+    from firmware.catalog import MIGRATIONS
+
+    path = tmp_path / "c.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + "PRAGMA user_version=1;")
+    db.execute(
+        "INSERT INTO recordings (id, name, call_id, source, status, state, format, sample_rate, channels, track, "
+        "options, date_created, date_updated, start_time) VALUES ('RE1', 'RE1', 'CA1', 'cli', 'completed', "
+        "'finished', 'wav', 8000, 1, 'both', '{}', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', "
+        "'2026-01-01T00:00:00.000Z')"
+    )
+    db.commit()
+    db.close()
+    cat = Catalog(path)
+    assert cat.version == len(MIGRATIONS) and cat.get("RE1")["status"] == "completed"
+    assert cat.query("SELECT COUNT(*) FROM outbox")[0][0] == 0  # the outbox came with version 2

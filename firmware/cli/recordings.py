@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import config as cfg
 from ..catalog import Catalog, CatalogError, now
 from ..daemon.box import public
+from ..spool import delete_media
 from . import exits
 from .run import add_config_argument
 
@@ -127,9 +128,7 @@ def run_delete(args: argparse.Namespace, catalog: Catalog) -> int:
     row = _get(catalog, args.id)
     if row["status"] not in ("completed", "absent", "failed"):
         return exits.fail(exits.USAGE, f"{args.id} is {row['status']}; only finished recordings can be deleted")
-    if row.get("path"):
-        Path(row["path"]).unlink(missing_ok=True)
-        Path(row["path"]).with_suffix(".json").unlink(missing_ok=True)
+    delete_media(row.get("path"))
     catalog.update(args.id, status="deleted", path=None, deleted_at=now())
     print(f"{args.id}: deleted (metadata kept 40 days)")
     return exits.OK

@@ -24,6 +24,7 @@ loop sends the watchdog pings, so a hung loop gets the box restarted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -41,10 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from hal.audio import Chunk, DeviceUnavailable
+from hal.audio import Chunk, DeviceUnavailable, level_dbfs
 from hal.gpio import LedPattern
 
+from .. import __version__
 from .. import config as cfg
+from ..catalog import now as catalog_now
 from ..catalog import open_catalog
 from ..cloudevents import CloudEvents, Timebase, rfc3339
 from ..control import Control
@@ -73,8 +76,10 @@ from ..core import (
     new_sid,
     vad,
 )
+from ..delivery.commands import Commands
+from ..delivery.service import Delivery
 from ..media.partfile import write_atomic
-from ..spool import Take, Takes, WriteFailed, safe_name
+from ..spool import Take, Takes, WriteFailed, delete_media, safe_name
 from . import recovery
 from .calls import Action, CallTracker
 from .capture import Back, CaptureThread, Ended, Failed, Lost
@@ -141,6 +146,20 @@ class Box:
         self._space_checked = 0.0
         self._space_low = False
         self.overruns = 0
+        self._level_db: float | None = None
+        self._level_at = 0.0
+        self._free_mb: float | None = None
+        self.delivery = Delivery(
+            config,
+            self.catalog,
+            device_id=self.device_id,
+            envelope=self._envelope_now,
+            public=self.public_row,
+            snapshot=self.snapshot,
+            commands=Commands(Control(self), token=config.mqtt["command_token"], public=self.public_row),
+            clock_synced=clock_synchronized,
+            free_bytes=lambda: shutil.disk_usage(self.spool_dir).free,
+        )
         self._apply_settings(config)
         self._wire_panel()
 
@@ -223,10 +242,9 @@ class Box:
     def run(self) -> int:
         self._loop_thread = threading.current_thread()
         self._install_signals()
+        self.delivery.start()
         for row in recovery.recover(self):
-            self._publish(
-                self.cloud.envelope(_finished_type(row), 0, public(row)) | {"time": rfc3339(datetime.now(UTC))}
-            )
+            self._emit(self._envelope_now(_finished_type(row), self.public_row(row)), row)
         self._open_capture()
         if self._stopping.is_set():
             return self._shutdown()
@@ -363,6 +381,9 @@ class Box:
                 self._call_steps(self.calls.speech(max(at, start / self.rate)))
         if self.hw.scenario is not None:
             self.hw.scenario.advance(self.audio_seconds())
+        if self.position / self.rate - self._level_at >= 1.0:  # the input level, once a second
+            self._level_at = self.position / self.rate
+            self._level_db = level_dbfs(frames[-self.rate // 10 :])
 
     def _tick(self) -> None:
         now = self.audio_seconds()
@@ -414,10 +435,10 @@ class Box:
             elif isinstance(event, Paused | Resumed):
                 status = Status.PAUSED if isinstance(event, Paused) else Status.IN_PROGRESS
                 state = State.PAUSED if isinstance(event, Paused) else State.RECORDING
-                self._catalog("update", event.recording.id, status=status.value, state=state.value)
-                self._publish(self.cloud.of(event))
+                row = self._started_rows.get(event.recording.id)
+                self._emit(self.cloud.of(event), row, update={"status": status.value, "state": state.value})
             elif isinstance(event, Key):
-                self._publish(self.cloud.of(event))
+                self._emit(self.cloud.of(event))
                 self._key(event)
             elif isinstance(event, Tone):
                 if self.hw.playback is not None:
@@ -443,8 +464,7 @@ class Box:
         self._sidecar(self.spool_dir / f".{rec.id}.part.json", row)
         row.pop("input_rate")
         self._started_rows[rec.id] = row
-        self._catalog("insert", row)
-        self._publish(self.cloud.of(event))
+        self._emit(self.cloud.of(event), row, insert=row)
         log.info("started %s (%s, %s)", rec.id, rec.source, rec.options.channels.value)
 
     def _finished(self, take: Take) -> None:
@@ -484,13 +504,14 @@ class Box:
             )
         }
         row["path"] = str(take.written.path) if take.written else None
-        self._catalog("update", rec.id, **row)
-        full = self._catalog("get", rec.id) or {**self._started_rows.get(rec.id, {}), **data, **row}
-        self._started_rows.pop(rec.id, None)
+        started = self._started_rows.pop(rec.id, None) or self._catalog("get", rec.id) or {}
+        full = {**started, **{k: v for k, v in data.items() if k in started}, **row}
+        event = self.cloud.envelope(_finished_type(full), done.at, self.public_row(full))
+        self._emit(event, full, update=row)
+        full = self._catalog("get", rec.id) or full
         if take.written is not None:
             self._sidecar(take.written.path.with_suffix(".json"), full)
         (self.spool_dir / f".{rec.id}.part.json").unlink(missing_ok=True)
-        self._publish(self.cloud.envelope(_finished_type(full), done.at, public(full)))
         log.info(
             "finished %s: %s, %s, %.2f s%s",
             rec.id,
@@ -619,6 +640,7 @@ class Box:
             return
         self._space_checked = now
         free_mb = shutil.disk_usage(self.spool_dir).free / 1e6
+        self._free_mb = free_mb
         low = free_mb < self.config.spool["min_free_mb"]
         if low and not self._space_low:
             text = f"storage almost full: {free_mb:.0f} MB free in {self.spool_dir} (minimum {self.config.spool['min_free_mb']} MB)"
@@ -629,6 +651,63 @@ class Box:
         self._space_low = low
 
     # -- events --------------------------------------------------------------------------
+    def _emit(
+        self,
+        event: dict[str, Any] | None,
+        row: dict[str, Any] | None = None,
+        *,
+        insert: dict[str, Any] | None = None,
+        update: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a change and the deliveries that report it in one transaction, then tell the local sinks.
+
+        ``insert`` adds the recording ``row``; ``update`` changes its fields;
+        with neither, the event only goes to the outbox.
+        """
+        if event is None:
+            return
+        items = self.delivery.items(event, row)
+        if insert is not None:
+            self._catalog("insert", insert, outbox=items)
+        elif update is not None:
+            self._catalog("update", row["id"] if row else event["data"]["id"], outbox=items, **update)
+        elif items:
+            self._catalog("enqueue", items)
+        self.delivery.wake()
+        if event["type"].startswith("recording."):
+            self.delivery.state_changed()
+        self._publish(event)
+
+    def _envelope_now(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        """An event about something that happened now (not at an audio position)."""
+        return self.cloud.envelope(kind, self.position, data) | {"time": rfc3339(datetime.now(UTC))}
+
+    def public_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A catalog row as SPEC section 3's fields, with its uploads."""
+        out = public(row)
+        if row.get("id"):
+            with contextlib.suppress(sqlite3.Error):  # a failing catalog must not stop an event
+                out["uploads"] = [
+                    dict(u)
+                    for u in self.catalog.query(
+                        "SELECT destination, state, attempts, last_error, location FROM uploads WHERE recording_id = ?",
+                        (row["id"],),
+                    )
+                ]
+        return out
+
+    def delete_recording(self, recording_id: str) -> dict[str, Any]:
+        """Soft delete: the media go, the metadata stay (status ``deleted``) for 40 days."""
+        row = self.catalog.get(recording_id)
+        if row is None:
+            raise LookupError(f"no recording {recording_id!r}")
+        if row["status"] not in ("completed", "absent", "failed"):
+            raise ControlError(f"{recording_id} is {row['status']}; only completed recordings can be deleted")
+        delete_media(row.get("path"))
+        fields = {"status": "deleted", "path": None, "deleted_at": catalog_now()}
+        self._emit(self._envelope_now("recording.deleted", self.public_row({**row, **fields})), row, update=fields)
+        return self.catalog.get(recording_id) or {}
+
     def _publish(self, event: dict[str, Any] | None) -> None:
         if event is None:
             return
@@ -640,7 +719,7 @@ class Box:
 
     def _device_event(self, kind: str, code: str, message: str) -> None:
         data = {"device_id": self.device_id, "code": code, "message": message, "state": self.snapshot()}
-        self._publish(self.cloud.envelope(kind, self.position, data) | {"time": rfc3339(datetime.now(UTC))})
+        self._emit(self._envelope_now(kind, data))
 
     def snapshot(self) -> dict[str, Any]:
         active = [
@@ -648,9 +727,15 @@ class Box:
             for r in self.core.active
         ]
         states = {a["state"] for a in active}
+        delivery = self.delivery.status()
         return {
             "state": "recording" if "recording" in states else "paused" if states else "idle",
             "recordings": active,
+            "input_level": None if self._level_db is None else round(self._level_db, 1),
+            "free_storage_mb": None if self._free_mb is None else round(self._free_mb),
+            "upload_backlog": delivery["upload_backlog"],
+            "delivery": delivery,
+            "firmware_version": __version__,
             "last_error": self._error,
         }
 
@@ -670,6 +755,7 @@ class Box:
         self._run_controls()
         try:
             self.hw.close()
+            self.delivery.stop()
         finally:
             self.catalog.close()
         log.info("stopped")

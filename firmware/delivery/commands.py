@@ -1,0 +1,116 @@
+"""MQTT commands, mapped onto the control API (SPEC section 7).
+
+A command is a JSON object ``{"op": ..., ...}``; the answer is
+``{"ok": true, ...}`` or ``{"ok": false, "error": "<what is wrong>"}``. A bad
+command never raises: every problem becomes an error answer naming it.
+
+==========  ===============================================  =======================
+op          fields                                            answer
+==========  ===============================================  =======================
+start       ``options`` (start options, SPEC section 3)      ``recording``
+stop        ``target`` (name, id or ``current``)             ``recording``
+pause       ``target``, ``pause_behavior`` (silence, skip)  ``recording``
+resume      ``target``                                       ``recording``
+button      (none): press the record button                  ``state``
+list        ``status``, ``call_id``, ``limit`` (<= 1000)     ``recordings``
+get         ``id``                                           ``recording``
+delete      ``id`` (completed recordings only)               ``recording``
+==========  ===============================================  =======================
+
+A ``request_id`` is echoed in the answer, for clients without MQTT 5
+correlation data. When ``[mqtt] command_token`` is set, every command carries ``"token"``;
+a missing or wrong token is refused as unauthorised.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from ..control import Control, ControlError, OptionError
+
+OPS = ("start", "stop", "pause", "resume", "button", "list", "get", "delete")
+_FIELDS = {
+    "start": {"options"},
+    "stop": {"target"},
+    "pause": {"target", "pause_behavior"},
+    "resume": {"target"},
+    "button": set(),
+    "list": {"status", "call_id", "limit"},
+    "get": {"id"},
+    "delete": {"id"},
+}
+_ALWAYS = {"op", "token", "request_id"}
+
+
+class Commands:
+    def __init__(self, control: Control, *, token: str = "", public: Callable[[dict], dict] = dict) -> None:
+        self.control = control
+        self.token = token
+        self.public = public
+
+    def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.token and not hmac.compare_digest(str(request.get("token", "")).encode(), self.token.encode()):
+            return _error("unauthorised: the command's token is missing or wrong")
+        op = request.get("op")
+        if op not in OPS:
+            return _error(f"op {op!r} is not a command; expected one of {', '.join(OPS)}")
+        extra = sorted(set(request) - _FIELDS[op] - _ALWAYS)
+        if extra:
+            return _error(
+                f"{op}: unknown field {extra[0]!r}; {op} takes {', '.join(sorted(_FIELDS[op])) or 'no fields'}"
+            )
+        try:
+            return {"ok": True, **getattr(self, "_" + op)(request)}
+        except (ControlError, OptionError, LookupError, ValueError) as exc:
+            return _error(str(exc.args[0]) if isinstance(exc, LookupError) else str(exc))
+
+    def _start(self, r: dict) -> dict:
+        options = r.get("options", {})
+        if not isinstance(options, dict):
+            raise ValueError("start: options must be a JSON object of start options")
+        return {"recording": self.public(self.control.start(options, source="mqtt"))}
+
+    def _target(self, r: dict) -> str:
+        target = r.get("target", "current")
+        if not isinstance(target, str) or not target:
+            raise ValueError('target must be a recording\'s name, its id, or "current"')
+        return target
+
+    def _stop(self, r: dict) -> dict:
+        return {"recording": self.public(self.control.stop(self._target(r)))}
+
+    def _pause(self, r: dict) -> dict:
+        return {"recording": self.public(self.control.pause(self._target(r), r.get("pause_behavior", "silence")))}
+
+    def _resume(self, r: dict) -> dict:
+        return {"recording": self.public(self.control.resume(self._target(r)))}
+
+    def _button(self, r: dict) -> dict:
+        self.control.button()
+        return {"state": self.control.box.snapshot()}
+
+    def _list(self, r: dict) -> dict:
+        limit = r.get("limit", 50)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise ValueError(f"list: limit {limit!r} must be a whole number from 1 to 1000")
+        rows = self.control.list(status=r.get("status"), call_id=r.get("call_id"), limit=limit)
+        return {"recordings": [self.public(row) for row in rows]}
+
+    def _get(self, r: dict) -> dict:
+        return {"recording": self.public(self.control.get(_id(r)))}
+
+    def _delete(self, r: dict) -> dict:
+        return {"recording": self.public(self.control.delete(_id(r)))}
+
+
+def _id(r: dict) -> str:
+    rid = r.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise ValueError("id: the recording id (RE + 32 hex digits) is missing")
+    return rid
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"ok": False, "error": message}

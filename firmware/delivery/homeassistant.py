@@ -1,0 +1,70 @@
+"""Home Assistant MQTT discovery (``[mqtt] ha_discovery = true``).
+
+Publishes retained ``<ha_prefix>/<component>/<device_id>/<object>/config``
+documents for a record button (it sends the ``button`` command), the recording
+state, the input level, free storage and the upload backlog, all read from the
+box's retained ``state`` topic and available while ``status`` is ``online``.
+See https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from .. import __version__
+
+if TYPE_CHECKING:
+    from .mqtt import Link
+
+SENSORS = (
+    ("state", "Recording state", "{{ value_json.state }}", None, None),
+    ("input_level", "Input level", "{{ value_json.input_level }}", "dBFS", "measurement"),
+    ("free_storage", "Free storage", "{{ value_json.free_storage_mb }}", "MB", "measurement"),
+    ("upload_backlog", "Upload backlog", "{{ value_json.upload_backlog }}", None, "measurement"),
+)
+
+
+def documents(link: Link, ha_prefix: str) -> dict[str, dict]:
+    """Discovery topic -> config document."""
+    device_id = link.device_id
+    device = {
+        "identifiers": [f"edge-recorder-{device_id}"],
+        "name": f"edge-recorder {device_id}",
+        "manufacturer": "edge-recorder",
+        "sw_version": __version__,
+    }
+    common = {
+        "availability_topic": link.topic("status"),
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+    }
+    docs = {
+        f"{ha_prefix}/button/{device_id}/record/config": common
+        | {
+            "name": "Record",
+            "unique_id": f"{device_id}-record",
+            "command_topic": link.topic("cmd"),
+            "payload_press": json.dumps({"op": "button"}),
+            "icon": "mdi:record-rec",
+        }
+    }
+    for key, name, template, unit, state_class in SENSORS:
+        doc = common | {
+            "name": name,
+            "unique_id": f"{device_id}-{key}",
+            "state_topic": link.topic("state"),
+            "value_template": template,
+        }
+        if unit:
+            doc["unit_of_measurement"] = unit
+        if state_class:
+            doc["state_class"] = state_class
+        docs[f"{ha_prefix}/sensor/{device_id}/{key}/config"] = doc
+    return docs
+
+
+def publish_discovery(link: Link, ha_prefix: str) -> None:
+    for topic, doc in documents(link, ha_prefix).items():
+        link.client.publish(topic, json.dumps(doc), qos=1, retain=True)

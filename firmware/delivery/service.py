@@ -1,0 +1,392 @@
+"""Delivery as the daemon runs it: what to queue for each event, and the workers that send it.
+
+``Delivery.items(event, row)`` decides, for one CloudEvent, which outbox rows
+go with it: the event itself for MQTT (when a broker is configured), a status
+callback for each webhook that wants it, and an upload when a recording has
+finished with media and a destination. The daemon writes those rows in the
+same catalog transaction as the change the event reports.
+
+Three threads then work the outbox: the MQTT link publishes events; a worker
+sends status callbacks; another uploads files (HTTP, S3 or MQTT) and, once an
+upload is confirmed, records the remote location and queues
+``recording.available``. Retention runs beside them (``retention``). Nothing
+here blocks the audio loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import config as cfg
+from ..catalog import Catalog, OutboxItem, now
+from . import retention
+from .errors import DeliveryError
+from .outbox import Entry, Outbox
+
+log = logging.getLogger("edge-recorder.delivery")
+
+HOUSEKEEPING_SECONDS = 300.0
+CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+
+
+class Worker:
+    """Takes due outbox rows of one kind and hands them to ``handler`` until stopped.
+
+    ``handler`` returns on success and raises ``DeliveryError`` on failure:
+    transient ones are retried with backoff, permanent ones given up (after
+    ``on_permanent`` is told).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        outbox: Outbox,
+        handler: Callable[[Entry], None],
+        *,
+        on_permanent: Callable[[Entry, DeliveryError], None] | None = None,
+        on_transient: Callable[[Entry, DeliveryError], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.outbox = outbox
+        self.handler = handler
+        self.on_permanent = on_permanent
+        self.on_transient = on_transient
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"outbox-{kind}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for entry in self.outbox.due(self.kind, limit=20):
+                if self._stop.is_set():
+                    return
+                self._one(entry)
+            due = self.outbox.next_due(self.kind)
+            wait = 5.0 if due is None else max(0.0, min(5.0, due - self.outbox.clock()))
+            if wait > 0:
+                self._wake.wait(wait)
+                self._wake.clear()
+
+    def _one(self, entry: Entry) -> None:
+        try:
+            self.handler(entry)
+        except DeliveryError as exc:
+            if exc.permanent:
+                if self.on_permanent is not None:
+                    self.on_permanent(entry, exc)
+                self.outbox.give_up(entry, str(exc))
+            else:
+                if self.on_transient is not None:
+                    self.on_transient(entry, exc)
+                delay = self.outbox.retry(entry, str(exc))
+                log.warning("%s to %s failed (%s); retrying in %.0f s", self.kind, entry.target, exc, delay)
+            return
+        except Exception as exc:  # a bug in a handler must not stop delivery of everything else
+            log.exception("%s to %s failed", self.kind, entry.target)
+            self.outbox.retry(entry, f"internal error: {exc}")
+            return
+        self.outbox.delivered([entry.seq])
+
+
+class Delivery:
+    """Everything that leaves the box, for one daemon."""
+
+    def __init__(
+        self,
+        config: cfg.Config,
+        catalog: Catalog,
+        *,
+        device_id: str,
+        envelope: Callable[[str, dict[str, Any]], dict[str, Any]],
+        public: Callable[[dict[str, Any]], dict[str, Any]],
+        snapshot: Callable[[], dict[str, Any]],
+        commands: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        clock_synced: Callable[[], bool] = lambda: False,
+        free_bytes: Callable[[], int] | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.device_id = device_id
+        self.envelope = envelope
+        self.public = public
+        self.clock_synced = clock_synced
+        self.free_bytes = free_bytes
+        self.outbox = Outbox(catalog, limit=config.events["outbox_max"])
+        self.link = None
+        self.files = None
+        if config.mqtt["url"]:
+            self.link = self._link(snapshot, commands)
+        self.webhooks = Worker("webhook", self.outbox, self._send_webhook)
+        self.uploads = Worker(
+            "upload", self.outbox, self._upload, on_permanent=self._upload_failed, on_transient=self._upload_retry
+        )
+        self._stop = threading.Event()
+        self._housekeeping = threading.Thread(target=self._keep_house, name="retention", daemon=True)
+        self._retention_due = threading.Event()
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _link(self, snapshot, commands):
+        from .mqtt import BrokerSettings, Link
+
+        m = self.config.mqtt
+        settings = BrokerSettings.from_url(
+            m["url"],
+            username=m["username"],
+            password=m["password"],
+            ca_file=m["ca_file"],
+            client_cert=m["client_cert"],
+            client_key=m["client_key"],
+            keepalive=m["keepalive"],
+            session_expiry=m["session_expiry"],
+        )
+        extra = []
+        link = Link(
+            settings,
+            self.device_id,
+            m["prefix"],
+            self.outbox,
+            snapshot=snapshot,
+            commands=commands,
+            heartbeat=m["heartbeat"],
+            max_command_bytes=m["max_command_bytes"],
+            extra_subscriptions=extra,
+            on_connected=self._connected,
+        )
+        if self.config.upload["destination"] == "mqtt":
+            from .mqtt_files import FileSender
+
+            self.files = FileSender(link.client, m["prefix"], self.device_id)
+            extra += [(topic, self.files.on_message) for topic in self.files.topics()]
+        return link
+
+    def _connected(self, link) -> None:
+        if self.config.mqtt["ha_discovery"]:
+            from .homeassistant import publish_discovery
+
+            publish_discovery(link, self.config.mqtt["ha_prefix"])
+        self.uploads.wake()
+
+    def start(self) -> None:
+        if self.link is not None:
+            self.link.start()
+        self.webhooks.start()
+        self.uploads.start()
+        self._housekeeping.start()
+
+    def stop(self, drain: float = 3.0) -> None:
+        """Stop the workers; first give queued events up to ``drain`` seconds to reach a connected broker."""
+        if self.link is not None and self.link.connected.is_set():
+            deadline = time.monotonic() + drain
+            self.link.wake()
+            while self.outbox.depth("event") and self.link.connected.is_set() and time.monotonic() < deadline:
+                time.sleep(0.02)
+                self.link.wake()
+        self._stop.set()
+        self._retention_due.set()
+        self.webhooks.stop()
+        self.uploads.stop()
+        if self.link is not None:
+            self.link.stop()
+        self._housekeeping.join(timeout=5)
+
+    def wake(self) -> None:
+        if self.link is not None:
+            self.link.wake()
+        self.webhooks.wake()
+        self.uploads.wake()
+
+    def state_changed(self) -> None:
+        if self.link is not None:
+            self.link.publish_state()
+
+    def status(self) -> dict[str, Any]:
+        """For the state snapshot and the doctor."""
+        return {
+            "mqtt": "off" if self.link is None else ("connected" if self.link.connected.is_set() else "disconnected"),
+            "mqtt_error": None if self.link is None else self.link.last_error,
+            "outbox": self.outbox.depth(),
+            "upload_backlog": self.outbox.depth("upload"),
+            "events_dropped": self.outbox.dropped,
+        }
+
+    # -- what goes with an event ------------------------------------------------------------------
+    def items(self, event: dict[str, Any], row: dict[str, Any] | None = None) -> list[OutboxItem]:
+        rid = (row or {}).get("id") or event.get("data", {}).get("id")
+        out: list[OutboxItem] = []
+        if self.link is not None:
+            out.append(OutboxItem("event", "mqtt", event, rid))
+        if row is not None:
+            out += self._callbacks(event, row)
+            upload = self._upload_item(event, row)
+            if upload is not None:
+                out.append(upload)
+        return out
+
+    def _callbacks(self, event: dict[str, Any], row: dict[str, Any]) -> list[OutboxItem]:
+        from .webhooks import Callback, wanted
+
+        e = self.config.events
+        fmt = e["callback_format"]
+        callbacks = []
+        options = row.get("options") or {}
+        if options.get("status_callback"):
+            callbacks.append(
+                Callback(
+                    options["status_callback"],
+                    options.get("status_callback_method", "POST").upper(),
+                    fmt,
+                    tuple(options.get("status_callback_events") or ("completed",)),
+                )
+            )
+        if e["webhook"]:
+            events = tuple(e["webhook_events"].replace(",", " ").split())
+            callbacks.append(Callback(e["webhook"], e["webhook_method"].upper(), fmt, events))
+        return [
+            OutboxItem(
+                "webhook",
+                cb.url,
+                {"callback": cb.__dict__ | {"events": list(cb.events)}, "event": event},
+                row.get("id"),
+            )
+            for cb in callbacks
+            if wanted(cb, event)
+        ]
+
+    def _upload_item(self, event: dict[str, Any], row: dict[str, Any]) -> OutboxItem | None:
+        if event["type"] not in ("recording.finished", "recording.error") or not row.get("path"):
+            return None
+        destination = (row.get("options") or {}).get("destination") or self.config.upload["destination"]
+        if not destination:
+            return None
+        from .uploads import remote_name
+
+        fields = {**row, "device_id": self.device_id}
+        name = remote_name(self.config.upload["name_template"], fields)
+        payload = {"path": row["path"], "name": name, "sha256": row["sha256"], "format": row["format"]}
+        return OutboxItem("upload", destination, payload, row["id"])
+
+    # -- workers ----------------------------------------------------------------------------------
+    def _send_webhook(self, entry: Entry) -> None:
+        from .webhooks import Callback, deliver
+
+        c = entry.payload["callback"]
+        callback = Callback(c["url"], c["method"], c["format"], tuple(c["events"]))
+        deliver(callback, entry.payload["event"], secret=self.config.events["signing_secret"])
+
+    def _upload(self, entry: Entry) -> None:
+        p = entry.payload
+        path = Path(p["path"])
+        if not path.exists():
+            raise DeliveryError(f"{path}: the media file is gone", permanent=True)
+        self._set_upload(entry, "uploading")
+        if entry.target == "mqtt":
+            if self.files is None or self.link is None or not self.link.connected.is_set():
+                raise DeliveryError("the broker is not connected", permanent=False)
+            location = self.files.send(
+                path,
+                p["name"],
+                p["sha256"],
+                recording_id=entry.recording_id,
+                timeout=max(60.0, self.config.upload["timeout"]),
+            )
+        else:
+            from .uploads import Credentials, upload
+
+            u = self.config.upload
+            credentials = Credentials(
+                bearer_token=u["token"],
+                username=u["username"],
+                password=u["password"],
+                s3_access_key=u["s3_access_key"],
+                s3_secret_key=u["s3_secret_key"],
+                s3_endpoint=u["s3_endpoint"],
+                s3_region=u["s3_region"],
+            )
+            location = upload(
+                path,
+                entry.target,
+                p["name"],
+                sha256=p["sha256"],
+                content_type=CONTENT_TYPES.get(p["format"], "application/octet-stream"),
+                credentials=credentials,
+                method=u["method"].upper(),
+                timeout=u["timeout"],
+            )
+        self._uploaded(entry, location)
+
+    def _set_upload(self, entry: Entry, state: str, **fields: Any) -> None:
+        with self.catalog.transaction() as db:
+            db.execute(
+                "INSERT INTO uploads (recording_id, destination, state, attempts, last_error, location, date_updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (recording_id, destination) DO UPDATE SET "
+                "state = excluded.state, attempts = excluded.attempts, last_error = excluded.last_error, "
+                "location = COALESCE(excluded.location, uploads.location), date_updated = excluded.date_updated",
+                (
+                    entry.recording_id,
+                    entry.target,
+                    state,
+                    entry.attempts + (state != "uploading"),
+                    fields.get("last_error"),
+                    fields.get("location"),
+                    now(),
+                ),
+            )
+
+    def _uploaded(self, entry: Entry, location: str) -> None:
+        self._set_upload(entry, "done", location=location)
+        row = self.catalog.get(entry.recording_id) or {}
+        data = self.public(row) | {"location": location, "destination": entry.target}
+        event = self.envelope("recording.available", data)
+        self.catalog.update(entry.recording_id, outbox=self.items(event, None) + self._callbacks(event, row))
+        log.info("uploaded %s to %s", entry.recording_id, location)
+        self.wake()
+
+    def _upload_retry(self, entry: Entry, exc: DeliveryError) -> None:
+        self._set_upload(entry, "pending", last_error=str(exc))
+
+    def _upload_failed(self, entry: Entry, exc: DeliveryError) -> None:
+        self._set_upload(entry, "failed", last_error=str(exc))
+        data = {
+            "device_id": self.device_id,
+            "code": "upload_failed",
+            "recording_id": entry.recording_id,
+            "destination": entry.target,
+            "message": f"upload of {entry.recording_id} failed for good: {exc}",
+        }
+        self.catalog.update(
+            entry.recording_id,
+            outbox=self.items(self.envelope("device.error", data), None),
+            error_code="upload_failed",
+            error_message=str(exc),
+        )
+        self.wake()
+
+    # -- retention ----------------------------------------------------------------------------------
+    def retention_now(self) -> None:
+        self._retention_due.set()
+
+    def _keep_house(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.outbox.trim()
+                retention.run(self, time.time())
+            except Exception:
+                log.exception("retention failed")
+            self._retention_due.wait(HOUSEKEEPING_SECONDS)
+            self._retention_due.clear()
