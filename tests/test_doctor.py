@@ -24,7 +24,7 @@ from tests import signals as sig
 from tests.alsa_file import alsa_file_device
 
 R = 16000
-NAMES = ["config", "capture device", "input level", "gpio", "spool", "catalog", "clock"]
+NAMES = ["config", "capture device", "input level", "gpio", "spool", "catalog", "broker", "clock"]
 CLOCK = "PASS" if clock_synchronized() else "WARN"
 
 
@@ -95,7 +95,11 @@ def test_a_simulated_box_hearing_a_minus_20_dbfs_tone_passes_and_reads_its_level
     assert doctor("--config", config, "--seconds", 1) == 0
     checks = parse(capsys.readouterr().out)
     assert list(checks) == NAMES
-    assert {name: c["status"] for name, c in checks.items()} == {**dict.fromkeys(NAMES, "PASS"), "clock": CLOCK}
+    assert {name: c["status"] for name, c in checks.items()} == {
+        **dict.fromkeys(NAMES, "PASS"),
+        "broker": "WARN",
+        "clock": CLOCK,
+    }  # delivery is off here
     assert "16000 Hz, 1 ch, 320-frame periods (20 ms)" in checks["capture device"]["detail"]
     [(rms, peak)] = levels(checks["input level"]["detail"])
     assert peak == pytest.approx(-20, abs=0.2) and rms == pytest.approx(-23, abs=1)
@@ -317,3 +321,25 @@ def test_seconds_must_be_a_positive_number():
     for bad in ("0", "-1", "soon"):
         with pytest.raises(SystemExit):
             parser.parse_args(["doctor", "--seconds", bad])
+
+
+def test_the_broker_check_says_when_delivery_is_off_and_when_the_broker_answers(tmp_path, broker):
+    off = doctor_cmd.check_broker(cfg.defaults())
+    assert off.status is doctor_cmd.Status.WARN and "delivery is off" in off.detail
+    ok = doctor_cmd.check_broker(cfg.parse({"mqtt": {"url": broker.url}}))
+    assert ok.status is doctor_cmd.Status.PASS and "connected and authorised" in ok.detail
+    broker.stop()
+    down = doctor_cmd.check_broker(cfg.parse({"mqtt": {"url": broker.url}}), timeout=2)
+    assert down.status is doctor_cmd.Status.FAIL and "Connection refused" in down.detail
+
+
+def test_the_broker_check_fails_on_wrong_credentials(tmp_path):
+    from .broker import Broker
+
+    locked = Broker(tmp_path / "locked", users={"er-box": "right"}).start()
+    try:
+        config = cfg.parse({"mqtt": {"url": locked.url, "username": "er-box", "password": "wrong"}})
+        check = doctor_cmd.check_broker(config)
+        assert check.status is doctor_cmd.Status.FAIL and "refused" in check.detail and "password" in check.hint
+    finally:
+        locked.stop()

@@ -464,6 +464,71 @@ def check_catalog(config: cfg.Config) -> Check:
     return Check("catalog", Status.PASS, f"{path}: integrity ok, schema version {version}")
 
 
+def check_broker(config: cfg.Config, timeout: float = 5.0) -> Check:
+    """The MQTT broker answers and accepts the box's credentials; or delivery is off, said plainly."""
+    m = config.mqtt
+    if not m["url"]:
+        if config.upload["destination"] or config.events["webhook"]:
+            return Check("broker", Status.PASS, "no [mqtt] url: events go only to the webhook, uploads over HTTP/S3")
+        return Check(
+            "broker",
+            Status.WARN,
+            "delivery is off: no [mqtt] url, no [upload] destination; recordings stay in the spool",
+            "set [mqtt] url (and [upload] destination) so a central server gets the events and the files",
+        )
+    import paho.mqtt.client as mqtt
+
+    from ..delivery.mqtt import BrokerSettings
+
+    try:
+        s = BrokerSettings.from_url(m["url"])
+    except ValueError as exc:
+        return Check("broker", Status.FAIL, str(exc), "fix [mqtt] url")
+    answer: dict = {}
+    done = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{config.device_id}-doctor", protocol=mqtt.MQTTv5)
+    client.connect_timeout = timeout
+
+    def on_connect(c, userdata, flags, reason_code, properties):
+        answer["rc"] = reason_code
+        done.set()
+
+    client.on_connect = on_connect
+    if m["username"]:
+        client.username_pw_set(m["username"], m["password"] or None)
+    try:
+        if s.tls:
+            client.tls_set(
+                ca_certs=m["ca_file"] or None, certfile=m["client_cert"] or None, keyfile=m["client_key"] or None
+            )
+        client.connect(s.host, s.port, keepalive=10)
+        client.loop_start()
+        done.wait(timeout)
+    except (OSError, ValueError) as exc:
+        return Check(
+            "broker",
+            Status.FAIL,
+            f"{m['url']}: {exc}",
+            "check the broker runs and the box can reach it (host, port, firewall, TLS)",
+        )
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    rc = answer.get("rc")
+    if rc is None:
+        return Check(
+            "broker", Status.FAIL, f"{m['url']}: no answer in {timeout:g} s", "check the broker's host and port"
+        )
+    if rc.is_failure:
+        return Check(
+            "broker",
+            Status.FAIL,
+            f"{m['url']}: refused: {rc}",
+            "check [mqtt] username and password, and the broker's ACL",
+        )
+    return Check("broker", Status.PASS, f"{m['url']}: connected and authorised")
+
+
 def check_clock() -> Check:
     if clock_synchronized():
         return Check("clock", Status.PASS, "synchronised")
@@ -546,6 +611,7 @@ def run(args: argparse.Namespace) -> int:
 
     report(check_spool(config))
     report(check_catalog(config))
+    report(check_broker(config))
     report(check_clock())
 
     ok = all(c.status is not Status.FAIL for c in checks)
