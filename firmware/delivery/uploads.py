@@ -1,0 +1,665 @@
+"""Uploads of finished recordings to HTTP(S) servers and S3-compatible stores.
+
+Theory of operation
+-------------------
+``upload()`` sends one file to one destination and either returns where the
+file now lives or raises ``DeliveryError``. It does not retry: the outbox
+does, with backoff, so every error here is classified once, at the place that
+knows why it happened: *permanent* (a 4xx other than 408/429, a bucket that
+does not exist, refused credentials, a bad URL, a local file that is gone) or
+*transient* (no network, timeouts, 5xx, 408, 429, throttling).
+
+The destination is chosen by the URL's scheme:
+
+- ``https://host/path/`` -- PUT (the file is the body) or POST (multipart
+  form, field ``file``). A URL ending in ``/`` gets the file name appended.
+  ``http://`` is accepted for loopback hosts only: elsewhere the bearer token
+  or password and the recording would cross the network in clear.
+- ``s3://bucket/prefix/`` -- the object ``prefix/<name>``; ``s3://bucket/key``
+  without a trailing ``/`` is exactly that key (Sinch's
+  ``s3://bucket_name/[[folder]/[file]]``). Any S3-compatible store, through
+  minio's pure-Python client.
+
+Memory stays flat whatever the file size (a box records for hours): HTTP
+bodies are streamed from disk 16 KiB at a time; S3 holds at most two multipart
+parts (``S3_PART_SIZE``) at a time. While the bytes go out they are hashed, so a
+file that no longer matches the sha256 the spool recorded (a failing SD card)
+is reported rather than silently delivered.
+
+Receivers can verify what they got: HTTP sends ``X-Content-SHA256`` (hex) and,
+for PUT, ``Digest: sha-256=`` (RFC 3230) and ``Content-Digest`` (RFC 9530);
+S3 stores it as object metadata ``x-amz-meta-sha256``, and the S3 server
+itself checks every part (SigV4 payload hash over http, Content-MD5 over
+https).
+
+Remote file names come from ``remote_name()``; the default is Sinch's
+``yyyyMMddHHmmss_<device_id>_<call_id>.<format>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import ipaddress
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+
+import certifi
+import requests
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+
+from .errors import DeliveryError, is_permanent_http
+
+DEFAULT_NAME_TEMPLATE = "{yyyyMMddHHmmss}_{device_id}_{call_id}.{format}"
+
+# minio holds the part being sent while it reads the next one, so an S3 upload
+# peaks at two parts (measured: 32 MiB with 16 MiB parts). 8 MiB keeps that at
+# 16 MiB on a 512 MB Pi Zero 2 and still makes a 2 GiB WAV only 256 requests.
+S3_PART_SIZE = 8 * 1024 * 1024
+
+# A connection that is not up within this long is not coming; the (longer)
+# read timeout is the caller's ``timeout``.
+CONNECT_TIMEOUT = 10.0
+
+FORM_FIELD = "file"
+SCHEMES = ("https", "http (loopback only)", "s3")
+
+_SAFE_VALUE = re.compile(r"[^A-Za-z0-9._-]+")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_VALUE_LIMIT = 64
+_NAME_LIMIT = 200
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_ERROR_BODY_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to authenticate at a destination; only the fields it needs are used.
+
+    HTTP uses ``bearer_token`` if set, else HTTP Basic with ``username`` and
+    ``password``. S3 uses the ``s3_*`` fields; empty keys fall back to
+    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` and an empty region to
+    ``AWS_REGION``/``AWS_DEFAULT_REGION`` (then the client asks the bucket).
+    ``s3_endpoint`` is a URL such as ``http://127.0.0.1:8333`` or
+    ``https://s3.eu-west-1.amazonaws.com``; empty means AWS.
+
+    The secrets never appear in ``repr()`` (it ends up in logs):
+
+    >>> Credentials(bearer_token="t0ps3cret")
+    Credentials(bearer_token='***', username='', password='', s3_access_key='', s3_secret_key='', s3_endpoint='', s3_region='')
+    """
+
+    bearer_token: str = ""
+    username: str = ""
+    password: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_endpoint: str = ""
+    s3_region: str = ""
+
+    def __repr__(self) -> str:
+        shown = (
+            f"{f.name}={'***' if f.name in _SECRETS and getattr(self, f.name) else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"Credentials({', '.join(shown)})"
+
+
+_SECRETS = frozenset({"bearer_token", "password", "s3_secret_key"})
+
+
+# ---------------------------------------------------------------------------
+# Remote names
+
+
+def remote_name(template: str, fields: Mapping[str, Any]) -> str:
+    """The file name a recording gets at its destination.
+
+    Placeholders are field names (``device_id``, ``call_id``, ``id``, ``name``,
+    ``format``, ...) and, from ``start_time`` (RFC 3339, taken in UTC),
+    ``yyyyMMddHHmmss``, ``yyyyMMdd``, ``HHmmss``, ``yyyy``, ``MM``, ``dd``,
+    ``HH``, ``mm`` and ``ss``. Each substituted value is cut down to
+    ``[A-Za-z0-9._-]`` (no ``/``, no ``..``, no leading dot, at most 64
+    characters), so whatever a call id holds, the name stays one file inside
+    the destination's prefix. The template's own text must use the same
+    characters; an unknown placeholder raises ``ValueError`` naming it.
+
+    >>> remote_name(DEFAULT_NAME_TEMPLATE, {"start_time": "2026-03-04T05:06:07Z", "device_id": "box-7",
+    ...                                     "call_id": "CA12", "format": "mp3"})
+    '20260304050607_box-7_CA12.mp3'
+    >>> remote_name("{call_id}.wav", {"call_id": "../../etc/passwd"})
+    '_etc_passwd.wav'
+    """
+    values = dict(fields)
+    values.update(_time_fields(fields.get("start_time"), template))
+    parts: list[str] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(template):
+        parts.append(_literal(template[position : match.start()], template))
+        key = match.group(1)
+        if key in _TIME_FORMATS and key not in values:
+            raise ValueError(f"placeholder {{{key}}} in name template {template!r} needs a start_time")
+        if key not in values:
+            known = ", ".join(sorted(str(k) for k in values))
+            raise ValueError(f"unknown placeholder {{{key}}} in name template {template!r}; known: {known}")
+        parts.append(_sanitise(values[key]))
+        position = match.end()
+    parts.append(_literal(template[position:], template))
+    return _bounded("".join(parts))
+
+
+_TIME_FORMATS = {
+    "yyyyMMddHHmmss": "%Y%m%d%H%M%S",
+    "yyyyMMdd": "%Y%m%d",
+    "HHmmss": "%H%M%S",
+    "yyyy": "%Y",
+    "MM": "%m",
+    "dd": "%d",
+    "HH": "%H",
+    "mm": "%M",
+    "ss": "%S",
+}
+
+
+def _time_fields(start_time: Any, template: str) -> dict[str, str]:
+    used = any(match.group(1) in _TIME_FORMATS for match in _PLACEHOLDER.finditer(template))
+    if not used or start_time is None or start_time == "":
+        return {}
+    if isinstance(start_time, datetime):
+        moment = start_time
+    else:
+        try:
+            # 3.11's fromisoformat reads RFC 3339 including "Z" and fractions.
+            moment = datetime.fromisoformat(str(start_time))
+        except ValueError:
+            raise ValueError(
+                f"start_time {start_time!r} is not an RFC 3339 time (name template {template!r})"
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # the catalog stores UTC
+    moment = moment.astimezone(UTC)
+    return {key: moment.strftime(fmt) for key, fmt in _TIME_FORMATS.items()}
+
+
+def _sanitise(value: Any) -> str:
+    text = "" if value is None else str(value)
+    text = _SAFE_VALUE.sub("_", text)
+    # ".." cannot climb once "/" is gone, but some receivers still reject it.
+    text = re.sub(r"\.{2,}", "_", text)
+    text = re.sub(r"_{2,}", "_", text)
+    # No leading dot (a hidden file), no trailing one (it would double the extension's).
+    return text.strip(".")[:_VALUE_LIMIT].rstrip(".")
+
+
+def _literal(text: str, template: str) -> str:
+    bad = _SAFE_VALUE.search(text)
+    if bad:
+        raise ValueError(
+            f"name template {template!r} may only use A-Z a-z 0-9 . _ - outside placeholders, found {bad.group(0)!r}"
+        )
+    return text
+
+
+def _bounded(name: str) -> str:
+    name = re.sub(r"\.{2,}", "_", name).lstrip(".")
+    if len(name) > _NAME_LIMIT:
+        stem, dot, suffix = name.rpartition(".")
+        if dot and 0 < len(suffix) <= 16:
+            name = stem[: _NAME_LIMIT - len(suffix) - 1] + "." + suffix
+        else:
+            name = name[:_NAME_LIMIT]
+    return name or "recording"
+
+
+# ---------------------------------------------------------------------------
+# Upload
+
+
+def upload(
+    path: Path,
+    url: str,
+    name: str,
+    *,
+    sha256: str,
+    content_type: str,
+    credentials: Credentials,
+    method: str = "PUT",
+    timeout: float = 30.0,
+    progress: Callable[[int], None] | None = None,
+) -> str:
+    """Send the file at ``path`` to ``url`` and return where it now lives.
+
+    ``name`` is the remote file name (see ``remote_name``), used when the URL
+    ends in ``/`` (or is a bare ``s3://bucket``). ``sha256`` is the file's hex
+    digest as the spool recorded it; it goes along for the receiver to check,
+    and the bytes actually sent are checked against it. ``method`` is ``PUT``
+    or ``POST`` for HTTP (ignored for S3). ``timeout`` bounds each wait on the
+    network (connecting at most ``CONNECT_TIMEOUT``). ``progress`` is called
+    with the number of bytes read from the file so far.
+
+    Returns the ``Location`` the server gave (else the URL) for HTTP, and
+    ``s3://bucket/key`` for S3. Raises ``DeliveryError``; ``permanent`` says
+    whether a retry could help.
+
+    >>> upload(Path("x.wav"), "ftp://host/", "x.wav", sha256="0" * 64, content_type="audio/wav",
+    ...        credentials=Credentials())
+    Traceback (most recent call last):
+    ...
+    firmware.delivery.errors.DeliveryError: cannot upload to 'ftp://host/': scheme must be one of https, http (loopback only), s3
+    """
+    sha256 = (sha256 or "").lower()
+    if not _SHA256.fullmatch(sha256):
+        raise DeliveryError(f"sha256 must be 64 hex digits, got {sha256!r}", permanent=True)
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "s3":
+        return _upload_s3(path, url, name, sha256, content_type, credentials, timeout, progress)
+    if scheme in ("http", "https"):
+        return _upload_http(path, url, name, sha256, content_type, credentials, method, timeout, progress)
+    raise DeliveryError(
+        f"cannot upload to {_redact(url)!r}: scheme must be one of {', '.join(SCHEMES)}",
+        permanent=True,
+    )
+
+
+def _check_name(name: str, url: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise DeliveryError(f"bad remote file name {name!r} for {_redact(url)!r}", permanent=True)
+    return name
+
+
+def _open(path: Path) -> tuple[BinaryIO, int]:
+    try:
+        file = open(path, "rb")  # noqa: SIM115 -- closed by the caller's with-block
+    except OSError as exc:
+        raise DeliveryError(f"cannot read {path}: {exc.strerror or exc}", permanent=True) from exc
+    return file, os.fstat(file.fileno()).st_size
+
+
+class _SendingFile:
+    """The file as it goes out: read in the sender's chunks, hashed and counted on the way."""
+
+    def __init__(self, file: BinaryIO, size: int, progress: Callable[[int], None] | None) -> None:
+        self._file = file
+        self._size = size
+        self._progress = progress
+        self._hash = hashlib.sha256()
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, size: int = -1) -> bytes:
+        # Never past the size announced in Content-Length, even if the file grew.
+        remaining = self._size - self.sent
+        if size is None or size < 0 or size > remaining:
+            size = remaining
+        data = self._file.read(size) if size else b""
+        if data:
+            self._hash.update(data)
+            self.sent += len(data)
+            if self._progress is not None:
+                self._progress(self.sent)
+        return data
+
+    def check(self, sha256: str, path: Path) -> None:
+        """Raise if what was read is not the file the spool recorded."""
+        if self.sent == self._size and self._hash.hexdigest() == sha256:
+            return
+        raise DeliveryError(
+            f"{path} no longer matches its sha256 (read {self.sent} of {self._size} bytes, "
+            f"sha256 {self._hash.hexdigest()}, expected {sha256}); the local copy is damaged",
+            permanent=True,
+        )
+
+
+class _MultipartBody:
+    """multipart/form-data read as a stream: the head, the file in chunks, the tail.
+
+    requests would otherwise build the whole form in memory.
+    """
+
+    def __init__(self, head: bytes, file: _SendingFile, tail: bytes) -> None:
+        self._pieces: list[Any] = [head, file, tail]
+        self._length = len(head) + len(file) + len(tail)
+        self._offset = 0  # into the current bytes piece
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        size = size if size and size > 0 else 1 << 16
+        while self._pieces:
+            piece = self._pieces[0]
+            if isinstance(piece, bytes):
+                chunk = piece[self._offset : self._offset + size]
+                self._offset += len(chunk)
+            else:
+                chunk = piece.read(size)
+            if chunk:
+                return chunk
+            self._pieces.pop(0)
+            self._offset = 0
+        return b""
+
+
+def _form(boundary: str, name: str, sha256: str, content_type: str) -> tuple[bytes, bytes]:
+    filename = name.replace("\\", "\\\\").replace('"', "%22")
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="sha256"\r\n\r\n'
+        f"{sha256}\r\n"
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="{FORM_FIELD}"; filename="{filename}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    )
+    return head.encode(), f"\r\n--{boundary}--\r\n".encode()
+
+
+def _upload_http(
+    path: Path,
+    url: str,
+    name: str,
+    sha256: str,
+    content_type: str,
+    credentials: Credentials,
+    method: str,
+    timeout: float,
+    progress: Callable[[int], None] | None,
+) -> str:
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise DeliveryError(f"no host in {_redact(url)!r}", permanent=True)
+    if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname):
+        raise DeliveryError(
+            f"refusing plain http to {parts.hostname}: the recording and credentials would cross the network "
+            f"in clear; use https:// ({_redact(url)!r})",
+            permanent=True,
+        )
+    method = method.upper()
+    if method not in ("PUT", "POST"):
+        raise DeliveryError(f"HTTP upload method must be PUT or POST, got {method!r}", permanent=True)
+    if url.endswith("/"):
+        url += quote(_check_name(name, url))
+
+    headers = {"X-Content-SHA256": sha256}
+    auth = None
+    if credentials.bearer_token:
+        headers["Authorization"] = f"Bearer {credentials.bearer_token}"
+    elif credentials.username:
+        auth = (credentials.username, credentials.password)
+
+    file, size = _open(path)
+    with file:
+        sending = _SendingFile(file, size, progress)
+        if method == "PUT":
+            digest = base64.b64encode(bytes.fromhex(sha256)).decode()
+            # Digest and Content-Digest describe the body, which for PUT is the file;
+            # a multipart body is not, so POST carries the sha256 as a form field instead.
+            headers |= {
+                "Content-Type": content_type,
+                "Digest": f"sha-256={digest}",
+                "Content-Digest": f"sha-256=:{digest}:",
+            }
+            body: Any = sending
+        else:
+            boundary = "edge-recorder-" + secrets.token_hex(12)
+            head, tail = _form(boundary, name, sha256, content_type)
+            headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+            body = _MultipartBody(head, sending, tail)
+        headers["Content-Length"] = str(len(body))
+        try:
+            # stream=True: an error page is read only as far as the message needs.
+            response = requests.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                auth=auth,
+                timeout=(min(timeout, CONNECT_TIMEOUT), timeout),
+                allow_redirects=False,  # a redirect would need the body again; config should name the final URL
+                stream=True,
+            )
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidHeader,
+        ) as exc:
+            raise DeliveryError(f"cannot upload to {_redact(url)!r}: {exc}", permanent=True) from exc
+        except requests.exceptions.Timeout as exc:
+            raise DeliveryError(f"upload to {_redact(url)!r} timed out after {timeout:g} s", permanent=False) from exc
+        except requests.exceptions.RequestException as exc:
+            # Connection refused or reset, DNS, TLS (a Pi without an RTC can boot
+            # with a clock that makes valid certificates look expired): all may pass.
+            raise DeliveryError(f"upload to {_redact(url)!r} failed: {_reason(exc)}", permanent=False) from exc
+        with response:
+            status = response.status_code
+            if not 200 <= status < 300:
+                raise DeliveryError(
+                    f"{method} {_redact(url)} answered {status} {response.reason}: {_error_text(response)}",
+                    permanent=is_permanent_http(status) or 300 <= status < 400,
+                    status=status,
+                )
+            location = response.headers.get("Location")
+        sending.check(sha256, path)
+    return urljoin(url, location) if location else url
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        raw = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True) or b""
+    except Exception:  # the body is only decoration for the message
+        return ""
+    return " ".join(raw.decode("utf-8", "replace").split())
+
+
+def _reason(exc: BaseException) -> str:
+    # requests nests urllib3's errors; the innermost says what happened.
+    while exc.__context__ is not None and str(exc.__context__):
+        exc = exc.__context__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{netloc}", parts.path, parts.query, parts.fragment))
+
+
+# ---------------------------------------------------------------------------
+# S3
+
+# Codes that say the request can never succeed as configured. Anything else is
+# judged by its HTTP status (is_permanent_http), so unknown 5xx stay transient.
+_S3_PERMANENT = frozenset(
+    {
+        "AccessDenied",
+        "AccountProblem",
+        "AllAccessDisabled",
+        "AuthorizationHeaderMalformed",
+        "EntityTooLarge",
+        "InvalidAccessKeyId",
+        "InvalidBucketName",
+        "InvalidObjectName",
+        "KeyTooLongError",
+        "MethodNotAllowed",
+        "NoSuchBucket",
+        "NotImplemented",
+        "SignatureDoesNotMatch",
+    }
+)
+_S3_TRANSIENT = frozenset(
+    {
+        "InternalError",
+        "OperationAborted",
+        "RequestTimeout",
+        # A Pi has no RTC: until NTP syncs its clock, signatures look skewed.
+        "RequestTimeTooSkewed",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ExpiredToken",
+    }
+)
+
+
+def _s3_target(url: str, name: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    bucket = parts.netloc
+    if not bucket or "@" in bucket or parts.query or parts.fragment:
+        raise DeliveryError(f"bad S3 URL {_redact(url)!r}: expected s3://bucket/prefix/[file]", permanent=True)
+    key = parts.path.lstrip("/")
+    if not key or key.endswith("/"):
+        key += _check_name(name, url)
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        raise DeliveryError(f"bad S3 key {key!r} from {url!r}: empty, '.' or '..' path segment", permanent=True)
+    return bucket, key
+
+
+def _s3_client(credentials: Credentials, timeout: float) -> tuple[Minio, urllib3.PoolManager]:
+    endpoint = credentials.s3_endpoint or "https://s3.amazonaws.com"
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+        raise DeliveryError(f"bad S3 endpoint {endpoint!r}: expected http(s)://host[:port]", permanent=True)
+    access_key = credentials.s3_access_key or os.environ.get("AWS_ACCESS_KEY_ID", "")
+    secret_key = credentials.s3_secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+    region = credentials.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=min(timeout, CONNECT_TIMEOUT), read=timeout),
+        retries=False,  # the outbox retries, with backoff that survives a restart
+        maxsize=2,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+    )
+    try:
+        client = Minio(
+            parts.netloc,
+            access_key=access_key or None,
+            secret_key=secret_key or None,
+            secure=parts.scheme == "https",
+            region=region,
+            http_client=http,
+        )
+    except ValueError as exc:
+        raise DeliveryError(f"bad S3 settings for {endpoint!r}: {exc}", permanent=True) from exc
+    return client, http
+
+
+def _upload_s3(
+    path: Path,
+    url: str,
+    name: str,
+    sha256: str,
+    content_type: str,
+    credentials: Credentials,
+    timeout: float,
+    progress: Callable[[int], None] | None,
+) -> str:
+    bucket, key = _s3_target(url, name)
+    location = f"s3://{bucket}/{key}"
+    client, http = _s3_client(credentials, timeout)
+    file, size = _open(path)
+    try:
+        with file:
+            sending = _SendingFile(file, size, progress)
+            # put_object rather than fput_object so the bytes pass through our hash;
+            # no parallel parts, or each one in flight would add a part of memory.
+            client.put_object(
+                bucket,
+                key,
+                sending,  # type: ignore[arg-type]
+                size,
+                content_type=content_type,
+                metadata={"x-amz-meta-sha256": sha256},
+                part_size=S3_PART_SIZE,
+                num_parallel_uploads=1,
+            )
+            sending.check(sha256, path)
+        _verify_s3(client, bucket, key, size, sha256, location)
+    except DeliveryError:
+        raise
+    except Exception as exc:
+        error = _s3_error(exc, location)
+        if error is None:
+            raise  # a bug here, not a delivery problem: let it show
+        raise error from exc
+    finally:
+        http.clear()  # close pooled sockets now, not at garbage collection
+    return location
+
+
+def _verify_s3(client: Minio, bucket: str, key: str, size: int, sha256: str, location: str) -> None:
+    try:
+        stat = client.stat_object(bucket, key)
+    except S3Error as exc:
+        if exc.code == "AccessDenied":
+            # Write-only credentials (what Sinch recommends) cannot read back; the
+            # server already checked every part's hash while accepting it.
+            return
+        raise
+    stored = (stat.metadata or {}).get("x-amz-meta-sha256")
+    if stat.size != size or (stored is not None and stored != sha256):
+        raise DeliveryError(
+            f"{location} holds {stat.size} bytes (sha256 {stored}) after uploading {size} bytes (sha256 {sha256})",
+            permanent=False,
+        )
+
+
+def _s3_error(exc: Exception, location: str) -> DeliveryError | None:
+    """The DeliveryError for what minio or the network raised; None if it is neither's."""
+    if isinstance(exc, S3Error):
+        status = exc.response.status if exc.response is not None else None
+        if exc.code in _S3_PERMANENT:
+            permanent = True
+        elif exc.code in _S3_TRANSIENT:
+            permanent = False
+        else:
+            permanent = status is not None and is_permanent_http(status)
+        return DeliveryError(
+            f"upload to {location} failed: {exc.code}: {exc.message}", permanent=permanent, status=status
+        )
+    if isinstance(exc, ServerError):
+        status = exc.status_code
+        return DeliveryError(f"upload to {location} failed: {exc}", permanent=is_permanent_http(status), status=status)
+    if isinstance(exc, InvalidResponseError):
+        # A proxy's HTML error page rather than S3 XML: judge by the status.
+        status = getattr(exc, "_code", 0)  # minio keeps the status only here
+        return DeliveryError(
+            f"upload to {location} failed: HTTP {status} (not an S3 answer)",
+            permanent=is_permanent_http(status),
+            status=status,
+        )
+    if isinstance(exc, ValueError):
+        # minio validates names before sending: an invalid bucket or key.
+        return DeliveryError(f"cannot upload to {location}: {exc}", permanent=True)
+    # NewConnectionError subclasses ConnectTimeoutError (urllib3 keeps it for compatibility): "refused" is not a timeout.
+    if isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return DeliveryError(f"upload to {location} timed out: {exc}", permanent=False)
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError | MinioException):
+        return DeliveryError(f"upload to {location} failed: {type(exc).__name__}: {exc}", permanent=False)
+    return None
