@@ -7,7 +7,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import config_cmd, demo, devices, doctor, exits, record, recordings, run
+from . import config_cmd, demo, devices, doctor, exits, receive, record, recordings, run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     recordings.add_parser(sub)
     devices.add_parser(sub)
     doctor.add_parser(sub)
+    receive.add_parser(sub)
     return p
 
 
