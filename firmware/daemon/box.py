@@ -120,6 +120,7 @@ class Box:
         self.config_path = config_path
         self.device_id = config.device_id
         self.sinks = list(sinks or [])
+        self._sink_lock = threading.Lock()
         self.notifier = notifier or Notifier()
         a = config.audio
         self.position = 0  # audio time, in frames fed to the core
@@ -159,6 +160,7 @@ class Box:
             commands=Commands(Control(self), token=config.mqtt["command_token"], public=self.public_row),
             clock_synced=clock_synchronized,
             free_bytes=lambda: shutil.disk_usage(self.spool_dir).free,
+            notify=self._publish,
         )
         self._apply_settings(config)
         self._wire_panel()
@@ -709,8 +711,13 @@ class Box:
         return self.catalog.get(recording_id) or {}
 
     def _publish(self, event: dict[str, Any] | None) -> None:
+        """Hand an event to the local sinks (log, stdout); delivery workers call this too."""
         if event is None:
             return
+        with self._sink_lock:
+            self._to_sinks(event)
+
+    def _to_sinks(self, event: dict[str, Any]) -> None:
         for sink in self.sinks:
             try:
                 sink(event)

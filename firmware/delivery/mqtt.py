@@ -102,7 +102,7 @@ class Link:
         self.commands = commands
         self.heartbeat = heartbeat
         self.max_command_bytes = max_command_bytes
-        self.extra = extra_subscriptions or []
+        self.extra = extra_subscriptions if extra_subscriptions is not None else []
         self.on_connected = on_connected
         self.connected = threading.Event()
         self.last_error: str | None = None

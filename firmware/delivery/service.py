@@ -56,6 +56,7 @@ class Worker:
         self.handler = handler
         self.on_permanent = on_permanent
         self.on_transient = on_transient
+        self.busy = False
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"outbox-{kind}", daemon=True)
@@ -83,7 +84,19 @@ class Worker:
                 self._wake.wait(wait)
                 self._wake.clear()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing is being sent and nothing is due now."""
+        return not self.busy and not self.outbox.due(self.kind, limit=1)
+
     def _one(self, entry: Entry) -> None:
+        self.busy = True
+        try:
+            self._attempt(entry)
+        finally:
+            self.busy = False
+
+    def _attempt(self, entry: Entry) -> None:
         try:
             self.handler(entry)
         except DeliveryError as exc:
@@ -119,6 +132,7 @@ class Delivery:
         commands: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         clock_synced: Callable[[], bool] = lambda: False,
         free_bytes: Callable[[], int] | None = None,
+        notify: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -127,6 +141,7 @@ class Delivery:
         self.public = public
         self.clock_synced = clock_synced
         self.free_bytes = free_bytes
+        self.notify = notify or (lambda event: None)
         self.outbox = Outbox(catalog, limit=config.events["outbox_max"])
         self.link = None
         self.files = None
@@ -190,13 +205,20 @@ class Delivery:
         self._housekeeping.start()
 
     def stop(self, drain: float = 3.0) -> None:
-        """Stop the workers; first give queued events up to ``drain`` seconds to reach a connected broker."""
-        if self.link is not None and self.link.connected.is_set():
-            deadline = time.monotonic() + drain
-            self.link.wake()
-            while self.outbox.depth("event") and self.link.connected.is_set() and time.monotonic() < deadline:
-                time.sleep(0.02)
-                self.link.wake()
+        """Stop the workers; first give what is due up to ``drain`` seconds to go out.
+
+        What does not make it stays in the outbox and goes after the next start.
+        """
+        deadline = time.monotonic() + drain
+
+        def pending() -> bool:
+            events = self.link is not None and self.link.connected.is_set() and self.outbox.depth("event") > 0
+            return events or not self.webhooks.idle or not self.uploads.idle
+
+        self.wake()
+        while pending() and time.monotonic() < deadline:
+            time.sleep(0.02)
+            self.wake()
         self._stop.set()
         self._retention_due.set()
         self.webhooks.stop()
@@ -354,6 +376,7 @@ class Delivery:
         data = self.public(row) | {"location": location, "destination": entry.target}
         event = self.envelope("recording.available", data)
         self.catalog.update(entry.recording_id, outbox=self.items(event, None) + self._callbacks(event, row))
+        self.notify(event)
         log.info("uploaded %s to %s", entry.recording_id, location)
         self.wake()
 
@@ -369,12 +392,14 @@ class Delivery:
             "destination": entry.target,
             "message": f"upload of {entry.recording_id} failed for good: {exc}",
         }
+        event = self.envelope("device.error", data)
         self.catalog.update(
             entry.recording_id,
-            outbox=self.items(self.envelope("device.error", data), None),
+            outbox=self.items(event, None),
             error_code="upload_failed",
             error_message=str(exc),
         )
+        self.notify(event)
         self.wake()
 
     # -- retention ----------------------------------------------------------------------------------
