@@ -188,7 +188,7 @@ class Catalog:
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version={number}")
-            log.info("catalog %s: schema version %d", self.path, number)
+            (log.info if current else log.debug)("catalog %s: schema version %d", self.path, number)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

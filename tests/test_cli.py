@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,12 +117,14 @@ def test_bad_input_gives_one_clear_line(tmp_path, args, code, message):
     assert not list(tmp_path.glob("recordings/*"))
 
 
-def test_the_demo_records_a_call_that_ends_on_hash(tmp_path):
+def test_the_demo_shows_the_whole_loop_from_button_to_the_central_file(tmp_path):
     result = cli("demo", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
+    # stdout is what the central server's subscriber received over MQTT
     kinds = [e["type"] for e in events(result) if not e["type"].startswith("device.")]
     # the key is reported when its tone ends, which may come after the recording ended at its onset
-    assert sorted(kinds) == ["dtmf.key", "recording.finished", "recording.started"]
+    assert sorted(kinds) == ["dtmf.key", "recording.available", "recording.finished", "recording.started"]
+    assert kinds[-1] == "recording.available"
     [done] = [e["data"] for e in events(result) if e["type"] == "recording.finished"]
     assert (done["end_reason"], done["key"], done["source"]) == ("end_on_key", "#", "button")
     path = tmp_path / "spool" / f"{done['id']}.wav"
@@ -129,6 +132,18 @@ def test_the_demo_records_a_call_that_ends_on_hash(tmp_path):
     audio, rate = sf.read(path, dtype="int16")
     assert rate == R and audio.shape[1] == 2 and len(audio) / R == pytest.approx(done["duration"], abs=1e-3)
     assert "catalog row of " + done["id"] in result.stderr
+    [available] = [e["data"] for e in events(result) if e["type"] == "recording.available"]
+    landed = available["location"]
+    assert landed.startswith(str(tmp_path / "central" / "files" / "demo"))
+    assert Path(landed).read_bytes() == path.read_bytes()  # the receiver's copy, byte for byte
+    assert f"the uploaded file landed at {landed}" in result.stderr
+
+
+def test_the_demo_without_a_broker_prints_the_box_s_own_events(tmp_path):
+    result = cli("demo", "--out", tmp_path, "--local")
+    assert result.returncode == 0, result.stderr
+    kinds = [e["type"] for e in events(result) if not e["type"].startswith("device.")]
+    assert sorted(kinds) == ["dtmf.key", "recording.finished", "recording.started"]
 
 
 def test_config_check_names_the_bad_key_and_exits_78(tmp_path):

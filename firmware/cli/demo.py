@@ -12,11 +12,19 @@ events are printed as they happen, then the finished recording's catalog row.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import getpass
 import json
 import logging
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import soundfile as sf
 
 from .. import config as cfg
@@ -34,6 +42,7 @@ DESK = (0.3, "Front desk, good morning.")
 BUTTON_AT = 2.0
 CALLER = (2.6, "Hello, I would like to book a table for two on Friday evening, please. My number is on file.")
 KEY = "#"
+MOSQUITTO = "mosquitto"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="directory for the call and the recording (default ./demo-output)",
     )
     p.add_argument("--realtime", action="store_true", help="feed the call at real time (default: as fast as possible)")
+    p.add_argument("--local", action="store_true", help="no broker and receiver: print the box's own events")
     p.set_defaults(run=run)
 
 
@@ -85,26 +95,39 @@ def run(args: argparse.Namespace) -> int:
         wav, scenario = write_demo_call(args.out)
     except SpeechUnavailable as exc:
         return exits.fail(exits.SOFTWARE, f"{exc}; the README's demo command installs it")
-    config = cfg.parse(
-        {
-            "device": {"id": "demo"},
-            "audio": {"channels": 2},
-            "recording": {"beep": True, "channels": "dual", "end_on_key": KEY, "format": "wav"},
-            "spool": {"directory": str(args.out / "spool")},
-            "catalog": {"path": str(args.out / "catalog.sqlite3")},
-            "sim": {
-                "enabled": True,
-                "audio": str(wav),
-                "scenario": scenario,
-                "pace": "realtime" if args.realtime else "fast",
-                "playback": str(args.out / "played-tones.wav"),
-            },
+    sections = {
+        "device": {"id": "demo"},
+        "audio": {"channels": 2},
+        "recording": {"beep": True, "channels": "dual", "end_on_key": KEY, "format": "wav"},
+        "spool": {"directory": str(args.out / "spool")},
+        "catalog": {"path": str(args.out / "catalog.sqlite3")},
+        "sim": {
+            "enabled": True,
+            "audio": str(wav),
+            "scenario": scenario,
+            "pace": "realtime" if args.realtime else "fast",
+            "playback": str(args.out / "played-tones.wav"),
         },
-        "demo",
-    )
-    log.info("the record button is pressed at %.1f s: beep, dual channels, end_on_key '%s'", BUTTON_AT, KEY)
-    box = Box(config, sinks=[event_writer("-")])
-    code = box.run()
+    }
+    with contextlib.ExitStack() as stack:
+        central = None
+        if args.local or shutil.which(MOSQUITTO) is None:
+            log.info("no broker: the box's own events follow (install mosquitto for the whole loop)")
+            sinks = [event_writer("-")]
+        else:
+            central = stack.enter_context(Central(args.out / "central"))
+            sections["mqtt"] = {"url": central.url, "heartbeat": 5}
+            sections["upload"] = {"destination": "mqtt"}
+            sinks = []
+            log.info("a private Mosquitto on %s and a receiver storing into %s", central.url, central.store)
+            log.info("what the central server sees (the box's MQTT events) follows")
+        config = cfg.parse(sections, "demo")
+        for stale in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+            (args.out / stale).unlink(missing_ok=True)  # each demo starts a fresh box
+        shutil.rmtree(args.out / "spool", ignore_errors=True)
+        log.info("the record button is pressed at %.1f s: beep, dual channels, end_on_key '%s'", BUTTON_AT, KEY)
+        code = Box(config, sinks=sinks).run()
+        stored = central.wait_for_file() if central is not None else None
     catalog = Catalog(Path(config.catalog["path"]))
     rows = [r for r in catalog.list() if r["source"] == "button"]
     catalog.close()
@@ -116,4 +139,75 @@ def run(args: argparse.Namespace) -> int:
         row["id"],
         json.dumps({k: row[k] for k in ("status", "end_reason", "key", "duration", "size", "path")}),
     )
+    if central is not None:
+        if stored is None:
+            return exits.fail(exits.UNAVAILABLE, "the receiver did not store the recording")
+        log.info(
+            "the uploaded file landed at %s (sha256 %s, verified by the receiver)", stored["path"], stored["sha256"]
+        )
     return code
+
+
+class Central:
+    """The central side of the demo: a private Mosquitto, ``edge-recorder receive``, and an event subscriber."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.store = directory / "files"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self._procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Central:
+        conf = self.directory / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"user {getpass.getuser()}\nlog_dest none\n"
+        )
+        broker = subprocess.Popen([shutil.which(MOSQUITTO) or MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        self._procs.append(broker)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or broker.poll() is not None:
+                    raise RuntimeError("the private Mosquitto did not start") from None
+                time.sleep(0.05)
+        argv = [sys.executable, "-m", "firmware.cli.main", "receive", "--broker", self.url, "--store", str(self.store)]
+        self.receiver = subprocess.Popen(
+            [*argv, "--once", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        self._procs.append(self.receiver)
+        self.events = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-central", protocol=mqtt.MQTTv5)
+        self.events.on_message = lambda c, u, m: print(m.payload.decode(), flush=True)
+        self.events.connect("127.0.0.1", self.port)
+        self.events.subscribe("edge-recorder/+/events", qos=1)
+        self.events.loop_start()
+        time.sleep(0.5)  # the receiver joins its group before the box offers anything
+        return self
+
+    def wait_for_file(self, timeout: float = 30.0) -> dict | None:
+        try:
+            out, _ = self.receiver.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        time.sleep(0.3)  # the last events reach the subscriber
+        lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        return lines[0] if lines else None
+
+    def __exit__(self, *exc) -> None:
+        self.events.loop_stop()
+        self.events.disconnect()
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()

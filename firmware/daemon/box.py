@@ -147,6 +147,8 @@ class Box:
         self._space_checked = 0.0
         self._space_low = False
         self.overruns = 0
+        sim = config.sim
+        self._unpaced = sim["enabled"] and (sim["capture"] == "alsa" or sim["pace"] == "fast")
         self._level_db: float | None = None
         self._level_at = 0.0
         self._free_mb: float | None = None
@@ -252,9 +254,7 @@ class Box:
             return self._shutdown()
         self.cloud.timebase = Timebase(datetime.now(UTC), self.rate)
         self.mono_origin = time.monotonic()
-        sim = self.config.sim
-        unpaced = sim["enabled"] and (sim["capture"] == "alsa" or sim["pace"] == "fast")
-        capture = CaptureThread(self.hw.capture, self.config.audio["buffer_seconds"], lossless=unpaced)
+        capture = CaptureThread(self.hw.capture, self.config.audio["buffer_seconds"], lossless=self._unpaced)
         self.capture_thread = capture
         capture.start()
         self.notifier.ready(f"recording from {self.hw.describe}")
@@ -681,8 +681,15 @@ class Box:
         self._publish(event)
 
     def _envelope_now(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        """An event about something that happened now (not at an audio position)."""
-        return self.cloud.envelope(kind, self.position, data) | {"time": rfc3339(datetime.now(UTC))}
+        """An event about something that happened now (not at an audio position).
+
+        A simulated box fed faster than real time lives in audio time, so its
+        events keep their order; a real one stamps the wall clock.
+        """
+        event = self.cloud.envelope(kind, self.position, data)
+        if not self._unpaced:
+            event["time"] = rfc3339(datetime.now(UTC))
+        return event
 
     def public_row(self, row: dict[str, Any]) -> dict[str, Any]:
         """A catalog row as SPEC section 3's fields, with its uploads."""
