@@ -42,7 +42,7 @@ DESK = (0.3, "Front desk, good morning.")
 BUTTON_AT = 2.0
 CALLER = (2.6, "Hello, I would like to book a table for two on Friday evening, please. My number is on file.")
 KEY = "#"
-MOSQUITTO = "mosquitto"
+MOSQUITTO = "/usr/sbin/mosquitto"  # Debian's; /usr/sbin is not on every user's PATH
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     }
     with contextlib.ExitStack() as stack:
         central = None
-        if args.local or shutil.which(MOSQUITTO) is None:
+        if args.local or _mosquitto() is None:
             log.info("no broker: the box's own events follow (install mosquitto for the whole loop)")
             sinks = [event_writer("-")]
         else:
@@ -148,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def _mosquitto() -> str | None:
+    return shutil.which("mosquitto") or shutil.which(MOSQUITTO)
+
+
 class Central:
     """The central side of the demo: a private Mosquitto, ``edge-recorder receive``, and an event subscriber."""
 
@@ -168,7 +172,7 @@ class Central:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             f"user {getpass.getuser()}\nlog_dest none\n"
         )
-        broker = subprocess.Popen([shutil.which(MOSQUITTO) or MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        broker = subprocess.Popen([_mosquitto() or MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
         self._procs.append(broker)
         deadline = time.monotonic() + 10
         while True:
