@@ -32,6 +32,7 @@ class Broker:
         persistence: bool = False,
         users: dict[str, str] | None = None,
         acl: str | None = None,
+        tls: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -40,6 +41,8 @@ class Broker:
         self.persistence = persistence
         self.users = users
         self.acl = acl
+        self.tls = tls
+        self.ca_file: Path | None = None
         self.proc: subprocess.Popen | None = None
         self.log = self.directory / "mosquitto.log"
 
@@ -55,6 +58,9 @@ class Broker:
             # as root, mosquitto would switch to its own user and could not write the test's directory
             f"user {getpass.getuser()}",
         ]
+        if self.tls:
+            self.ca_file, cert, key = _certificates(self.directory)
+            lines += [f"cafile {self.ca_file}", f"certfile {cert}", f"keyfile {key}"]
         if self.users:
             passwd = self.directory / "passwd"
             passwd.write_text("".join(f"{user}:{password}\n" for user, password in self.users.items()))
@@ -102,4 +108,52 @@ class Broker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    if cert.exists():
+        return ca, cert, key
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+    )
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+    )
+    key.chmod(0o644)
+    return ca, cert, key

@@ -268,3 +268,40 @@ def test_the_broker_acl_keeps_a_device_to_its_own_topics(tmp_path):
         watcher.loop_stop()
     finally:
         broker.stop()
+
+
+def test_a_box_that_dies_shows_offline_through_its_last_will(tmp_path, broker, central):
+    box = _box(tmp_path, broker, 30.0, pace="realtime")
+    box.sections["mqtt"]["keepalive"] = 5
+    proc = box.start()
+    try:
+        central.wait_for(lambda t, p: t == f"{BASE}/status" and p == b"online")
+        proc.kill()  # no goodbye: the broker notices the silence and publishes the will
+        proc.communicate(timeout=10)
+        central.wait_for(lambda t, p: t == f"{BASE}/status" and p == b"offline", timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_tls_with_the_configured_ca_and_credentials(tmp_path):
+    broker = Broker(tmp_path / "broker", tls=True, users={"test-box": "pw", "central": "pw"}).start()
+    try:
+        box = Box.make(
+            tmp_path / "box",
+            counter_signal(2.0),
+            RATE,
+            mqtt={"url": broker.url, "ca_file": str(broker.ca_file), "username": "test-box", "password": "pw"},
+            sim={"pace": "realtime"},
+        )
+        result = box.run()
+        assert result.code == 0, result.stderr
+        assert f"connected to 127.0.0.1:{broker.port}" in result.stderr
+        wrong = Box.make(
+            tmp_path / "wrong", counter_signal(2.0), RATE, mqtt={"url": broker.url}, sim={"pace": "realtime"}
+        )  # the system CAs
+        result = wrong.run()
+        assert result.code == 0  # the box records anyway
+        assert "certificate verify failed" in result.stderr and "connected to" not in result.stderr
+    finally:
+        broker.stop()
