@@ -54,6 +54,10 @@ class Control:
         if source not in SOURCES:
             raise ControlError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
         opts = RecordingOptions.from_mapping(dict(options or {}), self.box.config.recording)
+        if opts.status_callback:  # refuse a bad callback now, not when the recording reports
+            from .delivery.webhooks import Callback
+
+            Callback.from_options(opts.status_callback, opts.status_callback_method, list(opts.status_callback_events))
         return self.box.call(lambda: self.box.start_recording(opts, source))
 
     def stop(self, target: str = CURRENT) -> dict[str, Any]:

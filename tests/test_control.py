@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -81,3 +82,11 @@ def test_the_button_through_the_control_api_toggles(running):
     thread.join(timeout=20)
     rows = Catalog(box.catalog.path).list()
     assert [(r["source"], r["end_reason"]) for r in rows] == [("button", "button")]
+
+
+def test_a_bad_status_callback_is_refused_at_start(running):
+    _, control, _ = running
+    with pytest.raises(OptionError, match=re.escape("status_callback: 'ftp://example.com/x' is not valid")):
+        control.start({"status_callback": "ftp://example.com/x"})
+    with pytest.raises(OptionError, match="status_callback_method"):
+        control.start({"status_callback": "https://example.com/cb", "status_callback_method": "PATCH"})

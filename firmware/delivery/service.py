@@ -268,14 +268,17 @@ class Delivery:
         callbacks = []
         options = row.get("options") or {}
         if options.get("status_callback"):
-            callbacks.append(
-                Callback(
-                    options["status_callback"],
-                    options.get("status_callback_method", "POST").upper(),
-                    fmt,
-                    tuple(options.get("status_callback_events") or ("completed",)),
+            try:
+                callbacks.append(
+                    Callback.from_options(
+                        options["status_callback"],
+                        options.get("status_callback_method"),
+                        options.get("status_callback_events"),
+                        fmt,
+                    )
                 )
-            )
+            except ValueError as exc:  # checked at start; a config-given one may still be wrong
+                log.error("status_callback of %s not used: %s", row.get("id"), exc)
         if e["webhook"]:
             events = tuple(e["webhook_events"].replace(",", " ").split())
             callbacks.append(Callback(e["webhook"], e["webhook_method"].upper(), fmt, events))
