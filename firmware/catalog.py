@@ -123,6 +123,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (recording_id, destination)
     );
     """,
+    # 3: take due rows in seq order without sorting the whole backlog each time
+    """
+    DROP INDEX outbox_due;
+    CREATE INDEX outbox_kind_seq ON outbox (kind, seq);
+    """,
 )
 
 
@@ -153,7 +158,7 @@ class Catalog:
     ...             "options": {}, "start_time": "2026-01-01T00:00:00Z"})
     >>> cat.update("RE1", status="completed", duration=1.5)
     >>> cat.get("RE1")["status"], cat.version
-    ('completed', 2)
+    ('completed', 3)
     >>> cat.close()
     """
 

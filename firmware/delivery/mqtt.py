@@ -48,6 +48,8 @@ CONNECT_TIMEOUT = 5.0
 RECONNECT_FIRST = 1.0
 RECONNECT_MAX = 60.0
 IN_FLIGHT = 100
+#: How long an acknowledgement may precede the recording of its message id (a race of microseconds).
+EARLY_ACK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,7 @@ class Link:
             self._wake.clear()
             with self._lock:
                 acked, self._acked = self._acked, []
-                stale = time.monotonic() - 10.0
+                stale = time.monotonic() - EARLY_ACK_SECONDS
                 self._early = {mid: at for mid, at in self._early.items() if at > stale}
             if acked:
                 self.outbox.delivered(acked)
@@ -284,7 +286,10 @@ class Link:
                 return  # disconnected meanwhile: the rows stay for the next connection
             with self._lock:
                 self._sent.add(entry.seq)
-                if self._early.pop(info.mid, None) is not None:
+                early = self._early.pop(info.mid, None)
+                # Only an acknowledgement from the last moments can be this message's: an older
+                # one belonged to a state or reply publish whose id has since been reused.
+                if early is not None and time.monotonic() - early < EARLY_ACK_SECONDS:
                     self._acked.append(entry.seq)
                 else:
                     self._in_flight[info.mid] = entry.seq
