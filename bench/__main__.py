@@ -1,8 +1,9 @@
 """Run every benchmark: ``python -m bench`` (or ``./run.sh bench``)."""
 
-from . import core_speed, daemon, dtmf_accuracy
+from . import core_speed, daemon, delivery, dtmf_accuracy
 
 if __name__ == "__main__":
     dtmf_accuracy.main()
     core_speed.main()
     daemon.main()
+    delivery.main()
