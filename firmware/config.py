@@ -157,6 +157,15 @@ def _secret(value: Any) -> str:
     return value
 
 
+def _listen(value: Any) -> str:
+    if value == "":
+        return ""
+    match = re.match(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$", value) if isinstance(value, str) else None
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        raise ValueError('expected "host:port", e.g. "0.0.0.0:8080" or "127.0.0.1:8080", or "" for off')
+    return value
+
+
 def _level(value: Any) -> str:
     return _choice("debug", "info", "warning", "error")(value)
 
@@ -323,6 +332,34 @@ SCHEMA: dict[str, dict[str, Key]] = {
             500, _number(0, 1 << 24, integer=True), "below this much free space uploaded media go first, oldest first"
         ),
     },
+    "http": {
+        "listen": Key("", _listen, 'local HTTP API address, e.g. "0.0.0.0:8080"; empty: off'),
+        "tokens": Key(
+            "",
+            _secret,
+            'bearer tokens, comma-separated, each at least 128 random bits ("file:/path" or "env:NAME" allowed)',
+        ),
+        "username": Key("", _text, "HTTP Basic user (optional, beside the tokens)"),
+        "password": Key("", _secret, "HTTP Basic password"),
+        "tls_cert": Key("", _text, "certificate (PEM) for HTTPS; empty: plain HTTP"),
+        "tls_key": Key("", _text, "its private key (PEM)"),
+        "media_link_seconds": Key(900, _number(10, 7 * 86400, integer=True), "how long signed media links stay valid"),
+        "link_secret": Key("", _secret, "key that signs media links; empty: a random one per start"),
+        "public_url": Key(
+            "", _text, 'base URL put into media_url, e.g. "https://box-7.local:8443"; empty: from the listen address'
+        ),
+        "max_body_bytes": Key(65536, _number(1024, 1 << 24, integer=True), "larger request bodies get 413"),
+        "failed_logins": Key(
+            10, _number(1, 1000, integer=True), "failed logins per minute from one address before 429"
+        ),
+    },
+    "encryption": {
+        "public_key": Key(
+            "",
+            _text,
+            'age recipient ("age1...") or a file holding it: recordings are encrypted to it at rest; empty: off',
+        ),
+    },
     "log": {
         "level": Key("info", _level, "log level"),
     },
@@ -346,6 +383,8 @@ class Config:
     events: dict[str, Any]
     upload: dict[str, Any]
     retention: dict[str, Any]
+    http: dict[str, Any]
+    encryption: dict[str, Any]
     log: dict[str, Any]
     source: str = field(default="defaults", compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
