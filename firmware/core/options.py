@@ -153,7 +153,9 @@ def _sample_rate(key: str, value: Any) -> int:
 
 
 def _sensitivity(key: str, value: Any) -> float:
-    return _seconds(0.0, 100.0)(key, value) if _is_number(value) else _raise(key, value, "a number from 0 to 100")
+    if not _is_number(value) or not 0.0 <= float(value) <= 100.0:
+        raise OptionError(key, value, "a number from 0 to 100")
+    return float(value)
 
 
 def _is_number(value: Any) -> bool:
