@@ -128,6 +128,18 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX outbox_due;
     CREATE INDEX outbox_kind_seq ON outbox (kind, seq);
     """,
+    # 4: the audit log (downloads, deletes, config changes, failed logins)
+    """
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        target TEXT,
+        detail TEXT
+    );
+    CREATE INDEX audit_time ON audit (time);
+    """,
 )
 
 
@@ -158,7 +170,7 @@ class Catalog:
     ...             "options": {}, "start_time": "2026-01-01T00:00:00Z"})
     >>> cat.update("RE1", status="completed", duration=1.5)
     >>> cat.get("RE1")["status"], cat.version
-    ('completed', 3)
+    ('completed', 4)
     >>> cat.close()
     """
 
@@ -293,6 +305,62 @@ class Catalog:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
             return [_decode(r) for r in self._db.execute(sql, args).fetchall()]
+
+    def page(
+        self,
+        *,
+        status: str | None = None,
+        call_id: str | None = None,
+        include_deleted: bool = False,
+        created: list[tuple[str, str]] = (),
+        size: int = 50,
+        after: tuple[str, int] | None = None,
+    ) -> tuple[list[dict[str, Any]], tuple[str, int] | None]:
+        """One page of recordings, newest first, and the position after it (None on the last page).
+
+        ``created`` holds (operator, RFC 3339 time) pairs on ``date_created``;
+        ``after`` is the (date_created, rowid) the previous page ended at.
+        """
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        elif not include_deleted:
+            where.append("status != 'deleted'")
+        if call_id:
+            where.append("call_id = ?")
+            args.append(call_id)
+        for op, moment in created:
+            if op not in ("<", "<=", ">", ">="):
+                raise CatalogError(f"unknown comparison {op!r}")
+            where.append(f"date_created {op} ?")
+            args.append(moment)
+        if after is not None:
+            where.append("(date_created < ? OR (date_created = ? AND rowid < ?))")
+            args += [after[0], after[0], after[1]]
+        sql = "SELECT rowid AS _rowid, * FROM recordings"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY date_created DESC, rowid DESC LIMIT {int(size) + 1}"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        more = len(rows) > size
+        rows = rows[:size]
+        position = (rows[-1]["date_created"], rows[-1]["_rowid"]) if more and rows else None
+        out = []
+        for row in rows:
+            decoded = _decode(row)
+            decoded.pop("_rowid", None)
+            out.append(decoded)
+        return out, position
+
+    def audit(self, action: str, actor: str, target: str | None = None, detail: str | None = None) -> None:
+        """Note who downloaded, deleted or changed what, and failed logins."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO audit (time, action, actor, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (now(), action, actor, target, detail),
+            )
 
     def unfinished(self) -> list[dict[str, Any]]:
         marks = ", ".join("?" * len(UNFINISHED))

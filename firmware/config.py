@@ -496,6 +496,20 @@ def _cross_checks(s: dict[str, Any], source: str) -> None:
             "expected words from: in-progress completed absent",
             source,
         )
+    http = s["http"]
+    if http["listen"]:
+        from .api.auth import TokenError, parse_tokens
+
+        try:
+            tokens = parse_tokens(http["tokens"])
+        except TokenError as exc:
+            raise ConfigError("http", "tokens", "(hidden)", str(exc), source) from None
+        if not tokens and not (http["username"] and http["password"]):
+            raise ConfigError(
+                "http", "tokens", "", "the API needs at least one token (or a Basic user and password)", source
+            )
+        if bool(http["tls_cert"]) != bool(http["tls_key"]) and not http["tls_cert"]:
+            raise ConfigError("http", "tls_key", http["tls_key"], "needs tls_cert too", source)
     sequences = {k: s["dtmf"][k] for k in ("start", "stop", "pause", "resume") if s["dtmf"][k]}
     for a, seq_a in sequences.items():
         for b, seq_b in sequences.items():

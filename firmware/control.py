@@ -39,6 +39,24 @@ __all__ = ["Control", "ControlError", "OptionError"]
 SOURCES = ("button", "dtmf", "mqtt", "api", "cli", "auto")
 
 
+def start_request(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | None, list[dict[str, Any]]]:
+    """What a start request asks for: native options, or a vendor's document (``firmware.dialects``).
+
+    Returns (action, options, target, unsupported): ``action`` is "start" or
+    "stop" (TwiML's ``<Stop><Recording>``, Sinch's ``StopRecording``), and
+    ``unsupported`` lists the document's fields the box cannot honour, and why.
+    """
+    from . import dialects
+
+    found = dialects.detect(dict(body))
+    if found is None:
+        options = body.get("options", body) if isinstance(body.get("options"), dict) else body
+        return "start", dict(options), None, []
+    translation = dialects.translate(*found)
+    unsupported = [{"field": u.field, "value": u.value, "reason": u.reason} for u in translation.unsupported]
+    return translation.action, dict(translation.options), translation.target, unsupported
+
+
 class Control:
     """Recordings on a running box.
 

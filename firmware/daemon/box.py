@@ -164,6 +164,11 @@ class Box:
             free_bytes=lambda: shutil.disk_usage(self.spool_dir).free,
             notify=self._publish,
         )
+        self.api = None
+        if config.http["listen"]:
+            from ..api.server import ApiServer
+
+            self.api = ApiServer(self)
         self._apply_settings(config)
         self._wire_panel()
 
@@ -257,6 +262,13 @@ class Box:
         capture = CaptureThread(self.hw.capture, self.config.audio["buffer_seconds"], lossless=self._unpaced)
         self.capture_thread = capture
         capture.start()
+        if self.api is not None:
+            try:
+                self.api.start()
+            except OSError as exc:  # the box records without its API rather than not at all
+                log.error("HTTP API not started on %s: %s", self.config.http["listen"], exc)
+                self._device_event("device.error", "api", f"HTTP API not started: {exc}")
+                self.api = None
         self.notifier.ready(f"recording from {self.hw.describe}")
         self._device_event("device.state", "ready", f"capture open: {self.hw.describe}")
         log.info(
@@ -692,8 +704,10 @@ class Box:
         return event
 
     def public_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A catalog row as SPEC section 3's fields, with its uploads."""
+        """A catalog row as SPEC section 3's fields, with its uploads and a signed media link."""
         out = public(row)
+        if self.api is not None:
+            out["media_url"] = self.api.media_url(row)
         if row.get("id"):
             with contextlib.suppress(sqlite3.Error):  # a failing catalog must not stop an event
                 out["uploads"] = [
@@ -769,6 +783,8 @@ class Box:
         self._run_controls()
         try:
             self.hw.close()
+            if self.api is not None:
+                self.api.stop()
             self.delivery.stop()
         finally:
             self.catalog.close()

@@ -1,0 +1,447 @@
+"""The HTTP API (aiohttp), in a thread of its own beside the daemon's loop.
+
+Every change goes through the control API (``firmware.control``), the same as
+the GPIO panel and MQTT commands; reads go to the catalog. Blocking calls run
+in aiohttp's executor so the event loop never waits on the box. Errors are
+JSON ``{"status": <code>, "code": "<short>", "message": "<what is wrong>"}``.
+The routes and their parameters are described in ``openapi.json`` beside this
+module, served at ``/v1/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import ssl
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .. import __version__
+from ..control import Control, ControlError, OptionError, start_request
+from .auth import Auth, Limiter, LinkSigner, parse_tokens
+from .media import NoMedia, drop_cached, media_for
+
+if TYPE_CHECKING:
+    from ..daemon.box import Box
+
+log = logging.getLogger("edge-recorder.api")
+
+OPENAPI = Path(__file__).with_name("openapi.json")
+RECORDING_ID = re.compile(r"^RE[0-9a-f]{32}$")
+MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+PUBLIC = {"/v1/health", "/v1/openapi.json"}
+MAX_PAGE = 1000
+ACTOR = web.RequestKey("actor", str)  # who made the request, for the audit log
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class ApiServer:
+    """``start()`` serves until ``stop()``; ``media_url(row)`` signs a link to a recording's media."""
+
+    def __init__(self, box: Box) -> None:
+        h = box.config.http
+        self.box = box
+        self.control = Control(box)
+        self.host, self.port = listen_address(h["listen"])
+        self.auth = Auth(parse_tokens(h["tokens"]), h["username"], h["password"])
+        self.limiter = Limiter(h["failed_logins"])
+        self.signer = LinkSigner(h["link_secret"].encode() or None, h["media_link_seconds"])
+        self.max_body = h["max_body_bytes"]
+        self.tls = bool(h["tls_cert"])
+        scheme = "https" if self.tls else "http"
+        shown = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        self.base_url = h["public_url"].rstrip("/") or f"{scheme}://{shown}:{self.port}"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._serve, name="http-api", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        log.info("HTTP API on %s", self.base_url)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._setup())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.close()
+
+    async def _setup(self) -> None:
+        app = web.Application(middlewares=[self._errors, self._authorise], client_max_size=self.max_body)
+        app.add_routes(
+            [
+                web.get("/v1/health", self.health),
+                web.get("/v1/openapi.json", self.openapi),
+                web.get("/metrics", self.metrics),
+                web.get("/v1/recordings", self.list),
+                web.post("/v1/recordings", self.create),
+                web.get("/v1/recordings/{name}", self.fetch),
+                web.post("/v1/recordings/{name}", self.update),
+                web.delete("/v1/recordings/{name}", self.delete),
+            ]
+        )
+        context = None
+        if self.tls:
+            h = self.box.config.http
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(h["tls_cert"], h["tls_key"] or None)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port, ssl_context=context).start()
+
+    # -- middleware ----------------------------------------------------------------------------
+    @web.middleware
+    async def _errors(self, request: web.Request, handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _error(exc.status, exc.code, exc.message, exc.headers)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, "too_large", f"the request body is over the {self.max_body}-byte limit")
+        except web.HTTPException as exc:
+            if exc.status >= 400:
+                reason = {404: "no such resource", 405: f"{request.method} is not allowed on {request.path}"}
+                return _error(exc.status, exc.reason.lower().replace(" ", "_"), reason.get(exc.status, exc.reason))
+            raise
+        except ControlError as exc:  # a ValueError too: before the others
+            return _error(409, "conflict", str(exc))
+        except (OptionError, ValueError) as exc:
+            return _error(422 if isinstance(exc, OptionError) else 400, "invalid", str(exc))
+        except LookupError as exc:
+            return _error(404, "not_found", str(exc.args[0]) if exc.args else "not found")
+        except Exception:
+            log.exception("API %s %s failed", request.method, request.path)
+            return _error(500, "internal", "internal error; the box's log has the details")
+
+    @web.middleware
+    async def _authorise(self, request: web.Request, handler) -> web.StreamResponse:
+        if request.path in PUBLIC:
+            return await handler(request)
+        if request.method == "GET" and "signature" in request.query:
+            if not self._signed(request):
+                raise ApiError(
+                    403, "bad_link", "the media link has expired or its signature does not match; ask for a new one"
+                )
+            request[ACTOR] = "signed-link"
+            return await handler(request)
+        address = request.remote or "?"
+        wait = self.limiter.blocked(address)
+        if wait:
+            raise ApiError(
+                429,
+                "too_many_failures",
+                f"too many failed logins from {address}; try again in {wait:.0f} s",
+                {"Retry-After": str(int(wait) + 1)},
+            )
+        actor = self.auth.check(request.headers.get("Authorization"))
+        if actor is None:
+            self.limiter.failed(address)
+            await self._run(self.box.catalog.audit, "failed_login", address, request.path, None)
+            present = "Authorization" in request.headers
+            raise ApiError(
+                401,
+                "unauthorised",
+                "the credentials are not valid" if present else "a bearer token (Authorization: Bearer ...) is needed",
+                {"WWW-Authenticate": 'Bearer realm="edge-recorder"'},
+            )
+        request[ACTOR] = actor
+        return await handler(request)
+
+    def _signed(self, request: web.Request) -> bool:
+        return self.signer.verify("GET", request.path, request.query.get("expires"), request.query.get("signature"))
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    # -- routes ----------------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        state = self.box.snapshot()
+        return web.json_response({"status": "ok", "state": state["state"], "version": __version__})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        registry = CollectorRegistry()
+        registry.register(_Metrics(self.box))
+        body = await self._run(generate_latest, registry)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def list(self, request: web.Request) -> web.Response:
+        q = request.query
+        size = _int(q.get("page_size", q.get("PageSize", "50")), "page_size", 1, MAX_PAGE)
+        created = _created_filters(q)
+        after = _page_token(q.get("page_token")) if q.get("page_token") else None
+        include_deleted = _bool(q.get("include_soft_deleted", "false"), "include_soft_deleted")
+        status = q.get("status")
+        call_id = q.get("call_id") or q.get("call_sid")
+        rows, position = await self._run(
+            lambda: self.box.catalog.page(
+                status=status, call_id=call_id, include_deleted=include_deleted, created=created, size=size, after=after
+            )
+        )
+        meta: dict[str, Any] = {"page_size": size, "next_page_url": None}
+        if position is not None:
+            token = base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
+            query = {k: v for k, v in q.items() if k != "page_token"} | {"page_token": token}
+            meta["next_page_url"] = str(request.url.with_query(query).relative())
+        return web.json_response({"recordings": [self.view(r) for r in rows], "meta": meta}, dumps=_dumps)
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        action, options, target, unsupported = start_request(body)
+        if action == "stop":
+            row = await self._run(self.control.stop, target or "current")
+            return web.json_response({"recording": self.view(row), "unsupported": unsupported}, dumps=_dumps)
+        row = await self._run(lambda: self.control.start(options, source="api"))
+        return web.json_response({"recording": self.view(row), "unsupported": unsupported}, status=201, dumps=_dumps)
+
+    async def fetch(self, request: web.Request) -> web.StreamResponse:
+        rid, fmt = _name(request.match_info["name"])
+        if fmt == "json" or fmt is None:
+            return web.json_response(self.view(await self._row(rid)), dumps=_dumps)
+        channels = request.query.get("RequestedChannels", request.query.get("requested_channels"))
+        wanted = _int(channels, "RequestedChannels", 1, 2) if channels is not None else None
+        row = await self._row(rid)
+        try:
+            path = await self._run(media_for, row, fmt, wanted, self.box.spool_dir)
+        except NoMedia as exc:
+            raise ApiError(404, "no_media", str(exc)) from None
+        await self._run(
+            self.box.catalog.audit, "download", request.get(ACTOR, "?"), rid, f"{fmt} {wanted or row['channels']}ch"
+        )
+        response = web.FileResponse(path, headers={"Content-Type": MEDIA_TYPES[fmt]})
+        response.headers["Content-Disposition"] = f'inline; filename="{rid}.{fmt}"'
+        return response
+
+    async def update(self, request: web.Request) -> web.Response:
+        rid, fmt = _name(request.match_info["name"], allow_current=True)
+        if fmt is not None:
+            raise ApiError(404, "not_found", f"{request.path}: only the recording itself can be updated")
+        body = await _json_body(request)
+        status = body.get("status", body.get("Status"))
+        behavior = body.get("pause_behavior", body.get("PauseBehavior", "silence"))
+        extra = sorted(set(body) - {"status", "Status", "pause_behavior", "PauseBehavior"})
+        if extra:
+            raise OptionError(extra[0], body[extra[0]], "only status and pause_behavior can be changed")
+        if status == "paused":
+            row = await self._run(self.control.pause, rid, behavior)
+        elif status == "in-progress":
+            row = await self._run(self.control.resume, rid)
+        elif status == "stopped":
+            row = await self._run(self.control.stop, rid)
+        else:
+            raise OptionError("status", status, "paused, in-progress or stopped")
+        return web.json_response(self.view(row), dumps=_dumps)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        rid, fmt = _name(request.match_info["name"])
+        if fmt is not None:
+            raise ApiError(404, "not_found", f"{request.path}: delete the recording, not one of its media")
+        await self._run(self.control.delete, rid)
+        await self._run(drop_cached, self.box.spool_dir, rid)
+        await self._run(self.box.catalog.audit, "delete", request.get(ACTOR, "?"), rid, None)
+        return web.Response(status=204)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    async def _row(self, rid: str) -> dict[str, Any]:
+        row = await self._run(self.box.catalog.get, rid)
+        if row is None:
+            raise ApiError(404, "not_found", f"no recording {rid!r}")
+        return row
+
+    def view(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = self.box.public_row(row)
+        out["media_url"] = self.media_url(row)
+        return out
+
+    def media_url(self, row: dict[str, Any]) -> str | None:
+        if not row.get("path") or not row.get("id"):
+            return None
+        path = f"/v1/recordings/{row['id']}.{row['format']}"
+        return f"{self.base_url}{path}?{self.signer.sign('GET', path)}"
+
+
+class _Metrics:
+    """The box's figures as Prometheus metrics, read at each scrape."""
+
+    def __init__(self, box: Box) -> None:
+        self.box = box
+
+    def collect(self):
+        box = self.box
+        counts = GaugeMetricFamily("edge_recorder_recordings", "Recordings in the catalog by status", labels=["status"])
+        for status, count in box.catalog.query("SELECT status, COUNT(*) FROM recordings GROUP BY status"):
+            counts.add_metric([status], count)
+        yield counts
+        stored = box.catalog.query("SELECT COALESCE(SUM(size), 0) FROM recordings WHERE path IS NOT NULL")[0][0]
+        yield GaugeMetricFamily("edge_recorder_recording_bytes", "Bytes of media kept in the spool", value=stored)
+        yield GaugeMetricFamily("edge_recorder_active_recordings", "Recordings in progress", value=len(box.core.active))
+        status = box.delivery.status()
+        yield GaugeMetricFamily("edge_recorder_upload_backlog", "Uploads waiting", value=status["upload_backlog"])
+        yield GaugeMetricFamily(
+            "edge_recorder_outbox_depth", "Deliveries waiting in the outbox", value=status["outbox"]
+        )
+        yield CounterMetricFamily("edge_recorder_xruns", "Capture overruns filled with silence", value=box.overruns)
+        yield CounterMetricFamily(
+            "edge_recorder_events_dropped", "Events dropped from a full outbox", value=status["events_dropped"]
+        )
+        state = box.snapshot()
+        if state["input_level"] is not None:
+            yield GaugeMetricFamily(
+                "edge_recorder_input_level_dbfs", "Input level over the last 0.1 s", value=state["input_level"]
+            )
+        if state["free_storage_mb"] is not None:
+            yield GaugeMetricFamily(
+                "edge_recorder_free_storage_bytes", "Free space in the spool", value=state["free_storage_mb"] * 1e6
+            )
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"status": status, "code": code, "message": message}, status=status, headers=headers)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(400, "not_json", f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "not_an_object", "the body must be a JSON object")
+    return body
+
+
+def _name(name: str, allow_current: bool = False) -> tuple[str, str | None]:
+    stem, dot, ext = name.partition(".")
+    if allow_current and stem == "current" and not dot:
+        return stem, None
+    if not RECORDING_ID.match(stem):
+        raise ApiError(404, "not_found", f"{stem!r} is not a recording id (RE and 32 hex digits)")
+    if dot and ext not in ("wav", "mp3", "json"):
+        raise ApiError(404, "not_found", f"no media type .{ext}; the recording is served as .wav, .mp3 or .json")
+    return stem, (ext or None)
+
+
+def _int(text: str | None, name: str, low: int, high: int) -> int:
+    if text is None or not text.strip().isdigit() or not low <= int(text) <= high:
+        raise OptionError(name, text, f"a whole number from {low} to {high}")
+    return int(text)
+
+
+def _bool(text: str, name: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no", ""):
+        return False
+    raise OptionError(name, text, "true or false")
+
+
+_OPS = ("<=", ">=", "<", ">")
+
+
+def _created_filters(query) -> list[tuple[str, str]]:
+    """``date_created`` filters: ``date_created=2026-11-21`` (that day), ``date_created=<=2026-11-21`` and the
+    other operators in the value, and Twilio's ``DateCreated<=D`` / ``DateCreated>=D`` (which arrive as the
+    keys ``DateCreated<`` and ``DateCreated>``). A date is a whole day in UTC; a time is exact."""
+    out: list[tuple[str, str]] = []
+    for key, value in query.items():
+        base = key.rstrip("<>")
+        if base not in ("date_created", "DateCreated"):
+            continue
+        if key.endswith("<"):
+            op, text = "<=", value
+        elif key.endswith(">"):
+            op, text = ">=", value
+        else:
+            op = next((o for o in _OPS if value.startswith(o)), "=")
+            text = value[len(op) :] if op != "=" else value
+        out += _bounds(op, text)
+    return out
+
+
+def _bounds(op: str, text: str) -> list[tuple[str, str]]:
+    try:
+        if len(text) == 10:
+            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+            start, end = _iso(day), _iso(day + timedelta(days=1))
+            return {
+                "=": [(">=", start), ("<", end)],
+                "<": [("<", start)],
+                "<=": [("<", end)],
+                ">": [(">=", end)],
+                ">=": [(">=", start)],
+            }[op]
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        stamp = _iso(moment)
+        return [(">=", stamp), ("<=", stamp)] if op == "=" else [(op, stamp)]
+    except ValueError:
+        raise OptionError("date_created", text, "YYYY-MM-DD or an ISO 8601 time, after =, <, <=, > or >=") from None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _page_token(token: str) -> tuple[str, int]:
+    try:
+        created, rowid = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if not isinstance(created, str) or not isinstance(rowid, int):
+            raise ValueError
+        return created, rowid
+    except (ValueError, TypeError):
+        raise OptionError("page_token", token, "a page_token from a next_page_url") from None
+
+
+__all__ = ["ApiError", "ApiServer"]

@@ -1,0 +1,250 @@
+"""The local Recordings API on a running box: auth, recordings, media with Range, signed links, errors, metrics."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from firmware import config as cfg
+from firmware.catalog import Catalog
+from firmware.daemon.box import Box
+
+from .broker import _certificates, free_port
+from .daemon_run import Box as BoxFiles
+from .daemon_run import counter_signal
+
+RATE = 8000
+TOKEN = secrets.token_urlsafe(32)
+
+
+class Running:
+    def __init__(self, tmp_path: Path, seconds: float = 30.0, **http) -> None:
+        ca = http.pop("ca", None)
+        self.port = free_port()
+        files = BoxFiles.make(
+            tmp_path,
+            np.resize(counter_signal(8.0), int(seconds * RATE)),
+            RATE,
+            http={"listen": f"127.0.0.1:{self.port}", "tokens": TOKEN, "failed_logins": 5, **http},
+            sim={"pace": "realtime"},
+        )
+        self.box = Box(cfg.load(files.config))
+        self.thread = threading.Thread(target=self.box.run)
+        self.thread.start()
+        scheme = "https" if http.get("tls_cert") else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.session = requests.Session()
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE in the environment would override verify below
+        self.session.headers["Authorization"] = f"Bearer {TOKEN}"
+        if ca:
+            self.session.verify = ca
+        deadline = time.monotonic() + 15
+        problem = None
+        while time.monotonic() < deadline:
+            try:
+                self.session.get(self.url + "/v1/health", timeout=1)
+                return
+            except requests.ConnectionError as exc:
+                problem = exc
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"the API did not come up: {problem}")
+
+    def get(self, path: str, **kw):
+        return self.session.get(self.url + path, timeout=10, **kw)
+
+    def post(self, path: str, body=None, **kw):
+        return self.session.post(self.url + path, json=body, timeout=10, **kw)
+
+    def stop(self) -> None:
+        self.box.stop()
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def api(tmp_path):
+    running = Running(tmp_path)
+    yield running
+    running.stop()
+
+
+def test_health_and_the_openapi_document_need_no_token_and_the_rest_does(api):
+    bare = requests.get(api.url + "/v1/health", timeout=5)
+    assert bare.status_code == 200 and bare.json()["status"] == "ok"
+    doc = requests.get(api.url + "/v1/openapi.json", timeout=5).json()
+    assert doc["openapi"].startswith("3.") and "/v1/recordings" in doc["paths"]
+    for path in ("/v1/recordings", "/metrics"):
+        denied = requests.get(api.url + path, timeout=5)
+        assert denied.status_code == 401 and "bearer token" in denied.json()["message"]
+    wrong = requests.get(api.url + "/v1/recordings", headers={"Authorization": "Bearer " + "x" * 43}, timeout=5)
+    assert wrong.status_code == 401 and wrong.json()["message"] == "the credentials are not valid"
+
+
+def test_failed_logins_are_limited_and_audited(api):
+    codes = [
+        requests.get(api.url + "/v1/recordings", headers={"Authorization": "Bearer nope"}, timeout=5).status_code
+        for _ in range(7)
+    ]
+    assert codes[:5] == [401] * 5 and codes[5:] == [429, 429]
+    assert api.get("/v1/recordings").status_code == 429  # the address is blocked, even with the right token
+    audit = api.box.catalog.query("SELECT action, actor FROM audit")
+    assert [a["action"] for a in audit].count("failed_login") == 5
+
+
+def test_start_pause_resume_stop_and_current(api):
+    one = api.post("/v1/recordings", {"name": "monitor", "format": "wav", "sample_rate": 8000})
+    assert one.status_code == 201, one.text
+    rec = one.json()["recording"]
+    assert rec["source"] == "api" and rec["status"] == "in-progress" and rec["name"] == "monitor"
+    paused = api.post("/v1/recordings/current", {"status": "paused", "pause_behavior": "skip"})
+    assert paused.status_code == 200 and paused.json()["status"] == "paused"
+    api.post("/v1/recordings", {"name": "second", "format": "wav", "sample_rate": 8000})
+    both = api.post("/v1/recordings/current", {"status": "stopped"})
+    assert both.status_code == 409 and "2 are active" in both.json()["message"]
+    assert api.post(f"/v1/recordings/{rec['id']}", {"status": "in-progress"}).json()["status"] == "in-progress"
+    time.sleep(0.5)
+    done = api.post(f"/v1/recordings/{rec['id']}", {"status": "stopped"}).json()
+    assert done["status"] == "completed" and done["end_reason"] == "stop"
+    assert api.post("/v1/recordings/second", {"status": "stopped"}).status_code == 404  # by id only over HTTP paths
+    assert api.post("/v1/recordings/current", {"status": "stopped"}).status_code == 200
+
+
+def test_bad_requests_get_json_errors_with_fitting_codes(api):
+    cases = [
+        (api.post("/v1/recordings", {"format": "ogg"}), 422, "format: 'ogg' is not valid"),
+        (api.post("/v1/recordings", {"colour": "red"}), 422, "colour"),
+        (api.session.post(api.url + "/v1/recordings", data=b"{nope", timeout=5), 400, "not JSON"),
+        (api.session.post(api.url + "/v1/recordings", data=b"[1]", timeout=5), 400, "JSON object"),
+        (api.session.post(api.url + "/v1/recordings", data=b"x" * 70000, timeout=5), 413, "65536-byte limit"),
+        (api.post("/v1/recordings/current", {"status": "stopped"}), 409, "0 are active"),
+        (api.post("/v1/recordings/current", {"status": "exploded"}), 422, "paused, in-progress or stopped"),
+        (api.get("/v1/recordings/RE" + "0" * 32), 404, "no recording"),
+        (api.get("/v1/recordings/hello"), 404, "not a recording id"),
+        (api.get("/v1/recordings?page_size=0"), 422, "page_size"),
+        (api.get("/v1/recordings?date_created=yesterday"), 422, "date_created"),
+        (api.get("/v1/recordings?page_token=garbage"), 422, "page_token"),
+        (api.session.put(api.url + "/v1/recordings", timeout=5), 405, "PUT is not allowed"),
+    ]
+    for response, status, text in cases:
+        assert response.status_code == status, (response.status_code, response.text)
+        body = response.json()
+        assert body["status"] == status and text in body["message"], body
+
+
+def _record(api, seconds: float, **options) -> dict:
+    rec = api.post("/v1/recordings", {"format": "wav", "sample_rate": 8000, **options}).json()["recording"]
+    time.sleep(seconds)
+    return api.post(f"/v1/recordings/{rec['id']}", {"status": "stopped"}).json()
+
+
+def test_media_with_range_conversion_channels_and_signed_links(api):
+    done = _record(api, 1.0)
+    stored = Path(api.box.catalog.get(done["id"])["path"]).read_bytes()
+    whole = api.get(f"/v1/recordings/{done['id']}.wav")
+    assert whole.status_code == 200 and whole.content == stored and whole.headers["Content-Type"] == "audio/wav"
+    part = api.get(f"/v1/recordings/{done['id']}.wav", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == stored[100:200]
+    mp3 = api.get(f"/v1/recordings/{done['id']}.mp3")
+    assert (
+        mp3.status_code == 200
+        and mp3.headers["Content-Type"] == "audio/mpeg"
+        and mp3.content[0] == 0xFF
+        and mp3.content[1] & 0xE0 == 0xE0  # an MPEG frame sync
+    )
+    assert api.get(f"/v1/recordings/{done['id']}.wav?RequestedChannels=2").status_code == 404  # mono: as Twilio's seed
+    assert api.get(f"/v1/recordings/{done['id']}.wav?RequestedChannels=1").status_code == 200
+    # the signed link from media_url works without a token, and only for its path and until it expires
+    link = done["media_url"]
+    assert "signature=" in link
+    plain = requests.get(link, timeout=5)
+    assert plain.status_code == 200 and plain.content == stored
+    tampered = requests.get(link.replace(done["id"], "RE" + "1" * 32), timeout=5)
+    assert tampered.status_code == 403
+    expired = requests.get(link.split("?")[0] + "?expires=1000&signature=" + link.split("signature=")[1], timeout=5)
+    assert expired.status_code == 403
+    actions = [a["action"] for a in api.box.catalog.query("SELECT action FROM audit")]
+    assert actions.count("download") >= 5
+
+
+def test_list_filters_paging_and_soft_delete(api):
+    ids = [_record(api, 0.2)["id"] for _ in range(3)]
+    page = api.get("/v1/recordings?page_size=2").json()
+    assert [r["id"] for r in page["recordings"]] == ids[::-1][:2]  # newest first
+    rest = api.get(page["meta"]["next_page_url"]).json()
+    assert [r["id"] for r in rest["recordings"]] == [ids[0]] and rest["meta"]["next_page_url"] is None
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert len(api.get(f"/v1/recordings?date_created={today}").json()["recordings"]) == 3
+    assert api.get("/v1/recordings?date_created=<2000-01-01").json()["recordings"] == []
+    assert len(api.get(f"/v1/recordings?DateCreated<={today}").json()["recordings"]) == 3  # Twilio's form
+    assert len(api.get("/v1/recordings?date_created=>=2000-01-01").json()["recordings"]) == 3
+    live = api.post("/v1/recordings", {"format": "wav"}).json()["recording"]
+    assert api.session.delete(f"{api.url}/v1/recordings/{live['id']}", timeout=5).status_code == 409
+    api.post("/v1/recordings/current", {"status": "stopped"})
+    gone = api.session.delete(f"{api.url}/v1/recordings/{ids[0]}", timeout=5)
+    assert gone.status_code == 204
+    assert ids[0] not in [r["id"] for r in api.get("/v1/recordings").json()["recordings"]]
+    soft = api.get("/v1/recordings?include_soft_deleted=true").json()["recordings"]
+    assert [r["status"] for r in soft if r["id"] == ids[0]] == ["deleted"]
+    assert api.get(f"/v1/recordings/{ids[0]}.wav").status_code == 404
+    assert api.get(f"/v1/recordings?call_id={live['call_id']}").json()["recordings"]
+
+
+def test_metrics_in_prometheus_text_format(api):
+    _record(api, 0.3)
+    text = api.get("/metrics").text
+    for name in (
+        'edge_recorder_recordings{status="completed"} 1.0',
+        "edge_recorder_recording_bytes ",
+        "edge_recorder_upload_backlog 0.0",
+        "edge_recorder_outbox_depth ",
+        "edge_recorder_xruns_total 0.0",
+        "edge_recorder_free_storage_bytes ",
+    ):
+        assert name in text, name
+
+
+def test_https_when_a_certificate_is_configured(tmp_path):
+    ca, cert, key = _certificates(tmp_path)
+    running = Running(tmp_path / "box", tls_cert=str(cert), tls_key=str(key), ca=str(ca))
+    try:
+        assert running.url.startswith("https://")
+        assert running.get("/v1/recordings").status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(running.url + "/v1/health", timeout=5)  # not trusted without the CA
+    finally:
+        running.stop()
+
+
+def test_the_running_api_matches_its_openapi_document(api, tmp_path):
+    _record(api, 0.2)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("st")),
+            "run",
+            str(Path(__file__).resolve().parent.parent / "firmware" / "api" / "openapi.json"),
+            "--url",
+            api.url,
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,  # schemathesis keeps its state in the working directory
+    )
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert Catalog  # (the catalog module is what the API reads)
