@@ -248,3 +248,14 @@ def test_the_running_api_matches_its_openapi_document(api, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-6000:]
     assert Catalog  # (the catalog module is what the API reads)
+
+
+def test_post_takes_a_vendor_document_and_lists_what_cannot_be_honoured(api):
+    swml = {"swml": {"record_call": {"control_id": "front", "stereo": False, "format": "wav", "beep": True}}}
+    started = api.post("/v1/recordings", swml)
+    assert started.status_code == 201, started.text
+    assert started.json()["recording"]["name"] == "front" and started.json()["unsupported"] == []
+    stop = api.post("/v1/recordings", {"twiml": '<Response><Stop><Recording name="front"/></Stop></Response>'})
+    assert stop.status_code == 200 and stop.json()["recording"]["end_reason"] == "stop"
+    bad = api.post("/v1/recordings", {"twiml": "<Response><Start>"})
+    assert bad.status_code == 400 and "twilio" in bad.json()["message"]

@@ -305,3 +305,26 @@ def test_tls_with_the_configured_ca_and_credentials(tmp_path):
         assert "certificate verify failed" in result.stderr and "connected to" not in result.stderr
     finally:
         broker.stop()
+
+
+def test_a_start_command_may_carry_a_vendor_document(tmp_path, broker, central):
+    box = _box(tmp_path, broker, 30.0, pace="realtime")
+    proc = box.start()
+    try:
+        central.wait_for(lambda t, p: t == f"{BASE}/status" and p == b"online")
+        twiml = '<Response><Start><Recording name="desk" channels="mono" transcribe="true"/></Start></Response>'
+        started = central.command({"op": "start", "twiml": twiml})
+        assert started["ok"], started
+        assert started["recording"]["name"] == "desk"
+        assert [u["field"] for u in started["unsupported"]] == ["transcribe"]
+        stop = '<Response><Stop><Recording name="desk"/></Stop></Response>'
+        stopped = central.command({"op": "start", "twiml": stop})
+        assert stopped["ok"] and stopped["recording"]["end_reason"] == "stop"
+        ncco = central.command({"op": "start", "ncco": [{"action": "record", "format": "ogg", "beepStart": True}]})
+        assert ncco["ok"] and ncco["recording"]["format"] == "wav"  # the configured default: ogg cannot be honoured
+        assert [u["field"] for u in ncco["unsupported"]] == ["format"]
+        both = central.command({"op": "start", "ncco": [], "options": {}})
+        assert both["ok"] is False
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)

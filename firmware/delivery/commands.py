@@ -7,7 +7,9 @@ command never raises: every problem becomes an error answer naming it.
 ==========  ===============================================  =======================
 op          fields                                            answer
 ==========  ===============================================  =======================
-start       ``options`` (start options, SPEC section 3)      ``recording``
+start       ``options`` (start options, SPEC section 3), or   ``recording``,
+            a vendor's document: ``ncco``, ``swml``,          ``unsupported``
+            ``twiml`` or ``sinch``
 stop        ``target`` (name, id or ``current``)             ``recording``
 pause       ``target``, ``pause_behavior`` (silence, skip)  ``recording``
 resume      ``target``                                       ``recording``
@@ -28,11 +30,11 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-from ..control import Control, ControlError, OptionError
+from ..control import Control, ControlError, OptionError, start_request
 
 OPS = ("start", "stop", "pause", "resume", "button", "list", "get", "delete")
 _FIELDS = {
-    "start": {"options"},
+    "start": {"options", "ncco", "swml", "twiml", "sinch"},
     "stop": {"target"},
     "pause": {"target", "pause_behavior"},
     "resume": {"target"},
@@ -67,10 +69,13 @@ class Commands:
             return _error(str(exc.args[0]) if isinstance(exc, LookupError) else str(exc))
 
     def _start(self, r: dict) -> dict:
-        options = r.get("options", {})
-        if not isinstance(options, dict):
+        document = {k: v for k, v in r.items() if k not in _ALWAYS}
+        if "options" in document and not isinstance(document["options"], dict):
             raise ValueError("start: options must be a JSON object of start options")
-        return {"recording": self.public(self.control.start(options, source="mqtt"))}
+        action, options, target, unsupported = start_request(document)
+        if action == "stop":
+            return {"recording": self.public(self.control.stop(target or "current")), "unsupported": unsupported}
+        return {"recording": self.public(self.control.start(options, source="mqtt")), "unsupported": unsupported}
 
     def _target(self, r: dict) -> str:
         target = r.get("target", "current")
