@@ -60,6 +60,7 @@ COLUMNS = (
     "clock_synced",
     "boot_id",
     "deleted_at",
+    "encryption",
 )
 
 MIGRATIONS: tuple[str, ...] = (
@@ -140,6 +141,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_time ON audit (time);
     """,
+    # 5: how a recording is encrypted at rest (JSON), when it is
+    """
+    ALTER TABLE recordings ADD COLUMN encryption TEXT;
+    """,
 )
 
 
@@ -170,7 +175,7 @@ class Catalog:
     ...             "options": {}, "start_time": "2026-01-01T00:00:00Z"})
     >>> cat.update("RE1", status="completed", duration=1.5)
     >>> cat.get("RE1")["status"], cat.version
-    ('completed', 4)
+    ('completed', 5)
     >>> cat.close()
     """
 
@@ -399,7 +404,7 @@ def now() -> str:
 def _encode(row: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in row.items():
-        if key == "options" and not isinstance(value, str):
+        if key in ("options", "encryption") and value is not None and not isinstance(value, str):
             value = json.dumps(value, sort_keys=True)
         elif isinstance(value, bool):
             value = int(value)
@@ -410,5 +415,7 @@ def _encode(row: Mapping[str, Any]) -> dict[str, Any]:
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)
     out["options"] = json.loads(out["options"]) if out.get("options") else {}
+    if out.get("encryption"):
+        out["encryption"] = json.loads(out["encryption"])
     out["clock_synced"] = bool(out.get("clock_synced"))
     return out

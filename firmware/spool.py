@@ -13,6 +13,16 @@ made (no room to encode an MP3), the part itself is kept as the WAV.
 
 ``parts(directory)`` finds the part files a crash left behind; the daemon
 repairs and finalises them on the next start (``end_reason = recovered``).
+
+With ``encrypt_to`` (an age recipient, ``media.encrypted``) a recording is
+encrypted as it is written instead: its part is ``.<id>.part.era``, the open
+segment (at most one sync interval of audio) lives only in memory, and on the
+end the part is published as ``<name>.era`` as it is. The box cannot decrypt
+it, so it cannot trim, resample or encode it either: the finishing the
+recording asked for (format, rate, trim span) is sealed inside the file and
+applied on the central side (``edge-recorder decrypt``). After a crash the
+encrypted part is published as it is, too: its complete segments are valid
+and a torn last one is the decryptor's to report.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core import Audio, Finished, RecordingOptions, Started, Status
+from .media import encrypted
+from .media.encrypted import EncryptedPart, EncryptionInfo
 from .media.finalize import finalize
 from .media.partfile import HEADER, PartFile, WavShape, publish, read_header
 from .media.writers import Written, file_sha256
@@ -32,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 PART_SUFFIX = ".part.wav"
+ENCRYPTED_PART_SUFFIX = f".part{encrypted.SUFFIX}"
 
 
 def safe_name(name: str) -> str:
@@ -40,8 +53,13 @@ def safe_name(name: str) -> str:
     return cleaned[:120] or "recording"
 
 
-def part_path(directory: Path, recording_id: str) -> Path:
-    return Path(directory) / f".{recording_id}{PART_SUFFIX}"
+def part_path(directory: Path, recording_id: str, encrypted: bool = False) -> Path:
+    return Path(directory) / f".{recording_id}{ENCRYPTED_PART_SUFFIX if encrypted else PART_SUFFIX}"
+
+
+def is_encrypted(path: Path) -> bool:
+    """A part or finished file of an encrypted recording (by its name)."""
+    return Path(path).name.endswith(encrypted.SUFFIX)
 
 
 def delete_media(path: str | Path | None) -> None:
@@ -54,9 +72,13 @@ def delete_media(path: str | Path | None) -> None:
 
 
 def parts(directory: Path) -> Iterator[tuple[str, Path]]:
-    """(recording id, path) of every part file in ``directory``."""
-    for path in sorted(Path(directory).glob(f".*{PART_SUFFIX}")):
-        yield path.name[1 : -len(PART_SUFFIX)], path
+    """(recording id, path) of every part file in ``directory``, plain or encrypted."""
+    found = [
+        (path.name[1 : -len(suffix)], path)
+        for suffix in (PART_SUFFIX, ENCRYPTED_PART_SUFFIX)
+        for path in Path(directory).glob(f".*{suffix}")
+    ]
+    yield from sorted(found, key=lambda item: item[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +86,14 @@ class Take:
     """A finished recording and its file (``written`` is None when absent).
 
     ``error`` says why a recording was cut short by storage (it is then
-    finalised up to the last good sample).
+    finalised up to the last good sample). ``encryption`` describes the file
+    of an encrypted recording (``media.encrypted.describe``).
     """
 
     finished: Finished
     written: Written | None
     error: str | None = None
+    encryption: EncryptionInfo | None = None
 
 
 class WriteFailed(Exception):
@@ -84,6 +108,8 @@ class Takes:
     """Part files for the active recordings, finished files for the ended ones.
 
     ``file_names`` is ``"name"`` (the recording's name, made unique) or ``"id"``.
+    ``encrypt_to`` is an age recipient, or a file holding one: recordings are
+    then encrypted as they are written (ValueError here when it is not valid).
     """
 
     def __init__(
@@ -93,13 +119,16 @@ class Takes:
         *,
         file_names: str = "name",
         sync_seconds: float | None = None,
+        encrypt_to: str | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.input_rate = input_rate
         self.file_names = file_names
+        self.encrypt_to = encrypted.check_recipient(encrypt_to) if encrypt_to else None
         self.directory.mkdir(parents=True, exist_ok=True)
         self._sync_frames = round(sync_seconds * input_rate) if sync_seconds else None
-        self._parts: dict[str, PartFile] = {}
+        self._segment_seconds = min(sync_seconds or encrypted.SEGMENT_SECONDS, encrypted.SEGMENT_SECONDS)
+        self._parts: dict[str, PartFile | EncryptedPart] = {}
         self._failed: dict[str, str] = {}
 
     @property
@@ -111,9 +140,7 @@ class Takes:
         if isinstance(event, Started):
             rec = event.recording
             try:
-                self._parts[rec.id] = PartFile(
-                    part_path(self.directory, rec.id), WavShape(self.input_rate, rec.options.channel_count)
-                )
+                self._parts[rec.id] = self._open_part(rec)
             except OSError as exc:
                 self._failed[rec.id] = _reason(exc)
                 raise WriteFailed(rec.id, self._failed[rec.id]) from exc
@@ -133,6 +160,24 @@ class Takes:
             return self._finish(event)
         return None
 
+    def _open_part(self, rec) -> PartFile | EncryptedPart:
+        shape = WavShape(self.input_rate, rec.options.channel_count)
+        if self.encrypt_to is None:
+            return PartFile(part_path(self.directory, rec.id), shape)
+        finish = {
+            "format": rec.options.format.value,
+            "sample_rate": rec.options.sample_rate,
+            "mp3_bitrate": rec.options.mp3_bitrate,
+        }
+        return EncryptedPart(
+            part_path(self.directory, rec.id, encrypted=True),
+            shape,
+            self.encrypt_to,
+            rec.id,
+            finish=finish,
+            segment_seconds=self._segment_seconds,
+        )
+
     def sync(self) -> None:
         """Make every active part durable now."""
         for rid, part in self._parts.items():
@@ -148,22 +193,35 @@ class Takes:
         part = self._parts.pop(rec.id, None)
         if part is None:  # the part file could not even be created
             return Take(event, None, error)
+        trim = event.trim if error is None else None
         try:
-            part.close()
+            if isinstance(part, EncryptedPart):
+                part.close(final=event.status is not Status.ABSENT, trim=trim)
+            else:
+                part.close()
         except OSError as exc:
             error = error or _reason(exc)
+            trim = None
         if event.status is Status.ABSENT:
             part.path.unlink(missing_ok=True)
             return Take(event, None, error)
         stem = safe_name(rec.name if self.file_names == "name" else rec.id)
-        trim = event.trim if error is None else None
         written, problem = self.finish_part(part.path, stem, rec.options, trim)
-        return Take(event, written, error or problem)
+        info = encrypted.describe(written.path) if is_encrypted(written.path) else None
+        return Take(event, written, error or problem, info)
 
     def finish_part(
         self, part: Path, stem: str, options: RecordingOptions, trim: tuple[int, int] | None = None
     ) -> tuple[Written, str | None]:
-        """Finalise a part into ``<stem>.<format>``; when that fails, keep the part as ``<stem>.wav``."""
+        """Finalise a part into ``<stem>.<format>``; when that fails, keep the part as ``<stem>.wav``.
+
+        An encrypted part becomes ``<stem>.era`` as it is (its finishing is done after decryption).
+        """
+        if is_encrypted(part):
+            final = self.free_path(stem, encrypted.EXTENSION)
+            publish(part, final)
+            frames = encrypted.scan(final).frames
+            return Written(final, frames, final.stat().st_size, file_sha256(final)), None
         final = self.free_path(stem, options.format.value)
         try:
             return finalize(part, final, options.format.value, options.sample_rate, trim, options.mp3_bitrate), None

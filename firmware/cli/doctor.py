@@ -464,6 +464,25 @@ def check_catalog(config: cfg.Config) -> Check:
     return Check("catalog", Status.PASS, f"{path}: integrity ok, schema version {version}")
 
 
+def check_encryption(config: cfg.Config) -> Check:
+    """With encryption on, the public key must be usable: the box refuses to record without it."""
+    value = config.encryption["public_key"]
+    if not value:
+        return Check("encryption", Status.PASS, "off: recordings are kept as plain audio")
+    from ..media.encrypted import check_recipient
+
+    try:
+        recipient = check_recipient(value)
+    except ValueError as exc:
+        return Check(
+            "encryption",
+            Status.FAIL,
+            f"[encryption] public_key: {exc}; the box refuses to record",
+            'put the central side\'s age recipient ("age1...", from age-keygen -y) in [encryption] public_key',
+        )
+    return Check("encryption", Status.PASS, f"recordings are encrypted to {recipient[:16]}...")
+
+
 def check_broker(config: cfg.Config, timeout: float = 5.0) -> Check:
     """The MQTT broker answers and accepts the box's credentials; or delivery is off, said plainly."""
     m = config.mqtt
@@ -611,6 +630,7 @@ def run(args: argparse.Namespace) -> int:
 
     report(check_spool(config))
     report(check_catalog(config))
+    report(check_encryption(config))
     report(check_broker(config))
     report(check_clock())
 

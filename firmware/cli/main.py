@@ -7,7 +7,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import config_cmd, demo, devices, doctor, exits, receive, record, recordings, run
+from . import config_cmd, decrypt, demo, devices, doctor, exits, receive, record, recordings, run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     devices.add_parser(sub)
     doctor.add_parser(sub)
     receive.add_parser(sub)
+    decrypt.add_parser(sub)
     return p
 
 

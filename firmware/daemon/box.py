@@ -130,7 +130,14 @@ class Box:
         self.layout = InputLayout(self.rate, self.hw.capture.channels, a["inbound_channel"], a["outbound_channel"])
         self.core = Recorder(self.layout, button_options=config.recording)
         self.spool_dir = Path(config.spool["directory"])
-        self.takes = Takes(self.spool_dir, self.rate, file_names="id", sync_seconds=config.spool["fsync_interval"])
+        self.encrypt_to, self.encryption_problem = _recipient(config)
+        self.takes = Takes(
+            self.spool_dir,
+            self.rate,
+            file_names="id",
+            sync_seconds=config.spool["fsync_interval"],
+            encrypt_to=self.encrypt_to,
+        )
         self.catalog, self.catalog_moved = open_catalog(Path(config.catalog["path"]))
         self.cloud = CloudEvents(self.device_id, Timebase(datetime.now(UTC), self.rate))
         self.mono_origin = time.monotonic()
@@ -227,7 +234,14 @@ class Box:
         self._stopping.set()
 
     # -- controls (loop thread) ------------------------------------------------------------
+    def _refuse_unencrypted(self) -> None:
+        if self.encryption_problem:
+            raise ControlError(
+                f"encryption is on but its key cannot be used ({self.encryption_problem}); not recording"
+            )
+
     def start_recording(self, options: RecordingOptions, source: str) -> dict[str, Any]:
+        self._refuse_unencrypted()
         self._check_space(force=True)
         if self._space_low:
             raise ControlError(
@@ -240,6 +254,7 @@ class Box:
 
     def control(self, control) -> list:
         if isinstance(control, ButtonPress) and not self.core.active:
+            self._refuse_unencrypted()
             self._check_space(force=True)
             if self._space_low:
                 raise ControlError("storage is full: the recording was not started")
@@ -252,6 +267,14 @@ class Box:
         self._loop_thread = threading.current_thread()
         self._install_signals()
         self.delivery.start()
+        if self.encryption_problem:
+            self._error = "encryption key"
+            log.error("encryption is on but its key cannot be used: %s; recording is refused", self.encryption_problem)
+            self._device_event(
+                "device.error",
+                "encryption_key",
+                f"[encryption] public_key: {self.encryption_problem}; recording is refused",
+            )
         for row in recovery.recover(self):
             self._emit(self._envelope_now(_finished_type(row), self.public_row(row)), row)
         self._open_capture()
@@ -490,7 +513,8 @@ class Box:
         if take.error:
             data.update(error_code="storage", error_message=take.error)
             if take.written is not None:  # what reached the card, not what the core counted
-                data["duration"] = round(take.written.frames / rec.options.sample_rate, 4)
+                rate = self.rate if take.encryption else rec.options.sample_rate
+                data["duration"] = round(take.written.frames / rate, 4)
         min_length = self.config.call["min_length"]
         if rec.source == "auto" and take.written is not None and done.duration < min_length:
             take.written.path.unlink(missing_ok=True)
@@ -518,6 +542,8 @@ class Box:
             )
         }
         row["path"] = str(take.written.path) if take.written else None
+        row["encryption"] = take.encryption
+        data["encryption"] = take.encryption
         started = self._started_rows.pop(rec.id, None) or self._catalog("get", rec.id) or {}
         full = {**started, **{k: v for k, v in data.items() if k in started}, **row}
         event = self.cloud.envelope(_finished_type(full), done.at, self.public_row(full))
@@ -799,6 +825,19 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("media_url", Path(row["path"]).resolve().as_uri() if row.get("path") else None)
     out.setdefault("uploads", [])
     return out
+
+
+def _recipient(config: cfg.Config) -> tuple[str | None, str | None]:
+    """The age recipient recordings are encrypted to, or the reason the configured one cannot be used."""
+    value = config.encryption["public_key"]
+    if not value:
+        return None, None
+    from ..media.encrypted import check_recipient
+
+    try:
+        return check_recipient(value), None
+    except ValueError as exc:
+        return None, str(exc)
 
 
 def _finished_type(row: dict[str, Any]) -> str:

@@ -5,15 +5,20 @@ Theory of operation
 The spool is the truth about audio, the catalog about everything else. Each
 recording leaves these files in the spool directory:
 
-- while it runs: ``.<id>.part.wav`` (a crash-safe WAV, ``media.partfile``) and
+- while it runs: ``.<id>.part.wav`` (a crash-safe WAV, ``media.partfile``), or
+  ``.<id>.part.era`` when encrypted (``media.encrypted``), and
   ``.<id>.part.json`` (its fields at the start);
-- when finished: ``<id>.<format>`` and ``<id>.json`` (its catalog row).
+- when finished: ``<id>.<format>`` (``<id>.era`` when encrypted) and
+  ``<id>.json`` (its catalog row).
 
 On start, in this order:
 
 1. every part file is repaired (its header set from its length) and finalised
    like any other recording, with ``end_reason = recovered``; its fields come
-   from the catalog, else from its ``.part.json``, else from the WAV itself;
+   from the catalog, else from its ``.part.json``, else from the WAV itself.
+   An encrypted part cannot be repaired nor needs to be: it is published as it
+   is, its length counted from its complete segments; a torn last segment
+   stays for the decryptor to report;
 2. catalog rows still in progress with neither part nor finished file are
    marked ``failed`` (their audio never reached the card);
 3. finished files the catalog does not know (a catalog rebuilt after
@@ -35,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 from ..catalog import UNFINISHED
 from ..cloudevents import rfc3339
 from ..core import RecordingOptions, new_sid
+from ..media import encrypted
 from ..media.partfile import HEADER, read_header, repair
-from ..spool import parts
+from ..spool import is_encrypted, parts
 
 if TYPE_CHECKING:
     from .box import Box
@@ -88,17 +94,25 @@ def recover(box: Box) -> list[dict[str, Any]]:
 
 
 def _final_files(spool: Path, rid: str) -> list[Path]:
-    return [p for p in spool.glob(f"{rid}.*") if p.suffix in (".wav", ".mp3")]
+    return [p for p in spool.glob(f"{rid}.*") if p.suffix in (".wav", ".mp3", encrypted.SUFFIX)]
 
 
 def _recover_part(box: Box, rid: str, path: Path) -> dict[str, Any] | None:
     catalog = box.catalog
-    frames = repair(path)
-    if frames is None:
-        log.error("%s: not a part file this firmware wrote; left for inspection", path)
-        return None
-    with open(path, "rb") as fh:
-        shape, _ = read_header(fh.read(HEADER))
+    if is_encrypted(path):
+        try:
+            scanned = encrypted.scan(path)
+        except encrypted.NotEncrypted:
+            log.error("%s: not a part file this firmware wrote; left for inspection", path)
+            return None
+        frames, shape = scanned.frames, scanned.header.shape
+    else:
+        frames = repair(path)
+        if frames is None:
+            log.error("%s: not a part file this firmware wrote; left for inspection", path)
+            return None
+        with open(path, "rb") as fh:
+            shape, _ = read_header(fh.read(HEADER))
     sidecar = path.with_name(f".{rid}.part.json")
     row = catalog.get(rid) or _read_json(sidecar) or _bare_row(rid, shape, path)
     options = RecordingOptions.from_mapping({k: v for k, v in row.get("options", {}).items()})
@@ -118,6 +132,7 @@ def _recover_part(box: Box, rid: str, path: Path) -> dict[str, Any] | None:
             "sha256": written.sha256,
             "path": str(written.path),
             "error_message": problem,
+            "encryption": encrypted.describe(written.path) if is_encrypted(written.path) else None,
         }
     start = _parse_time(row.get("start_time"))
     fields["end_time"] = rfc3339(start + timedelta(seconds=duration)) if start else None
@@ -127,7 +142,7 @@ def _recover_part(box: Box, rid: str, path: Path) -> dict[str, Any] | None:
     if written is not None:
         from ..media.partfile import write_atomic
 
-        write_atomic(written.path.with_suffix(".json"), json.dumps(full).encode())
+        write_atomic(written.path.with_name(f"{rid}.json"), json.dumps(full).encode())
     sidecar.unlink(missing_ok=True)
     log.warning("recovered %s: %.2f s of audio kept", rid, duration)
     return full

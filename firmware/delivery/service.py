@@ -303,7 +303,10 @@ class Delivery:
 
         fields = {**row, "device_id": self.device_id}
         name = remote_name(self.config.upload["name_template"], fields)
-        payload = {"path": row["path"], "name": name, "sha256": row["sha256"], "format": row["format"]}
+        fmt = row["format"]
+        if row.get("encryption"):  # sealed on the box: the central side decrypts it into <format>
+            name, fmt = f"{name}.era", "era"
+        payload = {"path": row["path"], "name": name, "sha256": row["sha256"], "format": fmt}
         return OutboxItem("upload", destination, payload, row["id"])
 
     # -- workers ----------------------------------------------------------------------------------
