@@ -221,3 +221,8 @@ def test_sighup_reloads_recording_options_and_keeps_running(tmp_path):
     assert "config reloaded" in err and "[audio] change only at restart" in err
     [row] = box.rows()
     assert row["format"] == "mp3" and row["path"].endswith(".mp3")
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "catalog.sqlite3")
+    [(action, actor, detail)] = db.execute("SELECT action, actor, detail FROM audit").fetchall()
+    assert (action, actor) == ("config_reload", "sighup") and "recording" in detail

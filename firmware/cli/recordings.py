@@ -130,5 +130,6 @@ def run_delete(args: argparse.Namespace, catalog: Catalog) -> int:
         return exits.fail(exits.USAGE, f"{args.id} is {row['status']}; only finished recordings can be deleted")
     delete_media(row.get("path"))
     catalog.update(args.id, status="deleted", path=None, deleted_at=now())
+    catalog.audit("delete", "cli", args.id, None)
     print(f"{args.id}: deleted (metadata kept 40 days)")
     return exits.OK

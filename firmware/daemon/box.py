@@ -210,8 +210,12 @@ class Box:
         if fixed:
             log.warning("reload: %s change only at restart", ", ".join(fixed))
             new = self.config.replace(**{s: new.raw.get(s, {}) for s in ("recording", "call", "dtmf", "log")})
+        changed = [
+            name for name in ("recording", "call", "dtmf", "log") if getattr(new, name) != getattr(self.config, name)
+        ]
         self._apply_settings(new)
         log.info("config reloaded from %s", new.source)
+        self._catalog("audit", "config_reload", "sighup", new.source, ", ".join(changed) or "no change")
 
     # -- time ---------------------------------------------------------------------------
     def audio_seconds(self) -> float:

@@ -65,6 +65,10 @@ def run(delivery: Delivery, now: float) -> list[str]:
             db.execute("DELETE FROM recordings WHERE id = ?", (rid,))
     if gone:
         log.info("forgot %d deleted recording(s) older than %g days", len(gone), r["deleted_metadata_days"])
+    if r["days"] > 0:  # the audit log is kept as long as the recordings it speaks of can exist
+        keep = rfc3339(moment - timedelta(days=r["days"] + r["deleted_metadata_days"]))
+        with catalog.transaction() as db:
+            db.execute("DELETE FROM audit WHERE time < ?", (keep,))
     return deleted
 
 
