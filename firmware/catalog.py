@@ -145,6 +145,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE recordings ADD COLUMN encryption TEXT;
     """,
+    # 6: list by status newest first without reading every row of that status
+    """
+    CREATE INDEX recordings_status_created ON recordings (status, date_created);
+    """,
 )
 
 
@@ -175,7 +179,7 @@ class Catalog:
     ...             "options": {}, "start_time": "2026-01-01T00:00:00Z"})
     >>> cat.update("RE1", status="completed", duration=1.5)
     >>> cat.get("RE1")["status"], cat.version
-    ('completed', 5)
+    ('completed', 6)
     >>> cat.close()
     """
 
@@ -341,8 +345,8 @@ class Catalog:
             where.append(f"date_created {op} ?")
             args.append(moment)
         if after is not None:
-            where.append("(date_created < ? OR (date_created = ? AND rowid < ?))")
-            args += [after[0], after[0], after[1]]
+            where.append("(date_created, rowid) < (?, ?)")  # a row value: SQLite seeks straight there
+            args += [after[0], after[1]]
         sql = "SELECT rowid AS _rowid, * FROM recordings"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -171,7 +171,7 @@ def test_media_with_range_conversion_channels_and_signed_links(api):
     expired = requests.get(link.split("?")[0] + "?expires=1000&signature=" + link.split("signature=")[1], timeout=5)
     assert expired.status_code == 403
     actions = [a["action"] for a in api.box.catalog.query("SELECT action FROM audit")]
-    assert actions.count("download") >= 5
+    assert actions.count("download") >= 4  # one per download; a Range request past the start is not one
 
 
 def test_list_filters_paging_and_soft_delete(api):

@@ -735,9 +735,7 @@ class Box:
 
     def public_row(self, row: dict[str, Any]) -> dict[str, Any]:
         """A catalog row as SPEC section 3's fields, with its uploads and a signed media link."""
-        out = public(row)
-        if self.api is not None:
-            out["media_url"] = self.api.media_url(row)
+        out = public(row, self.api.media_url(row) if self.api is not None else None)
         if row.get("id"):
             with contextlib.suppress(sqlite3.Error):  # a failing catalog must not stop an event
                 out["uploads"] = [
@@ -822,11 +820,13 @@ class Box:
         return 0
 
 
-def public(row: dict[str, Any]) -> dict[str, Any]:
-    """A catalog row as the fields SPEC section 3 lists."""
+def public(row: dict[str, Any], media_url: str | None = None) -> dict[str, Any]:
+    """A catalog row as the fields SPEC section 3 lists; ``media_url`` a signed link when the API serves one."""
     hidden = {"options", "path", "start_monotonic", "boot_id", "deleted_at"}
     out = {k: v for k, v in row.items() if k not in hidden}
-    out.setdefault("media_url", Path(row["path"]).resolve().as_uri() if row.get("path") else None)
+    if media_url is None and row.get("path") and "media_url" not in out:
+        media_url = Path(row["path"]).as_uri() if Path(row["path"]).is_absolute() else None
+    out["media_url"] = media_url if media_url is not None else out.get("media_url")
     out.setdefault("uploads", [])
     return out
 
