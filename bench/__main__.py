@@ -1,9 +1,10 @@
 """Run every benchmark: ``python -m bench`` (or ``./run.sh bench``)."""
 
-from . import core_speed, daemon, delivery, dtmf_accuracy
+from . import api, core_speed, daemon, delivery, dtmf_accuracy
 
 if __name__ == "__main__":
     dtmf_accuracy.main()
     core_speed.main()
     daemon.main()
     delivery.main()
+    api.main()
