@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(python3 python3-venv python3-dev gcc libasound2-dev libsndfile1 espeak-ng alsa-utils systemd mosquitto)
+PACKAGES=(python3 python3-venv python3-dev gcc libasound2-dev libsndfile1 espeak-ng alsa-utils systemd mosquitto shellcheck)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

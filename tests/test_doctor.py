@@ -24,7 +24,18 @@ from tests import signals as sig
 from tests.alsa_file import alsa_file_device
 
 R = 16000
-NAMES = ["config", "capture device", "input level", "gpio", "spool", "catalog", "encryption", "broker", "clock"]
+NAMES = [
+    "config",
+    "capture device",
+    "input level",
+    "gpio",
+    "spool",
+    "catalog",
+    "provisioning",
+    "encryption",
+    "broker",
+    "clock",
+]
 CLOCK = "PASS" if clock_synchronized() else "WARN"
 
 

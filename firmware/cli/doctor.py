@@ -464,6 +464,21 @@ def check_catalog(config: cfg.Config) -> Check:
     return Check("catalog", Status.PASS, f"{path}: integrity ok, schema version {version}")
 
 
+def check_provisioning(config: cfg.Config) -> Check:
+    """A config file the installer put on the boot partition that first-boot provisioning refused."""
+    from ..provision import MARKER, read_marker
+
+    problem = read_marker(Path(config.spool["directory"]).parent / MARKER.name)
+    if problem is None:
+        return Check("provisioning", Status.PASS, "no refused config file")
+    return Check(
+        "provisioning",
+        Status.FAIL,
+        f"{problem['message']} (the box runs on its previous config)",
+        "fix edge-recorder.toml as edge-recorder.toml.error.txt on the boot partition says, and reboot",
+    )
+
+
 def check_encryption(config: cfg.Config) -> Check:
     """With encryption on, the public key must be usable: the box refuses to record without it."""
     value = config.encryption["public_key"]
@@ -630,6 +645,7 @@ def run(args: argparse.Namespace) -> int:
 
     report(check_spool(config))
     report(check_catalog(config))
+    report(check_provisioning(config))
     report(check_encryption(config))
     report(check_broker(config))
     report(check_clock())

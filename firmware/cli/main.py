@@ -7,7 +7,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import config_cmd, decrypt, demo, devices, doctor, exits, receive, record, recordings, run
+from . import config_cmd, decrypt, demo, devices, doctor, exits, provision, receive, record, recordings, run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     doctor.add_parser(sub)
     receive.add_parser(sub)
     decrypt.add_parser(sub)
+    provision.add_parser(sub)
     return p
 
 

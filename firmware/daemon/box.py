@@ -147,7 +147,8 @@ class Box:
         self._stopping = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._reload = threading.Event()
-        self._error: str | None = None  # what the LED's fast blink is about
+        self._error: str | None = None  # what the LED's fast blink is about (clears when it is over)
+        self._standing: dict[str, str] = {}  # problems that last until fixed: a bad key, a rejected config
         self._outage: _Outage | None = None
         self._started_rows: dict[str, dict[str, Any]] = {}  # fields at the start, should the catalog fail
         self._catalog_failed = False
@@ -238,6 +239,18 @@ class Box:
         self._stopping.set()
 
     # -- controls (loop thread) ------------------------------------------------------------
+    def _report_provisioning(self) -> None:
+        """A config file on the boot partition that first-boot provisioning refused: say so until fixed."""
+        from ..provision import MARKER, read_marker
+
+        # the state directory holds the spool; on a box it is /var/lib/edge-recorder, where provisioning writes
+        problem = read_marker(self.spool_dir.parent / MARKER.name)
+        if problem is None:
+            return
+        self._standing[problem["code"]] = problem["message"]
+        log.error("provisioning: %s (the box runs on its previous config)", problem["message"])
+        self._device_event("device.error", problem["code"], problem["message"])
+
     def _refuse_unencrypted(self) -> None:
         if self.encryption_problem:
             raise ControlError(
@@ -272,13 +285,14 @@ class Box:
         self._install_signals()
         self.delivery.start()
         if self.encryption_problem:
-            self._error = "encryption key"
+            self._standing["encryption_key"] = self.encryption_problem
             log.error("encryption is on but its key cannot be used: %s; recording is refused", self.encryption_problem)
             self._device_event(
                 "device.error",
                 "encryption_key",
                 f"[encryption] public_key: {self.encryption_problem}; recording is refused",
             )
+        self._report_provisioning()
         for row in recovery.recover(self):
             self._emit(self._envelope_now(_finished_type(row), self.public_row(row)), row)
         self._open_capture()
@@ -667,7 +681,7 @@ class Box:
         if panel is None:
             return
         states = [self.core.state_of(r.id) for r in self.core.active]
-        if self._error or self._space_low:
+        if self._error or self._space_low or self._standing:
             pattern = LedPattern.FAST_BLINK
         elif states and all(s is State.PAUSED for s in states):
             pattern = LedPattern.SLOW_BLINK
@@ -792,7 +806,8 @@ class Box:
             "upload_backlog": delivery["upload_backlog"],
             "delivery": delivery,
             "firmware_version": __version__,
-            "last_error": self._error,
+            "last_error": self._error or next(iter(self._standing.values()), None),
+            "problems": dict(self._standing),
         }
 
     # -- shutdown ------------------------------------------------------------------------

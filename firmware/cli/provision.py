@@ -1,0 +1,66 @@
+"""``edge-recorder provision``: apply the installer's edge-recorder.toml from the boot partition.
+
+Run at boot by ``edge-recorder-provision.service`` (systemd/), before the daemon,
+when the file is there; see ``firmware.provision`` for what happens to it.
+Exit status: 0 applied or nothing to do, 78 (EX_CONFIG) the file was rejected,
+73 (EX_CANTCREAT) it could not be installed or not removed from the boot partition.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import provision
+from . import exits
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "provision",
+        help=f"apply {provision.REQUEST} from the boot partition (first boot)",
+        description=f"Check {provision.REQUEST} (and the files in {provision.FILES_DIR}/ beside it) on the boot "
+        f"partition; if good, install it as {provision.CONFIG_DIR}/config.toml and remove it from the boot "
+        f"partition; if not, rename it {provision.REJECTED} with {provision.ERROR_TEXT} beside it, keep the "
+        f"running config, and leave {provision.MARKER} for the daemon to report. Exit status 78 when rejected.",
+    )
+    p.add_argument(
+        "--boot",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="where the boot partition is mounted; repeat for fallbacks, the first holding the file wins "
+        "(default: " + ", then ".join(map(str, provision.BOOT_DIRS)) + ")",
+    )
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=Path("/"),
+        help="root file system to provision (default /; another for image builds and tests)",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    boot_dirs = args.boot or list(provision.BOOT_DIRS)
+    result = provision.provision(boot_dirs, args.root)
+    outcome, problem = result.outcome, result.problem
+    if outcome is provision.Outcome.NOTHING:
+        print(f"no {provision.REQUEST} in {' or '.join(map(str, boot_dirs))}: nothing to do")
+        return exits.OK
+    if outcome is provision.Outcome.REJECTED:
+        assert problem is not None and result.request is not None
+        return exits.fail(
+            exits.CONFIG,
+            f"{problem.message}; not applied, the box keeps its configuration "
+            f"(see {result.request.with_name(provision.ERROR_TEXT)})",
+        )
+    if outcome is provision.Outcome.FAILED:
+        assert problem is not None
+        return exits.fail(exits.CANTCREAT, problem.message)
+    names = ", ".join(p.name for p in result.installed)
+    if problem is not None:
+        print(f"{result.request}: applied ({names} in {provision.CONFIG_DIR})")
+        return exits.fail(exits.CANTCREAT, problem.message)
+    print(f"{result.request}: applied ({names} in {provision.CONFIG_DIR}), removed from the boot partition")
+    return exits.OK

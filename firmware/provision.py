@@ -1,0 +1,557 @@
+"""First-boot provisioning: the installer's config from the boot partition into /etc/edge-recorder.
+
+Theory of operation
+-------------------
+Whoever sets a box up has the SD card, not a shell: right after flashing, the
+card's FAT boot partition (``/boot/firmware`` on Raspberry Pi OS Bookworm,
+``/boot`` before it) can be written from any computer. They put
+``edge-recorder.toml`` there, and may add a folder ``edge-recorder/`` holding the
+files the config names: TLS certificates and keys (``*.pem``, ``*.crt``,
+``*.key``), the encryption public key ``encryption.pub``, files for ``file:``
+secrets. At boot ``edge-recorder-provision.service`` runs ``edge-recorder
+provision`` before the daemon starts, and only when that file is there.
+
+The file on the boot partition is a request, ``/etc/edge-recorder`` is the state,
+and the answer goes to two places: the boot partition, for the installer who pulls
+the card, and a marker file, for the daemon, which shows it with the LED and MQTT.
+
+- Everything is checked before anything is written: the config against the schema
+  (``firmware.config``), every file it names present, certificates and keys in
+  PEM, the encryption key a usable age recipient, and an ``encryption.pub`` that
+  the config really uses (else recordings would silently stay unencrypted). Paths
+  and ``file:`` values under /etc/edge-recorder are looked up in ``edge-recorder/``
+  first, where they come from.
+- Good: each file is written beside its destination, fsynced and renamed over it
+  (mode 0640, root:edge-recorder: readable by the daemon and root only), the
+  config last. Only then are the copies on the boot partition overwritten with
+  zeros and removed, since anyone holding the card can read a FAT partition (the
+  zeros take the secrets out of the file system's free space; an SD card's
+  controller may still keep old blocks, so treat a card as sensitive). A power cut
+  before that leaves the request in place, and the next boot does it all again.
+  The marker of an earlier rejection goes.
+- Bad: nothing in /etc changes and the daemon starts with the config it had. The
+  file is renamed ``edge-recorder.toml.rejected`` (to be fixed, not retyped),
+  ``edge-recorder.toml.error.txt`` beside it names the section, key, value and
+  what is allowed, and ``/var/lib/edge-recorder/provision-error`` holds the same
+  as JSON for the daemon (``read_error``). It is in the state directory, not in
+  /run/edge-recorder, which systemd empties whenever the daemon stops: the box
+  keeps saying that the installer's config was not applied, across restarts and
+  reboots, until a good file is provisioned (or the marker is deleted by hand).
+
+Ownership: files are given to root:edge-recorder when this runs as root and the
+group exists in the target root's ``/etc/group`` (``service_owner``); otherwise
+they keep the caller's owner (a build or a test as an ordinary user).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from . import config as cfg
+
+log = logging.getLogger("edge-recorder.provision")
+
+#: Where the boot partition may be mounted, in the order they are searched.
+BOOT_DIRS = (Path("/boot/firmware"), Path("/boot"))
+REQUEST = "edge-recorder.toml"
+FILES_DIR = "edge-recorder"  # beside REQUEST: certificates, keys, secret files
+REJECTED = REQUEST + ".rejected"
+ERROR_TEXT = REQUEST + ".error.txt"
+CONFIG_DIR = cfg.DEFAULT_PATH.parent  # /etc/edge-recorder
+MARKER = Path("/var/lib/edge-recorder/provision-error")
+GROUP = "edge-recorder"
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+MAX_BYTES = 1 << 20  # per file: configs and certificates are a few KiB
+
+#: Keys naming a file the daemon opens; it must be there once provisioned.
+FILE_KEYS = (
+    ("mqtt", "ca_file"),
+    ("mqtt", "client_cert"),
+    ("mqtt", "client_key"),
+    ("http", "tls_cert"),
+    ("http", "tls_key"),
+)
+ENCRYPTION_KEY_FILE = "encryption.pub"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Outcome(Enum):
+    NOTHING = "nothing"  # no request on the boot partition
+    APPLIED = "applied"
+    REJECTED = "rejected"  # the request is wrong; nothing changed
+    FAILED = "failed"  # the request is fine but could not be installed; it stays for the next boot
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong, as the installer sees it: the file on the boot partition, and for the
+    config its section, key and value, and what would be accepted.
+
+    >>> Problem(REQUEST, 'expected "mqtt://host[:port]"', "mqtt", "url", "mqt://x").message
+    'edge-recorder.toml: [mqtt] url = \\'mqt://x\\': expected "mqtt://host[:port]"'
+    """
+
+    file: str
+    allowed: str
+    section: str | None = None
+    key: str | None = None
+    value: Any = None
+
+    @property
+    def message(self) -> str:
+        where = ""
+        if self.section:
+            where = f"[{self.section}]" + (f" {self.key} = {self.value!r}" if self.key else "") + ": "
+        return f"{self.file}: {where}{self.allowed}"
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    request: Path | None = None  # the edge-recorder.toml found
+    installed: tuple[Path, ...] = ()  # files written (in the target root)
+    problem: Problem | None = None
+    left_on_boot: tuple[Path, ...] = ()  # applied, but these could not be removed from the boot partition
+
+
+@dataclass(frozen=True)
+class Request:
+    """A checked request: the config as written and the files beside it."""
+
+    config: bytes
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+class Rejected(ValueError):
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(problem.message)
+
+
+# -- the whole step ------------------------------------------------------------------------
+
+
+def find_request(boot_dirs: Iterable[Path] = BOOT_DIRS) -> Path | None:
+    """The first ``edge-recorder.toml`` in ``boot_dirs``, or None."""
+    for boot in boot_dirs:
+        if (boot / REQUEST).is_file():
+            return boot / REQUEST
+    return None
+
+
+def provision(boot_dirs: Iterable[Path] = BOOT_DIRS, root: Path = Path("/")) -> Result:
+    """Apply the request on the boot partition to the system under ``root``."""
+    request = find_request(boot_dirs)
+    if request is None:
+        return Result(Outcome.NOTHING)
+    owner = service_owner(root)
+    try:
+        checked = check(request.parent, root)
+    except Rejected as exc:
+        _reject(request, exc.problem, root, owner)
+        return Result(Outcome.REJECTED, request, problem=exc.problem)
+    try:
+        installed = _install(checked, root, owner)
+    except OSError as exc:
+        problem = Problem(
+            REQUEST,
+            f"valid, but could not be installed in {CONFIG_DIR} ({exc}); it stays on the boot partition "
+            "and is tried again at the next boot",
+        )
+        _write_marker(root, "provision_failed", problem, request, owner)
+        return Result(Outcome.FAILED, request, problem=problem)
+    left = _remove_request(request, checked)
+    problem = None
+    if left:
+        problem = Problem(
+            REQUEST,
+            "applied, but these could not be removed from the boot partition, where anyone with the card "
+            "can read them: " + ", ".join(str(p) for p in left),
+        )
+        _write_marker(root, "provision_left_secrets", problem, request, owner)
+    else:
+        _target(root, MARKER).unlink(missing_ok=True)
+    return Result(Outcome.APPLIED, request, installed, problem, left)
+
+
+def read_error(root: Path = Path("/")) -> dict[str, Any] | None:
+    """What the last provisioning left for the daemon to report, or None when all is well.
+
+    Keys: ``code`` (``provision_rejected``, ``provision_failed`` or
+    ``provision_left_secrets``), ``message`` (one line), ``file``, ``section``, ``key``,
+    ``value``, ``allowed``, ``boot_file`` and ``time``.
+    """
+    return read_marker(_target(root, MARKER))
+
+
+def read_marker(path: Path) -> dict[str, Any] | None:
+    """``read_error`` for a marker at ``path`` (the daemon looks in its own state directory)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return {"code": "provision_rejected", "message": f"{MARKER} cannot be read: {exc}"}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("message"), str):
+        return {"code": "provision_rejected", "message": text.strip() or f"{MARKER} is empty"}
+    return data
+
+
+# -- checking ------------------------------------------------------------------------------
+
+
+def check(boot: Path, root: Path = Path("/")) -> Request:
+    """The request in ``boot``, checked as a whole; raises Rejected naming the first problem."""
+    files = _read_files(boot / FILES_DIR)
+    data = _read(boot / REQUEST, REQUEST)
+    try:
+        # utf-8-sig: Windows editors may start the file with a byte order mark.
+        raw = tomllib.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise Rejected(Problem(REQUEST, "not UTF-8 text; save it as UTF-8")) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise Rejected(Problem(REQUEST, f"not valid TOML: {exc}")) from None
+    locate = _Locator(boot / FILES_DIR, files, root)
+    mapped, originals = _secrets_from(raw, locate)
+    try:
+        config = cfg.parse(mapped, REQUEST)
+    except cfg.ConfigError as exc:
+        value = originals.get(exc.value, exc.value) if isinstance(exc.value, str) else exc.value
+        raise Rejected(Problem(REQUEST, exc.allowed, exc.section, exc.key, value)) from None
+    _check_named_files(config, locate)
+    _check_encryption(config, locate, files)
+    # Written without the byte order mark; TOML allows CRLF line ends, so they stay.
+    return Request(data.decode("utf-8-sig").encode("utf-8"), files)
+
+
+class _Locator:
+    """Where a path the config names is now: in ``edge-recorder/`` on the boot partition when it
+    is a file that goes to /etc/edge-recorder, else in the target root."""
+
+    def __init__(self, files_dir: Path, files: Mapping[str, bytes], root: Path) -> None:
+        self.files_dir, self.files, self.root = files_dir, files, root
+
+    def __call__(self, path: str) -> Path:
+        pure = PurePosixPath(path)
+        if pure.parent == PurePosixPath(CONFIG_DIR) and pure.name in self.files:
+            return self.files_dir / pure.name
+        return _target(self.root, Path(path))
+
+
+def _secrets_from(raw: dict[str, Any], locate: _Locator) -> tuple[dict[str, Any], dict[str, str]]:
+    """``raw`` with ``file:/absolute/path`` values pointing where the files are now, and the
+    original of each changed value (for error messages)."""
+    mapped: dict[str, Any] = {}
+    originals: dict[str, str] = {}
+    for section, table in raw.items():
+        if not isinstance(table, dict):
+            mapped[section] = table
+            continue
+        mapped[section] = dict(table)
+        for key, value in table.items():
+            if isinstance(value, str) and value.startswith("file:/"):
+                new = "file:" + str(locate(value[5:]))
+                mapped[section][key] = new
+                originals[new] = value
+    return mapped, originals
+
+
+def _check_named_files(config: cfg.Config, locate: _Locator) -> None:
+    for section, key in FILE_KEYS:
+        value = getattr(config, section)[key]
+        if not value:
+            continue
+        if not value.startswith("/"):
+            raise Rejected(
+                Problem(REQUEST, f"expected an absolute path, e.g. {CONFIG_DIR}/ca.pem", section, key, value)
+            )
+        if not locate(value).is_file():
+            raise Rejected(
+                Problem(
+                    REQUEST,
+                    f"no such file on the box: put it in {FILES_DIR}/ beside {REQUEST} "
+                    f"and name it {CONFIG_DIR}/{PurePosixPath(value).name} here",
+                    section,
+                    key,
+                    value,
+                )
+            )
+
+
+def _check_encryption(config: cfg.Config, locate: _Locator, files: Mapping[str, bytes]) -> None:
+    from .media.encrypted import check_recipient
+
+    value = config.encryption["public_key"]
+    if value:
+        where = value
+        if not value.startswith("age1"):
+            if not value.startswith("/"):
+                raise Rejected(
+                    Problem(
+                        REQUEST,
+                        f'expected "age1..." or an absolute path, e.g. {CONFIG_DIR}/{ENCRYPTION_KEY_FILE}',
+                        "encryption",
+                        "public_key",
+                        value,
+                    )
+                )
+            where = str(locate(value))
+        try:
+            check_recipient(where)
+        except ValueError as exc:
+            raise Rejected(
+                Problem(REQUEST, str(exc).replace(where, value), "encryption", "public_key", value)
+            ) from None
+    wanted = f"{CONFIG_DIR}/{ENCRYPTION_KEY_FILE}"
+    if ENCRYPTION_KEY_FILE in files and value != wanted:
+        raise Rejected(
+            Problem(
+                REQUEST,
+                f'{FILES_DIR}/{ENCRYPTION_KEY_FILE} is on the boot partition but not used: set public_key = "{wanted}" '
+                "to encrypt recordings to it, or leave the file out",
+                "encryption",
+                "public_key",
+                value,
+            )
+        )
+
+
+def _read_files(files_dir: Path) -> dict[str, bytes]:
+    """The files in ``edge-recorder/``, each checked for what its name says it is."""
+    if not files_dir.exists():
+        return {}
+    shown = f"{FILES_DIR}/"
+    if not files_dir.is_dir():
+        raise Rejected(
+            Problem(FILES_DIR, f"expected a folder holding certificates and keys, found a file: use {shown}")
+        )
+    files = {}
+    for path in sorted(files_dir.iterdir()):
+        name, shown = path.name, f"{FILES_DIR}/{path.name}"
+        if name.startswith("."):
+            continue  # ._name and .DS_Store that macOS leaves on FAT volumes
+        if path.is_dir():
+            raise Rejected(Problem(shown, f"folders are not supported: put the files directly in {FILES_DIR}/"))
+        if not _NAME.match(name):
+            raise Rejected(Problem(shown, "expected a name of letters, digits, '.', '-' and '_'"))
+        if name == cfg.DEFAULT_PATH.name:
+            raise Rejected(Problem(shown, f"the config goes in {REQUEST} beside the folder, not in it"))
+        data = _read(path, shown)
+        _check_content(name, data, shown, path)
+        files[name] = data
+    return files
+
+
+def _check_content(name: str, data: bytes, shown: str, path: Path) -> None:
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in (".pem", ".crt", ".key") and b"-----BEGIN " not in data:
+        raise Rejected(Problem(shown, "expected PEM text (-----BEGIN ...-----); convert a DER file with openssl"))
+    if suffix == ".key" and b"PRIVATE KEY-----" not in data:
+        raise Rejected(Problem(shown, "expected a PEM private key (-----BEGIN ... PRIVATE KEY-----)"))
+    if name == ENCRYPTION_KEY_FILE:
+        from .media.encrypted import check_recipient
+
+        try:
+            check_recipient(path)
+        except ValueError as exc:
+            raise Rejected(Problem(shown, str(exc).replace(str(path), shown))) from None
+
+
+def _read(path: Path, shown: str) -> bytes:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise Rejected(Problem(shown, f"cannot be read: {exc.strerror}")) from None
+    if len(data) > MAX_BYTES:
+        raise Rejected(Problem(shown, f"larger than {MAX_BYTES // 1024} KiB; is it the right file?"))
+    return data
+
+
+# -- applying ------------------------------------------------------------------------------
+
+
+def service_owner(root: Path) -> tuple[int, int] | None:
+    """(root, the ``edge-recorder`` group) when this process may chown and ``root`` has the group."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        lines = _target(root, Path("/etc/group")).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == GROUP and fields[2].isdigit():
+            return 0, int(fields[2])
+    return None
+
+
+def _install(request: Request, root: Path, owner: tuple[int, int] | None) -> tuple[Path, ...]:
+    directory = _target(root, CONFIG_DIR)
+    if not directory.is_dir():  # made by the install (tmpfiles.d) on a real box
+        directory.mkdir(mode=DIR_MODE, parents=True)
+        if owner:
+            os.chown(directory, *owner)
+    written = []
+    # The config last: what it names is in place before it.
+    for name, data in [*request.files.items(), (cfg.DEFAULT_PATH.name, request.config)]:
+        _write_file(directory / name, data, owner)
+        written.append(directory / name)
+    _fsync_dir(directory)
+    return tuple(written)
+
+
+def _write_file(path: Path, data: bytes, owner: tuple[int, int] | None, mode: int = FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` in one step: a crash leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.provisioning")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if owner:
+                os.fchown(f.fileno(), *owner)
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_request(request: Path, checked: Request) -> tuple[Path, ...]:
+    """Wipe the request and its files off the boot partition; what could not be removed."""
+    boot = request.parent
+    files_dir = boot / FILES_DIR
+    doomed = []
+    if files_dir.is_dir():
+        doomed += sorted(p for p in files_dir.iterdir() if p.is_file())
+    doomed += [request, boot / REJECTED, boot / ERROR_TEXT, boot / f"._{REQUEST}"]
+    left = tuple(p for p in doomed if not _wipe(p))
+    if files_dir.is_dir():
+        try:
+            files_dir.rmdir()
+        except OSError as exc:
+            log.warning("%s not removed: %s", files_dir, exc.strerror)
+    _fsync_dir(boot)
+    return left
+
+
+def _wipe(path: Path) -> bool:
+    """Overwrite ``path`` with zeros, then remove it: an unlink alone leaves its clusters readable."""
+    if not path.exists():
+        return True
+    try:
+        with path.open("r+b") as f:
+            f.write(bytes(path.stat().st_size))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        log.warning("%s not overwritten before removal: %s", path, exc.strerror)
+    try:
+        path.unlink()
+    except OSError as exc:
+        log.error("%s not removed from the boot partition: %s", path, exc.strerror)
+        return False
+    return True
+
+
+def _reject(request: Path, problem: Problem, root: Path, owner: tuple[int, int] | None) -> None:
+    boot = request.parent
+    try:
+        os.replace(request, boot / REJECTED)
+        _write_boot_text(boot / ERROR_TEXT, error_text(problem))
+    except OSError as exc:  # a read-only card: the next boot rejects it again, the marker still tells
+        log.error("could not mark %s as rejected on the boot partition: %s", request, exc)
+    _write_marker(root, "provision_rejected", problem, boot / REJECTED, owner)
+
+
+def error_text(problem: Problem) -> str:
+    """The note left beside the rejected file for the installer."""
+    lines = [
+        f"edge-recorder did NOT apply {REQUEST}: the box keeps the configuration it had.",
+        "",
+        f"problem: {problem.message}",
+        f"file:    {problem.file}",
+    ]
+    if problem.section:
+        lines.append(f"section: [{problem.section}]")
+    if problem.key:
+        lines += [f"key:     {problem.key}", f"value:   {problem.value!r}"]
+    lines += [
+        f"allowed: {problem.allowed}",
+        "",
+        f"Fix {REJECTED}, rename it back to {REQUEST} and start the box again.",
+        f"On a computer with edge-recorder, 'edge-recorder config check {REQUEST}' checks the config first.",
+        f"Rejected at {_now()}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_boot_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _write_marker(root: Path, code: str, problem: Problem, boot_file: Path, owner: tuple[int, int] | None) -> None:
+    marker = _target(root, MARKER)
+    data = {
+        "code": code,
+        "message": problem.message,
+        "file": problem.file,
+        "section": problem.section,
+        "key": problem.key,
+        "value": problem.value,
+        "allowed": problem.allowed,
+        "boot_file": str(boot_file),
+        "time": _now(),
+    }
+    try:
+        marker.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        _write_file(marker, (json.dumps(data, default=str, indent=1) + "\n").encode(), owner)
+        _fsync_dir(marker.parent)
+    except OSError as exc:
+        log.error("could not write %s: %s", marker, exc)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _target(root: Path, path: Path) -> Path:
+    """``path`` (absolute, on the box) inside the root file system at ``root``."""
+    return root / Path(path).relative_to("/")
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # vfat may not support fsync on a directory
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

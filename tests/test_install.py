@@ -1,0 +1,369 @@
+"""images/install.sh, the install artifact, applied to an empty root directory.
+
+The script runs for real: a wheelhouse is built from a copy of this repository (``pip wheel``,
+as images/README.md says), and the script installs from it offline (``--wheelhouse
+--no-index``) into a temporary directory as the target root, with the machine's Debian
+``/usr/bin/python3`` (the same Python 3.11 as Raspberry Pi OS Bookworm). A root other than /
+is a *staged* install: the venv is built in ROOT/opt/edge-recorder and moved to
+/opt/edge-recorder (images/install.sh says how), so the checks look at the layout, and then run
+the installed ``/opt/edge-recorder/bin/edge-recorder`` at its real path: in a private mount
+namespace, ROOT's /opt and /etc are bound into a throwaway root beside the machine's /usr, and
+the program runs chrooted there. Nothing outside the temporary directories is touched.
+
+Ownership (root:edge-recorder) is checked when the tests run as root, as in CI: only root
+applies systemd-sysusers/systemd-tmpfiles (the script skips them otherwise, and so do these
+checks). The chroot check needs root too. shellcheck and the systemd tools missing is a
+failure, not a skip: CI installs the packages.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from firmware import config as cfg
+from firmware.cli import exits
+
+REPO = Path(__file__).resolve().parents[1]
+INSTALL = REPO / "images" / "install.sh"
+SYSTEMD = REPO / "systemd"
+PYTHON = Path("/usr/bin/python3")  # Debian's, as on the box; python3-venv gives it ensurepip
+AS_ROOT = os.geteuid() == 0
+UNITS = ("edge-recorder.service", "edge-recorder-provision.service")
+GOOD = '[device]\nid = "front-desk-3"\n\n[encryption]\npublic_key = "/etc/edge-recorder/encryption.pub"\n'
+
+
+def run(*args: str | Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        pytest.fail(f"{name} not found: install the Debian package '{package}' (CI and run.sh install it)")
+    return path
+
+
+def install(root: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    result = run(INSTALL, "--root", root, "--python", PYTHON, *args)
+    assert result.returncode == 0, f"install.sh failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def copy_source(to: Path) -> Path:
+    """The files a wheel is built from, without the checkout's build clutter."""
+    to.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, to / name)
+    for name in ("firmware", "hal"):
+        shutil.copytree(REPO / name, to / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return to
+
+
+@dataclass
+class Installed:
+    root: Path
+    wheelhouse: Path
+    wheel: Path
+    source: Path
+    output: str
+    default_config: str
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Installed:
+    assert PYTHON.exists(), f"{PYTHON} missing: install the Debian packages python3 and python3-venv"
+    work = tmp_path_factory.mktemp("install")
+    source = copy_source(work / "source")
+    wheelhouse = work / "wheelhouse"
+    # The wheel and every dependency (setuptools too, for --from-source offline).
+    result = run(sys.executable, "-m", "pip", "wheel", "-q", "-w", wheelhouse, source, "setuptools")
+    assert result.returncode == 0, result.stderr
+    (wheel,) = wheelhouse.glob("edge_recorder-*.whl")
+    root = work / "root"
+    root.mkdir()
+    result = install(root, "--wheel", wheel, "--wheelhouse", wheelhouse, "--no-index")
+    config = (root / "etc/edge-recorder/config.toml").read_text()
+    return Installed(root, wheelhouse, wheel, source, result.stderr, config)
+
+
+def layout(root: Path) -> dict[str, tuple[str, int, int, int, str]]:
+    """Everything outside the venv: kind, mode, owner, group, link target."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if rel.startswith("opt/edge-recorder/"):
+            continue
+        st = path.lstat()
+        kind = "link" if path.is_symlink() else "dir" if path.is_dir() else "file"
+        out[rel] = (kind, st.st_mode & 0o7777, st.st_uid, st.st_gid, os.readlink(path) if kind == "link" else "")
+    return out
+
+
+def interpreter(link: Path) -> str:
+    """Where a venv's ``bin/python*`` leads on the box: links within bin/ up to the absolute one."""
+    target = os.readlink(link)
+    while not target.startswith("/"):
+        target = os.readlink(link.parent / target)
+    return target
+
+
+def group_id(root: Path, name: str) -> int:
+    for line in (root / "etc/group").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == name:
+            return int(fields[2])
+    raise AssertionError(f"no group {name} in {root}/etc/group")
+
+
+# -- the layout --------------------------------------------------------------------------------
+
+
+def test_every_file_is_in_place_with_its_mode(installed):
+    root = installed.root
+    files = layout(root)
+    wants = "etc/systemd/system/multi-user.target.wants"
+    expected = {
+        "usr/lib/systemd/system/edge-recorder.service": SYSTEMD / "edge-recorder.service",
+        "usr/lib/systemd/system/edge-recorder-provision.service": SYSTEMD / "edge-recorder-provision.service",
+        "usr/lib/sysusers.d/edge-recorder.conf": SYSTEMD / "edge-recorder.sysusers",
+        "usr/lib/tmpfiles.d/edge-recorder.conf": SYSTEMD / "edge-recorder.tmpfiles",
+    }
+    for rel, source in expected.items():
+        kind, mode, uid, gid, _ = files[rel]
+        assert (kind, mode) == ("file", 0o644) and (root / rel).read_bytes() == source.read_bytes(), rel
+        assert not AS_ROOT or (uid, gid) == (0, 0), rel
+    links = {f"{wants}/{unit}": f"/usr/lib/systemd/system/{unit}" for unit in UNITS}
+    for rel, target in links.items():
+        assert files[rel][0] == "link" and files[rel][4] == target, rel
+    assert files["etc/edge-recorder"][:2] == ("dir", 0o750)
+    assert files["etc/edge-recorder/config.toml"][:2] == ("file", 0o640)
+    if AS_ROOT:  # systemd-tmpfiles applied edge-recorder.tmpfiles
+        gid = group_id(root, "edge-recorder")
+        assert files["etc/edge-recorder"][2:4] == (0, gid)
+        assert files["etc/edge-recorder/config.toml"][2:4] == (0, gid)
+    # Nothing else, apart from the user database that sysusers writes.
+    placed = {*expected, *links, "etc/edge-recorder/config.toml", "opt/edge-recorder"}
+    placed |= {str(parent) for path in placed for parent in Path(path).parents if str(parent) != "."}
+    users = {"etc/passwd", "etc/group", "etc/shadow", "etc/gshadow", "etc/.pwd.lock"} if AS_ROOT else set()
+    assert set(files) == placed | users
+    for rel in placed:
+        if files[rel][0] == "dir" and rel != "etc/edge-recorder":
+            assert files[rel][1] == 0o755, rel
+
+
+def test_the_venv_is_made_for_opt_edge_recorder(installed):
+    venv = installed.root / "opt/edge-recorder"
+    program = venv / "bin/edge-recorder"
+    assert program.stat().st_mode & 0o777 == 0o755
+    assert program.read_text().startswith("#!/opt/edge-recorder/bin/python\n")
+    assert {interpreter(link) for link in venv.glob("bin/python*")} == {"/usr/bin/python3"}
+    cfg_lines = (venv / "pyvenv.cfg").read_text().splitlines()
+    assert "home = /usr/bin" in cfg_lines and "include-system-site-packages = false" in cfg_lines
+    # No text file in it names the directory it was built in.
+    result = run("grep", "-rlI", "--exclude=*.pyc", str(installed.root), venv)
+    assert result.stdout == "", result.stdout
+    # Byte-compiled: the units run with PYTHONDONTWRITEBYTECODE=1 on a read-only /opt.
+    (site,) = venv.glob("lib/python3.*/site-packages")
+    assert list((site / "firmware/__pycache__").glob("provision.*.pyc"))
+    assert list((site / "firmware/cli/__pycache__").glob("main.*.pyc"))
+
+
+def test_the_default_config_is_every_key_at_its_default(installed):
+    assert installed.default_config == cfg.describe()
+    assert cfg.parse({}) == cfg.load(installed.root / "etc/edge-recorder/config.toml")
+
+
+def test_sysusers_made_the_user_the_units_run_as(installed):
+    if not AS_ROOT:
+        pytest.skip("systemd-sysusers runs only as root (at the first boot otherwise)")
+    passwd = {f[0]: f for f in (ln.split(":") for ln in (installed.root / "etc/passwd").read_text().splitlines())}
+    groups = {f[0]: f for f in (ln.split(":") for ln in (installed.root / "etc/group").read_text().splitlines())}
+    _, _, uid, gid, _, home, shell = passwd["edge-recorder"]
+    assert int(uid) < 1000 and int(gid) == group_id(installed.root, "edge-recorder")
+    assert (home, shell) == ("/var/lib/edge-recorder", "/usr/sbin/nologin")
+    for supplementary in ("audio", "gpio"):
+        assert "edge-recorder" in groups[supplementary][3].split(",")
+
+
+def test_both_services_are_enabled(installed):
+    systemctl = tool("systemctl", "systemd")
+    for unit in UNITS:
+        result = run(systemctl, f"--root={installed.root}", "is-enabled", unit)
+        assert result.stdout.strip() == "enabled", (unit, result.stdout, result.stderr)
+
+
+def test_the_installed_units_pass_systemd_analyze_verify(installed, tmp_path):
+    """verify needs what the units are ordered against (the machine's own unit files), and the
+    programs they run, inside its --root; verify exits 0 on most mistakes, so any output at all
+    counts as a failure (as in tests/test_systemd.py)."""
+    analyze = tool("systemd-analyze", "systemd")
+    root = tmp_path / "verify"
+    units = root / "usr/lib/systemd/system"
+    shutil.copytree("/usr/lib/systemd/system", units, symlinks=True)
+    for unit in UNITS:
+        shutil.copy2(installed.root / "usr/lib/systemd/system" / unit, units / unit)
+    (root / "opt/edge-recorder/bin").mkdir(parents=True)
+    shutil.copy2(installed.root / "opt/edge-recorder/bin/edge-recorder", root / "opt/edge-recorder/bin")
+    (root / "usr/bin").mkdir()
+    (root / "bin").symlink_to("usr/bin")
+    shutil.copy2(shutil.which("kill") or "/bin/kill", root / "usr/bin/kill")  # ExecReload=
+
+    result = run(analyze, "verify", "--man=no", f"--root={root}", *UNITS)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+# -- the installed program, at /opt/edge-recorder --------------------------------------------
+
+
+def in_chroot(installed: Installed, tmp_path: Path, *commands: str) -> subprocess.CompletedProcess[str]:
+    """Run shell ``commands`` chrooted into a root made of the machine's /usr and the installed
+    root's /opt (read-only) and /etc (a copy), in a private mount namespace."""
+    if not AS_ROOT:
+        pytest.skip("chroot and bind mounts need root")
+    unshare = tool("unshare", "util-linux")
+    jail = tmp_path / "jail"
+    for name in ("usr", "opt/edge-recorder", "var", "boot/firmware", "tmp"):
+        (jail / name).mkdir(parents=True, exist_ok=True)
+    for name in ("bin", "lib", "lib64", "sbin"):
+        (jail / name).symlink_to(f"usr/{name}")
+    shutil.copytree(installed.root / "etc", jail / "etc", symlinks=True)
+    mounts = [
+        f"mount --rbind /usr {jail}/usr",
+        f"mount -o remount,bind,ro {jail}/usr",
+        f"mount --bind {installed.root}/opt/edge-recorder {jail}/opt/edge-recorder",
+        f"mount -o remount,bind,ro {jail}/opt/edge-recorder",
+    ]
+    script = "set -e; mount --make-rprivate /; " + "; ".join(mounts + [f"chroot {jail} sh -ec '{c}'" for c in commands])
+    return run(unshare, "--mount", "--fork", "sh", "-c", script, timeout=60)
+
+
+def test_the_installed_program_runs_at_opt_once_the_root_is_mounted_as_slash(installed, tmp_path):
+    result = in_chroot(
+        installed,
+        tmp_path,
+        "/opt/edge-recorder/bin/edge-recorder --version",
+        "/opt/edge-recorder/bin/edge-recorder config check /etc/edge-recorder/config.toml",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "edge-recorder 0.1.0"
+    assert "/etc/edge-recorder/config.toml: ok" in result.stdout
+
+
+def test_the_installed_provisioning_applies_a_file_from_the_boot_partition(installed, tmp_path):
+    import pyrage
+
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    boot = tmp_path / "jail/boot/firmware"
+    program = "/opt/edge-recorder/bin/edge-recorder provision --boot /boot/firmware --boot /boot"
+
+    def stage(config: str) -> None:
+        boot.mkdir(parents=True, exist_ok=True)
+        (boot / "edge-recorder.toml").write_text(config)
+        (boot / "edge-recorder").mkdir(exist_ok=True)
+        (boot / "edge-recorder/encryption.pub").write_text(recipient + "\n")
+
+    stage(GOOD)
+    result = in_chroot(installed, tmp_path, program)
+    assert result.returncode == 0, result.stderr
+    etc = tmp_path / "jail/etc/edge-recorder"
+    assert (etc / "config.toml").read_text() == GOOD
+    gid = group_id(installed.root, "edge-recorder")
+    for name in ("config.toml", "encryption.pub"):
+        st = (etc / name).stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, gid, 0o640), name
+    assert list(boot.iterdir()) == []
+
+    shutil.rmtree(tmp_path / "jail")
+    stage(GOOD.replace("front-desk-3", "front desk"))  # no spaces in a device id
+    result = in_chroot(installed, tmp_path, f"{program} || echo exit=$?")
+    assert "exit=78" in result.stdout, result.stdout + result.stderr
+    assert (tmp_path / "jail/var/lib/edge-recorder/provision-error").exists()
+    assert (boot / "edge-recorder.toml.rejected").exists()
+
+
+# -- the script itself ---------------------------------------------------------------------------
+
+
+def test_every_script_passes_shellcheck():
+    shellcheck = tool("shellcheck", "shellcheck")
+    scripts = [
+        path
+        for folder in (REPO / "images", REPO / "systemd")
+        for path in sorted(folder.iterdir())
+        if path.is_file() and (path.suffix == ".sh" or path.read_bytes().startswith(b"#!"))
+    ]
+    assert INSTALL in scripts
+    result = run(shellcheck, "--severity=style", *scripts)
+    assert result.returncode == 0, result.stdout
+    assert os.access(INSTALL, os.X_OK)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        ([], exits.USAGE, "give exactly one of --wheel FILE and --from-source DIR"),
+        (["--wheel", "w.whl", "--from-source", "."], exits.USAGE, "give exactly one"),
+        (["--wheel", "missing.whl"], exits.NOINPUT, "no such wheel"),
+        (["--wheel", "w.whl", "--no-index"], exits.USAGE, "--no-index needs --wheelhouse"),
+        (["--wheel", "w.whl", "--root", "nowhere"], exits.NOINPUT, "no such root directory"),
+        (["--bogus"], exits.USAGE, "unknown argument"),
+    ],
+)
+def test_wrong_arguments_are_refused_before_anything_is_done(tmp_path, args, code, message):
+    (tmp_path / "w.whl").write_bytes(b"")
+    result = run(INSTALL, *args, cwd=tmp_path)
+    assert result.returncode == code and message in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.whl"]
+
+
+def test_a_staged_install_refuses_a_target_with_another_python(tmp_path):
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/python3").symlink_to("python3.13")  # Debian 13
+    (tmp_path / "w.whl").write_bytes(b"")
+    result = run(INSTALL, "--root", root, "--wheel", tmp_path / "w.whl", "--python", PYTHON)
+    assert result.returncode == 1 and "has python3.13" in result.stderr, result.stderr
+    assert sorted(p.name for p in root.rglob("*")) == ["bin", "python3", "usr"]
+
+
+def test_a_staged_install_refuses_a_target_for_another_cpu(tmp_path):
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    header = bytearray(Path(os.path.realpath(PYTHON)).read_bytes()[:64])
+    header[18:20] = (0xB7 if header[18:20] != b"\xb7\x00" else 0x3E).to_bytes(2, "little")  # aarch64 / x86-64
+    (root / f"usr/bin/python{version}").write_bytes(bytes(header))
+    (root / "usr/bin/python3").symlink_to(f"python{version}")
+    (tmp_path / "w.whl").write_bytes(b"")
+    result = run(INSTALL, "--root", root, "--wheel", tmp_path / "w.whl", "--python", PYTHON)
+    assert result.returncode == 1 and "another CPU architecture" in result.stderr, result.stderr
+
+
+# -- again -----------------------------------------------------------------------------------------
+
+
+def test_installing_again_keeps_the_config_and_the_layout(installed, tmp_path):
+    """Last in this file: it installs over the module's root (from source this time)."""
+    config = installed.root / "etc/edge-recorder/config.toml"
+    config.write_text('[device]\nid = "box-7"\n')  # the box's own config, provisioned earlier
+    before = layout(installed.root)
+
+    result = install(
+        installed.root, "--from-source", installed.source, "--wheelhouse", installed.wheelhouse, "--no-index"
+    )
+
+    assert "keeping the existing" in result.stderr
+    assert config.read_text() == '[device]\nid = "box-7"\n'
+    after = layout(installed.root)
+    assert after == before
+    venv_python = installed.root / "opt/edge-recorder/bin/python"
+    assert interpreter(venv_python) == "/usr/bin/python3"
+    version = run(venv_python, "-m", "firmware.cli.main", "--version")  # the machine's python3 as the target's
+    assert version.stdout.strip() == "edge-recorder 0.1.0", version.stderr
