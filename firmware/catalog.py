@@ -297,15 +297,7 @@ class Catalog:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Recordings, newest first."""
-        where, args = [], []
-        if status:
-            where.append("status = ?")
-            args.append(status)
-        elif not include_deleted:
-            where.append("status != 'deleted'")
-        if call_id:
-            where.append("call_id = ?")
-            args.append(call_id)
+        where, args = _filters(status, call_id, include_deleted)
         sql = "SELECT * FROM recordings"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -330,15 +322,7 @@ class Catalog:
         ``created`` holds (operator, RFC 3339 time) pairs on ``date_created``;
         ``after`` is the (date_created, rowid) the previous page ended at.
         """
-        where, args = [], []
-        if status:
-            where.append("status = ?")
-            args.append(status)
-        elif not include_deleted:
-            where.append("status != 'deleted'")
-        if call_id:
-            where.append("call_id = ?")
-            args.append(call_id)
+        where, args = _filters(status, call_id, include_deleted)
         for op, moment in created:
             if op not in ("<", "<=", ">", ">="):
                 raise CatalogError(f"unknown comparison {op!r}")
@@ -399,6 +383,21 @@ def open_catalog(path: Path) -> tuple[Catalog, Path | None]:
             src.replace(Path(str(aside) + suffix))
     log.error("catalog %s moved aside to %s; rebuilding it from the spool", path, aside)
     return Catalog(path), aside
+
+
+def _filters(status: str | None, call_id: str | None, include_deleted: bool) -> tuple[list[str], list[Any]]:
+    """WHERE terms and their arguments shared by ``list`` and ``page``."""
+    where: list[str] = []
+    args: list[Any] = []
+    if status:
+        where.append("status = ?")
+        args.append(status)
+    elif not include_deleted:
+        where.append("status != 'deleted'")
+    if call_id:
+        where.append("call_id = ?")
+        args.append(call_id)
+    return where, args
 
 
 def now() -> str:

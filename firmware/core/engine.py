@@ -181,6 +181,24 @@ class Recorder:
         act = self._active.get(recording_id)
         return act.state if act else None
 
+    def first_speech(self, since: int, sensitivity: float) -> int | None:
+        """The end of the first 10 ms block after sample ``since`` that holds speech on any track, or None.
+
+        The daemon's call detection reads this instead of running a detector of its own.
+        """
+        found: int | None = None
+        for history in self._vad_history.values():
+            for blocks in reversed(history):
+                if not blocks.ends.size:
+                    continue
+                if blocks.ends[-1] <= since:
+                    break
+                heard = blocks.speech(sensitivity) & (blocks.ends > since)
+                if heard.any():
+                    at = int(blocks.ends[int(np.argmax(heard))])
+                    found = at if found is None else min(found, at)
+        return found
+
     def feed(self, frames: np.ndarray) -> list[ev.Event]:
         """Process the next input frames (int16, shape (n,) or (n, channels))."""
         frames = np.asarray(frames)

@@ -74,7 +74,6 @@ from ..core import (
     Stop,
     Tone,
     new_sid,
-    vad,
 )
 from ..delivery.commands import Commands
 from ..delivery.service import Delivery
@@ -192,8 +191,7 @@ class Box:
             detect=detect, auto_record=c["auto_record"], idle_timeout=c["idle_timeout"], stop_hold=c["stop_hold"]
         )
         self.sequences = SequenceMatcher({k: d[k] for k in ("start", "stop", "pause", "resume")}, d["key_timeout"])
-        needs_speech = detect == "audio" or c["auto_record"] == "voice"
-        self._speech = vad.SpeechDetector(self.rate) if needs_speech else None
+        self._needs_speech = detect == "audio" or c["auto_record"] == "voice"
         logging.getLogger().setLevel(config.log["level"].upper())
 
     def reload(self) -> None:
@@ -427,13 +425,10 @@ class Box:
         start = self.position
         self.position += len(frames)
         self._handle(events)
-        if self._speech is not None:
-            mono = frames.mean(axis=1) if frames.shape[1] > 1 else frames[:, 0]
-            blocks = self._speech.process(mono)
-            heard = blocks.speech(self.config.recording.input_sensitivity)
-            if heard.any():
-                at = blocks.ends[int(np.argmax(heard))] / self.rate
-                self._call_steps(self.calls.speech(max(at, start / self.rate)))
+        if self._needs_speech:  # the core's own speech detection, on every track
+            at = self.core.first_speech(start, self.config.recording.input_sensitivity)
+            if at is not None:
+                self._call_steps(self.calls.speech(at / self.rate))
         if self.hw.scenario is not None:
             self.hw.scenario.advance(self.audio_seconds())
         if self.position / self.rate - self._level_at >= 1.0:  # the input level, once a second
@@ -839,9 +834,9 @@ def public(row: dict[str, Any], media_url: str | None = None) -> dict[str, Any]:
     """A catalog row as the fields SPEC section 3 lists; ``media_url`` a signed link when the API serves one."""
     hidden = {"options", "path", "start_monotonic", "boot_id", "deleted_at"}
     out = {k: v for k, v in row.items() if k not in hidden}
-    if media_url is None and row.get("path") and "media_url" not in out:
-        media_url = Path(row["path"]).as_uri() if Path(row["path"]).is_absolute() else None
-    out["media_url"] = media_url if media_url is not None else out.get("media_url")
+    if media_url is None and row.get("path"):
+        media_url = Path(row["path"]).absolute().as_uri()  # no API: where the file is on the box
+    out["media_url"] = media_url
     out.setdefault("uploads", [])
     return out
 
