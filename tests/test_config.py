@@ -66,3 +66,12 @@ def test_described_defaults_parse_back_to_the_defaults():
     import tomllib
 
     assert config.parse(tomllib.loads(config.describe())) == config.defaults()
+
+
+def test_a_warning_tone_interval_under_a_second_is_refused():
+    from firmware.core import OptionError, RecordingOptions
+
+    assert RecordingOptions.from_mapping({"warning_tone_interval": 0}).warning_tone_interval == 0
+    assert RecordingOptions.from_mapping({"warning_tone_interval": 15}).warning_tone_interval == 15
+    with pytest.raises(OptionError, match="0 \\(off\\) or a number of seconds from 1 to 3600"):
+        RecordingOptions.from_mapping({"warning_tone_interval": 0.0001})

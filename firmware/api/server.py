@@ -144,6 +144,8 @@ class ApiServer:
                 reason = {404: "no such resource", 405: f"{request.method} is not allowed on {request.path}"}
                 return _error(exc.status, exc.reason.lower().replace(" ", "_"), reason.get(exc.status, exc.reason))
             raise
+        except TimeoutError:
+            return _error(503, "busy", "the box did not answer within 5 s; try again", {"Retry-After": "1"})
         except ControlError as exc:  # a ValueError too: before the others
             return _error(409, "conflict", str(exc))
         except (OptionError, ValueError) as exc:

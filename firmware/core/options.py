@@ -146,6 +146,14 @@ def _seconds(low: float = 0.0, high: float = math.inf, positive: bool = False):
     return parse
 
 
+def _interval(key: str, value: Any) -> float:
+    """0 (off), or at least a second: the tone itself lasts 0.2 s, and a shorter interval would be a drone."""
+    seconds = _seconds(0.0, 3600.0)(key, value)
+    if 0 < seconds < 1:
+        raise OptionError(key, value, "0 (off) or a number of seconds from 1 to 3600")
+    return seconds
+
+
 def _sample_rate(key: str, value: Any) -> int:
     if str(value) not in ("8000", "16000"):
         raise OptionError(key, value, "8000 or 16000")
@@ -216,7 +224,7 @@ _PARSERS = {
     "channels": _enum(Channels),
     "track": _enum(Track),
     "beep": _bool,
-    "warning_tone_interval": _seconds(0.0, 3600.0),
+    "warning_tone_interval": _interval,
     "end_on_key": _keys,
     "end_on_silence": _seconds(0.0, 3600.0),
     "input_sensitivity": _sensitivity,
