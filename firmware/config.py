@@ -9,6 +9,10 @@ keys are errors too, so a typo does not silently fall back to a default.
 The defaults suit a stock Raspberry Pi with a USB audio interface: capture from
 the first USB card at 16 kHz mono, a record button on GPIO17 and its LED on
 GPIO27, state under ``/var/lib/edge-recorder``.
+
+``describe()`` renders the schema as TOML with every default (``edge-recorder
+config defaults``), ``reference()`` as the Markdown reference in
+``docs/configuration.md`` (``edge-recorder config reference``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .core import OptionError, RecordingOptions, Track
+from .core.options import OPTION_HELP
 
 DEFAULT_PATH = Path("/etc/edge-recorder/config.toml")
 ENV_VAR = "EDGE_RECORDER_CONFIG"
@@ -51,6 +56,11 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+def _plain(number: float) -> str:
+    """``number`` as written in a config: 1048576 rather than 1.04858e+06, 0.5 as 0.5."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
 def _number(low: float, high: float, integer: bool = False) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -58,7 +68,7 @@ def _number(low: float, high: float, integer: bool = False) -> Callable[[Any], f
             ok = ok and float(value).is_integer()
         if not ok or not low <= value <= high:
             kind = "a whole number" if integer else "a number"
-            raise ValueError(f"expected {kind} from {low:g} to {high:g}")
+            raise ValueError(f"expected {kind} from {_plain(low)} to {_plain(high)}")
         return int(value) if integer else float(value)
 
     return parse
@@ -568,17 +578,181 @@ def derived_device_id() -> str:
 def describe() -> str:
     """Every section and key with its default, as TOML with comments."""
     lines = []
-    for name, keys in SCHEMA.items():
+    for name in SCHEMA:
         lines.append(f"[{name}]")
         if name == "recording":
             lines.append("# start options of SPEC section 3 for button, DTMF and automatic recordings:")
-            for key, value in RecordingOptions().to_dict().items():
-                lines.append(f"# {key} = {_toml(value)}")
-        for key, spec in keys.items():
-            lines.append(f"# {spec.help}")
-            lines.append(f"{key} = {_toml(spec.default)}")
+            lines += [f"# {entry.key} = {_toml(entry.default)}" for entry in _entries(name)]
+        else:
+            for entry in _entries(name):
+                lines += [f"# {entry.help}", f"{entry.key} = {_toml(entry.default)}"]
         lines.append("")
     return "\n".join(lines)
+
+
+# -- the reference (docs/configuration.md) ------------------------------------------------
+
+#: A value no parser accepts: parsing it yields the parser's own words for what it does accept.
+_UNACCEPTABLE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    key: str
+    default: Any
+    help: str
+    accepted: str
+    kind: str
+    secret: bool = False
+
+
+def _entries(section: str) -> list[_Entry]:
+    """The keys of ``section`` with their defaults, help, accepted values and TOML type."""
+    if section == "recording":
+        return [
+            _Entry(key, default, OPTION_HELP.get(key, ""), _option_accepts(key), _kind(default))
+            for key, default in RecordingOptions().to_dict().items()
+        ]
+    return [
+        _Entry(key, spec.default, spec.help, _accepts(spec.parse), _key_kind(spec), spec.parse is _secret)
+        for key, spec in SCHEMA[section].items()
+    ]
+
+
+def _accepts(parse: Callable[[Any], Any]) -> str:
+    try:
+        parse(_UNACCEPTABLE)
+    except ValueError as exc:
+        return str(exc).removeprefix("expected ")
+    raise AssertionError(f"{parse.__qualname__} accepts anything")
+
+
+def _option_accepts(key: str) -> str:
+    try:
+        RecordingOptions.from_mapping({key: _UNACCEPTABLE})
+    except OptionError as exc:
+        return exc.allowed
+    raise AssertionError(f"the start option {key} accepts anything")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, list | tuple):
+        return "array of strings" if all(isinstance(v, str) for v in value) else "array"
+    return "string"
+
+
+def _key_kind(spec: Key) -> str:
+    """The default's TOML type, and the other of integer and string when the key takes both (GPIO pins)."""
+    kind = _kind(spec.default)
+    other = {"integer": ("string", ""), "string": ("integer", 0)}.get(kind)
+    if other is not None:
+        try:
+            spec.parse(other[1])
+        except ValueError:
+            return kind
+        return " or ".join(sorted((kind, other[0])))
+    return kind
+
+
+_EXAMPLE = """\
+[device]
+id = "front-desk"
+
+[audio]
+capture = "plughw:CARD=Device,DEV=0"
+playback = "plughw:CARD=Device,DEV=0"
+
+[recording]
+format = "mp3"
+beep = true
+
+[mqtt]
+url = "mqtts://broker.example.com:8883"
+username = "front-desk"
+password = "env:EDGE_RECORDER_MQTT_PASSWORD"
+
+[upload]
+destination = "s3://recordings/front-desk/"
+s3_endpoint = "https://s3.eu-west-1.amazonaws.com"
+"""
+
+
+def reference() -> str:
+    """The configuration reference in Markdown (``docs/configuration.md``), made from ``SCHEMA``.
+
+    Defaults and accepted values are the parsers' own, so the page says what
+    ``edge-recorder config check`` enforces.
+    """
+    secrets = [f"`[{name}] {e.key}`" for name in SCHEMA for e in _entries(name) if e.secret]
+    out = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from firmware/config.py by `edge-recorder config reference`; do not edit by hand. -->",
+        "",
+        f"The box reads one TOML file, `{DEFAULT_PATH}`. The `--config FILE` option or the `{ENV_VAR}` "
+        "environment variable points it at another one; a file named that way must exist, while the default "
+        "file may be absent. Every key has a default that works on a stock Raspberry Pi with a USB audio "
+        "interface, so a file holds only what differs:",
+        "",
+        "```toml",
+        *_EXAMPLE.splitlines(),
+        "```",
+        "",
+        "Unknown sections and keys are errors, so a typo never falls back to a default silently. "
+        "`edge-recorder config check FILE` validates a file: a bad value is reported on one line that names "
+        "the section, the key, the value and what would be accepted, and the command exits with 78 (EX_CONFIG). "
+        "The daemon checks the same way at start and exits with 78 on a bad file, which systemd does not "
+        "restart. `edge-recorder config defaults` prints every key with its default as TOML.",
+        "",
+        "`systemctl reload edge-recorder` (SIGHUP) reads the file again while the box runs: `[recording]`, "
+        "`[call]`, `[dtmf]` and `[log]` change at once, the other sections at the next restart, and a bad "
+        "file is refused while the running configuration stays.",
+        "",
+        'Secrets need not be written into the file: each of them may be given as `"file:/path"` (the first '
+        'line of that file) or `"env:NAME"` (an environment variable). They are ' + _join(secrets) + ".",
+        "",
+        "Sections: " + ", ".join(f"[`[{name}]`](#{name})" for name in SCHEMA) + ".",
+    ]
+    for name in SCHEMA:
+        out += ["", f"## `[{name}]`", ""]
+        if name == "recording":
+            out += [
+                "Defaults of the start options of every recording. Recordings started by the record button, "
+                "a DTMF sequence or a call (`[call] auto_record`) use them as they are; an MQTT `start` command "
+                "or an HTTP API request may set each of them for its own recording.",
+                "",
+            ]
+        out += ["| key | type | default | accepted | description |", "| --- | --- | --- | --- | --- |"]
+        for e in _entries(name):
+            cells = (
+                _code(e.key),
+                _text_cell(e.kind),
+                _code(_toml(e.default)),
+                _text_cell(e.accepted),
+                _text_cell(e.help),
+            )
+            out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _join(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def _code(text: str) -> str:
+    """A code span in a table cell: only the pipe needs escaping there (GitHub honours that)."""
+    return "`" + text.replace("|", "\\|") + "`"
+
+
+def _text_cell(text: str) -> str:
+    """Plain text in a table cell, with the characters Markdown would take for markup escaped."""
+    return re.sub(r"([\\*<>|])", r"\\\1", text)
 
 
 def _toml(value: Any) -> str:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+from pathlib import Path
+
 import pytest
 
 from firmware import config
-from firmware.core import Channels, Format
+from firmware.cli.main import main
+from firmware.core import Channels, Format, RecordingOptions
 
 
 def test_defaults_need_no_file(monkeypatch, tmp_path):
@@ -63,8 +68,6 @@ def test_an_explicit_path_must_exist(tmp_path):
 
 
 def test_described_defaults_parse_back_to_the_defaults():
-    import tomllib
-
     assert config.parse(tomllib.loads(config.describe())) == config.defaults()
 
 
@@ -75,3 +78,47 @@ def test_a_warning_tone_interval_under_a_second_is_refused():
     assert RecordingOptions.from_mapping({"warning_tone_interval": 15}).warning_tone_interval == 15
     with pytest.raises(OptionError, match="0 \\(off\\) or a number of seconds from 1 to 3600"):
         RecordingOptions.from_mapping({"warning_tone_interval": 0.0001})
+
+
+# -- the configuration reference (docs/configuration.md) ------------------------------------
+
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+
+
+def test_the_committed_reference_is_what_the_generator_prints(capsys):
+    assert main(["config", "reference"]) == 0
+    printed = capsys.readouterr().out
+    assert REFERENCE.read_bytes() == printed.encode("utf-8"), (
+        "docs/configuration.md differs from the config schema; regenerate it with "
+        "`edge-recorder config reference > docs/configuration.md`"
+    )
+
+
+def test_the_reference_has_every_section_and_key_with_its_default_and_a_description():
+    documented: dict[str, dict[str, str]] = {}
+    section = None
+    for line in REFERENCE.read_text(encoding="utf-8").splitlines():
+        heading = re.fullmatch(r"## `\[(\w+)\]`", line)
+        if heading:
+            section = documented.setdefault(heading.group(1), {})
+        row = re.fullmatch(r"\| `(\w+)` \| [^|]+ \| `(.*?)` \|.*\| (.*) \|", line)
+        if row and section is not None:
+            section[row.group(1)] = row.group(2)
+            assert row.group(3).strip(), f"{line}: no description"
+    expected = {name: {key: spec.default for key, spec in keys.items()} for name, keys in config.SCHEMA.items()}
+    expected["recording"] = RecordingOptions().to_dict()
+    assert list(documented) == list(expected)
+    for name, keys in expected.items():
+        assert list(documented[name]) == list(keys), f"[{name}]"
+        for key, default in keys.items():
+            assert tomllib.loads(f"v = {documented[name][key]}")["v"] == default, f"[{name}] {key}"
+
+
+def test_the_example_in_the_reference_is_a_valid_config(monkeypatch):
+    text = REFERENCE.read_text(encoding="utf-8")
+    example = re.search(r"```toml\n(.*?)```", text, re.DOTALL)
+    assert example, "the reference shows an example config"
+    for name in re.findall(r'"env:(\w+)"', example.group(1)):
+        monkeypatch.setenv(name, "a secret")
+    parsed = config.parse(tomllib.loads(example.group(1)), "example")
+    assert parsed.device_id == "front-desk"

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..cloudevents import CloudEvents, Timebase
 from ..core import Audio, EndReason, InputLayout, LayoutError, OptionError, Recorder, RecordingOptions, Rejected, Start
-from ..core.options import Channels, Format, Track, Trim
+from ..core.options import OPTION_HELP, Channels, Format, Track, Trim
 from ..media.source import AudioFile, InputError
 from ..media.synth import dtmf_tone, mix
 from ..spool import Takes
@@ -29,27 +29,6 @@ _CHOICES = {
     "track": [m.value for m in Track],
     "trim": [m.value for m in Trim],
     "sample_rate": ["8000", "16000"],
-}
-_HELP = {
-    "name": "recording name (stop/pause by name)",
-    "format": "file format (default mp3)",
-    "sample_rate": "sample rate of the file (default 16000)",
-    "channels": "mono, or dual: left inbound, right outbound (default mono)",
-    "track": "which track to record (default both)",
-    "beep": "beep on the outbound track when recording starts",
-    "warning_tone_interval": "seconds between recording-warning tones, 0 = off",
-    "end_on_key": "DTMF keys that end the recording, e.g. '#'",
-    "end_on_silence": "end after this many seconds of silence, 0 = off",
-    "input_sensitivity": "speech detector sensitivity 0-100 (default 44)",
-    "initial_timeout": "seconds to wait for speech before ending as no_input, 0 = off",
-    "max_length": "hard cap in seconds (default 7200)",
-    "trim": "trim-silence drops leading and trailing silence",
-    "pre_roll": "seconds of audio from before the start to include",
-    "mp3_bitrate": "MP3 kbit/s per channel (default 32)",
-    "destination": "upload destination (kept with the recording)",
-    "status_callback": "status callback URL (kept with the recording)",
-    "status_callback_events": "callback events: in-progress completed absent",
-    "status_callback_method": "POST or GET",
 }
 
 
@@ -94,9 +73,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for f in fields(RecordingOptions):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "beep":
-            opts.add_argument(flag, dest=f.name, action="store_const", const=True, default=None, help=_HELP[f.name])
+            opts.add_argument(
+                flag, dest=f.name, action="store_const", const=True, default=None, help=OPTION_HELP[f.name]
+            )
         else:
-            opts.add_argument(flag, dest=f.name, default=None, choices=_CHOICES.get(f.name), help=_HELP[f.name])
+            opts.add_argument(flag, dest=f.name, default=None, choices=_CHOICES.get(f.name), help=OPTION_HELP[f.name])
     p.set_defaults(run=run)
 
 

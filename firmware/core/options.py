@@ -106,6 +106,34 @@ class RecordingOptions:
         return out
 
 
+#: What each start option means: for `edge-recorder record --help` and the configuration reference
+#: (docs/configuration.md); a test refuses an option without a line here.
+OPTION_HELP = {
+    "name": "name of the recording, unique among active recordings; stop and pause can address it by name",
+    "format": "file format: WAV (16-bit PCM) or MP3 (constant bit rate)",
+    "sample_rate": "sample rate of the file in Hz",
+    "channels": "mono mixes the recorded tracks; dual (split recording) puts inbound left and outbound right, "
+    "and needs [audio] channels = 2",
+    "track": "what is recorded: inbound (the far party), outbound (the local party and the box's tones) or both",
+    "beep": "a beep on the outbound track (and the playback device) when recording starts",
+    "warning_tone_interval": "seconds between short tones played while recording, for consent rules; "
+    "0: off, otherwise at least 1",
+    "end_on_key": "any of these DTMF keys ends the recording; the key's tone is left out of the file",
+    "end_on_silence": "end the recording after this many seconds of continuous silence; 0: off",
+    "input_sensitivity": "how sensitive the speech/silence detector is; higher: quieter sounds count as speech",
+    "initial_timeout": "no speech within this many seconds ends the recording as no_input (status absent); 0: off",
+    "max_length": "hard cap on the length of a recording, in seconds",
+    "trim": "trim-silence drops leading and trailing silence from the finished file",
+    "pre_roll": "seconds of audio from before the start that the recording includes",
+    "mp3_bitrate": "MP3 bit rate in kbit/s per channel",
+    "destination": "where the finished file is uploaded (https://..., s3://bucket/prefix/ or mqtt); "
+    "empty: [upload] destination",
+    "status_callback": "URL that is told about this recording's status changes",
+    "status_callback_events": "which statuses fire the status callback",
+    "status_callback_method": "HTTP method of the status callback",
+}
+
+
 def _enum(kind: type[StrEnum]):
     def parse(key: str, value: Any):
         try:
