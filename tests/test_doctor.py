@@ -1,15 +1,19 @@
-"""``edge-recorder doctor`` on real parts: WAV and real-ALSA capture (its file plugin), mock GPIO pins,
-a spool and a catalog in the test's directory, and the machine's own clock."""
+"""``edge-recorder doctor`` on real parts: WAV and real-ALSA capture (its file plugin), a real ALSA loop from a
+playback PCM back to a capture PCM (below), mock GPIO pins, a spool and a catalog in the test's directory, a real
+Mosquitto, a real HTTP receiver and a real S3 server (SeaweedFS) on loopback, and the machine's own clock."""
 
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import os
 import re
 import shutil
 import threading
 import time
+from http import HTTPStatus
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -21,19 +25,23 @@ from firmware.cli import doctor as doctor_cmd
 from firmware.daemon.system import clock_synchronized
 from hal.gpio import Panel
 from tests import signals as sig
-from tests.alsa_file import alsa_file_device
+from tests.alsa_file import SYSTEM_ALSA_CONF, alsa_file_device
+from tests.http_servers import FlakyHttpServer, Received
+from tests.seaweed import SeaweedS3, free_ports
 
 R = 16000
 NAMES = [
     "config",
     "capture device",
     "input level",
+    "dtmf loop",
     "gpio",
     "spool",
     "catalog",
     "provisioning",
     "encryption",
     "broker",
+    "upload",
     "clock",
 ]
 CLOCK = "PASS" if clock_synchronized() else "WARN"
@@ -84,7 +92,7 @@ def parse(out: str) -> dict[str, dict[str, str]]:
     """The checks of doctor's text output by name, in order: status, detail and hint."""
     checks: dict[str, dict[str, str]] = {}
     for line in out.splitlines():
-        if line[:4] in ("PASS", "WARN", "FAIL"):
+        if line[:4] in ("PASS", "WARN", "FAIL", "SKIP"):
             name = line[6:20].strip()
             checks[name] = {"status": line[:4], "detail": line[22:], "hint": ""}
         elif line.startswith(" " * 22 + "hint: "):
@@ -108,9 +116,11 @@ def test_a_simulated_box_hearing_a_minus_20_dbfs_tone_passes_and_reads_its_level
     assert list(checks) == NAMES
     assert {name: c["status"] for name, c in checks.items()} == {
         **dict.fromkeys(NAMES, "PASS"),
-        "broker": "WARN",
+        "dtmf loop": "SKIP",  # no playback device
+        "broker": "WARN",  # delivery is off here
+        "upload": "SKIP",
         "clock": CLOCK,
-    }  # delivery is off here
+    }
     assert "16000 Hz, 1 ch, 320-frame periods (20 ms)" in checks["capture device"]["detail"]
     [(rms, peak)] = levels(checks["input level"]["detail"])
     assert peak == pytest.approx(-20, abs=0.2) and rms == pytest.approx(-23, abs=1)
@@ -354,3 +364,367 @@ def test_the_broker_check_fails_on_wrong_credentials(tmp_path):
         assert check.status is doctor_cmd.Status.FAIL and "refused" in check.detail and "password" in check.hint
     finally:
         locked.stop()
+
+
+# -- the DTMF loop --------------------------------------------------------------------------------------------
+#
+# A real loop through alsa-lib, in one process: the playback PCM is ALSA's `file` plugin writing what is played
+# into a FIFO (its slave, `null`, discards it), and the capture PCM is the `file` plugin reading its audio from the
+# same FIFO (`infile`). So the key doctor plays goes through AlsaPlayback, alsa-lib (a `route` plugin sets the
+# loop's gain and channel, as a mixer and a cable would), back through AlsaCapture, into the core's detector.
+# What is not real is the cable's timing: neither plugin is paced by a clock and the FIFO adds no latency or noise,
+# so the doctor's margin for a real interface's latency is not exercised here. The test holds the FIFO open for
+# reading and writing (the "cable"): opening a FIFO from one side blocks until the other side opens it, and
+# pyalsaaudio holds the GIL while alsa-lib opens the file, so without it the process would hang. It also makes a
+# capture that reads more than was played block rather than end: doctor reads exactly as much as it plays, and
+# should it ever read more, the fixture feeds the line silence after LINE_PATIENCE seconds so the test fails
+# rather than hangs.
+
+LINE_PATIENCE = 20.0
+
+
+class AlsaLoop(NamedTuple):
+    playback: str
+    capture: str
+    line: int  # the FIFO's fd, held for reading and writing: audio written here is captured before what is played
+
+
+def alsa_loop(tmp_path, monkeypatch, *, channels: int = 1, onto: int = 0, gain: float = 1.0) -> AlsaLoop:
+    """A playback PCM whose mono output comes back on channel ``onto`` of a ``channels``-channel capture PCM."""
+    fifo = tmp_path / "line.fifo"
+    os.mkfifo(fifo)
+    conf = tmp_path / "loop.asound.conf"
+    conf.write_text(
+        f"<{SYSTEM_ALSA_CONF}>\n"
+        "pcm.edgeloop_line {\n"
+        "    type file\n"
+        '    slave.pcm "null"\n'
+        f'    file "{fifo}"\n'
+        '    format "raw"\n'
+        "}\n"
+        "pcm.edgeloop_out {\n"
+        "    type route\n"
+        f'    slave {{ pcm "edgeloop_line" channels {channels} }}\n'
+        f"    ttable.0.{onto} {gain}\n"
+        "}\n"
+        "pcm.edgeloop_in {\n"
+        "    type file\n"
+        '    slave.pcm "null"\n'
+        '    file "/dev/null"\n'
+        f'    infile "{fifo}"\n'
+        '    format "raw"\n'
+        "}\n"
+    )
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(conf))
+    return AlsaLoop("edgeloop_out", "edgeloop_in", os.open(fifo, os.O_RDWR))
+
+
+@pytest.fixture
+def loop_factory(tmp_path, monkeypatch):
+    """Makes the test's ALSA loop (``alsa_loop``'s arguments) and takes it down after the test."""
+    made: list[tuple[AlsaLoop, threading.Thread]] = []
+    done = threading.Event()
+
+    def make(**kwargs) -> AlsaLoop:
+        loop = alsa_loop(tmp_path, monkeypatch, **kwargs)
+        feeder = threading.Thread(target=_silence_after_patience, args=(loop.line, done), daemon=True)
+        feeder.start()
+        made.append((loop, feeder))
+        return loop
+
+    yield make
+    done.set()
+    for loop, feeder in made:
+        feeder.join()
+        os.close(loop.line)
+
+
+def _silence_after_patience(line: int, done: threading.Event) -> None:
+    """After LINE_PATIENCE seconds, feed the line silence until the test is done: a stuck capture then ends."""
+    if done.wait(LINE_PATIENCE):
+        return
+    writer = os.open(f"/proc/self/fd/{line}", os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        while not done.is_set():
+            try:
+                os.write(writer, bytes(4096))
+            except BlockingIOError:
+                done.wait(0.01)
+    finally:
+        os.close(writer)
+
+
+def loop_config(loop: AlsaLoop, rate: int = 8000, channels: int = 1, **sections: dict):
+    audio = {"capture": loop.capture, "playback": loop.playback, "sample_rate": rate, "channels": channels}
+    return cfg.parse({"audio": audio, **sections})
+
+
+def test_a_key_played_on_the_playback_and_heard_back_passes_the_whole_doctor_run(tmp_path, loop_factory, capsys):
+    loop = loop_factory()
+    rate = 8000
+    # What the line carries while the meter listens (1 s of it), before doctor plays its key.
+    os.write(loop.line, tone(1, rate, -20).astype("<i2").tobytes())
+    audio = {"capture": loop.capture, "playback": loop.playback, "sample_rate": rate}
+    config = write_config(tmp_path, audio=audio, sim={"enabled": True, "capture": "alsa"})
+    assert doctor("--config", config, "--seconds", 1) == 0
+    checks = parse(capsys.readouterr().out)
+    assert list(checks) == NAMES
+    assert checks["input level"]["status"] == "PASS"
+    assert levels(checks["input level"]["detail"])[0][1] == pytest.approx(-20, abs=0.2)
+    assert checks["dtmf loop"] == {
+        "status": "PASS",
+        "detail": "key D played on edgeloop_out came back: heard on the capture at -10.0 dBFS",
+        "hint": "",
+    }
+
+
+def test_on_two_channels_the_loop_says_which_track_heard_the_key(loop_factory):
+    loop = loop_factory(channels=2, onto=1)
+    check = doctor_cmd.check_dtmf_loop(loop_config(loop, 16000, 2))
+    assert check.status is doctor_cmd.Status.PASS
+    assert check.detail == "key D played on edgeloop_out came back: heard on the outbound track at -10.0 dBFS"
+
+
+def test_a_playback_that_goes_nowhere_fails_with_no_loop_and_how_to_connect_it(tmp_path, monkeypatch, capsys):
+    """The playback is real and works (ALSA's null PCM takes it); the capture hears someone talking, never the key."""
+    rate = 8000
+    talk = sig.speech("Front desk, good morning. One moment please, I will put you through.", rate)
+    talk = 8000 * talk / np.abs(talk).max() + sig.noise(len(talk) / rate, rate, -50)
+    line = write_wav(tmp_path / "line.wav", talk, rate=rate)
+    alsa = alsa_file_device(tmp_path, line)
+    monkeypatch.setenv("ALSA_CONFIG_PATH", alsa.env["ALSA_CONFIG_PATH"])
+    audio = {"capture": alsa.device, "playback": "null", "sample_rate": rate}
+    check = doctor_cmd.check_dtmf_loop(cfg.parse({"audio": audio}))
+    assert check.status is doctor_cmd.Status.FAIL
+    assert check.detail == "key D played on null did not come back: nothing steady at its frequencies"
+    assert check.hint.startswith("no loop from playback to capture: connect the playback output to the line")
+    assert "try [audio] channels = 2" in check.hint  # a mono capture may be listening to the wrong input
+
+    config = write_config(tmp_path, audio=audio, gpio={"enabled": False})
+    assert doctor("--config", config, "--seconds", 1, "--json") == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    [loop] = [c for c in report["checks"] if c["name"] == "dtmf loop"]
+    assert (loop["status"], loop["detail"], loop["hint"]) == ("FAIL", check.detail, check.hint)
+
+
+def test_a_key_that_comes_back_too_quiet_fails_asking_for_more_level(loop_factory):
+    loop = loop_factory(gain=0.003)  # -50 dB on the way: the key comes back at -60 dBFS
+    check = doctor_cmd.check_dtmf_loop(loop_config(loop))
+    assert check.status is doctor_cmd.Status.FAIL
+    assert "came back at -60.5 dBFS, too quiet for the DTMF detector (it needs -40)" in check.detail
+    assert check.hint == "level: raise the playback volume or the capture gain (alsamixer)"
+
+
+def test_a_key_that_comes_back_clipped_is_heard_but_warns_to_lower_the_level(loop_factory):
+    loop = loop_factory(gain=4.0)  # +12 dB: the key's peaks are flattened at full scale
+    check = doctor_cmd.check_dtmf_loop(loop_config(loop))
+    assert check.status is doctor_cmd.Status.WARN
+    assert "came back: heard on the capture" in check.detail and "clipped (" in check.detail
+    assert "lower the playback volume" in check.hint
+
+
+def test_a_playback_device_that_does_not_exist_fails_naming_it(tmp_path, monkeypatch):
+    alsa = alsa_file_device(tmp_path, write_wav(tmp_path / "line.wav", sig.noise(2, 8000, -40), rate=8000))
+    monkeypatch.setenv("ALSA_CONFIG_PATH", alsa.env["ALSA_CONFIG_PATH"])
+    audio = {"capture": alsa.device, "playback": "hw:CARD=Nope,DEV=0", "sample_rate": 8000}
+    check = doctor_cmd.check_dtmf_loop(cfg.parse({"audio": audio}))
+    assert check.status is doctor_cmd.Status.FAIL
+    assert check.detail.startswith("cannot open playback device 'hw:CARD=Nope,DEV=0'")
+    assert "edge-recorder devices" in check.hint and "[audio] playback" in check.hint
+
+
+def test_the_loop_is_skipped_without_a_line_to_test(tmp_path):
+    wav = write_wav(tmp_path / "tone.wav", tone(1))
+    tones = tmp_path / "tones.wav"
+    tones.write_bytes(b"the simulated playback's file: doctor must not overwrite it")
+    cases = {
+        "not tested: no playback device ([audio] playback is empty)": cfg.defaults(),
+        f"not tested: [sim] playback is a WAV file ({tones}), no line back to the capture": cfg.parse(
+            {"sim": {"enabled": True, "audio": str(wav), "playback": str(tones)}}
+        ),
+        "not tested: the simulated capture is a WAV file, it cannot hear the playback": cfg.parse(
+            {"audio": {"playback": "null"}, "sim": {"enabled": True, "audio": str(wav)}}
+        ),
+    }
+    for detail, config in cases.items():
+        assert doctor_cmd.check_dtmf_loop(config) == doctor_cmd.Check("dtmf loop", doctor_cmd.Status.SKIP, detail)
+    assert tones.read_bytes() == b"the simulated playback's file: doctor must not overwrite it"
+
+
+# -- the upload destination -----------------------------------------------------------------------------------
+
+TOKEN = "t0k-doctor"
+BUCKET = "recordings"
+PROBE = "edge-recorder-doctor-box-7.probe"
+
+
+class DeletingHttpServer(FlakyHttpServer):
+    """The test receiver, also taking DELETE of what it stored (authorised like uploads): a tidy-able receiver."""
+
+    def start(self) -> DeletingHttpServer:
+        super().start()
+        server, base = self, self._httpd.RequestHandlerClass
+
+        class Handler(base):
+            def do_DELETE(self) -> None:
+                record = Received("DELETE", self.path, dict(self.headers.items()))
+                server.received.append(record)
+                if not server._authorised(self.headers.get("Authorization")):
+                    return self._answer(HTTPStatus.UNAUTHORIZED, b"", record)
+                found = server.stored.pop(self.path, None) is not None
+                self._answer(HTTPStatus.NO_CONTENT if found else HTTPStatus.NOT_FOUND, b"", record)
+
+        self._httpd.RequestHandlerClass = Handler
+        return self
+
+
+def upload_config(**upload: str) -> cfg.Config:
+    return cfg.parse({"device": {"id": "box-7"}, "upload": upload})
+
+
+def test_an_http_destination_takes_the_probe_and_it_is_deleted_again():
+    with DeletingHttpServer(bearer_token=TOKEN) as server:
+        check = doctor_cmd.check_upload(upload_config(destination=server.url + "/in/", token=TOKEN))
+        assert check == doctor_cmd.Check(
+            "upload",
+            doctor_cmd.Status.PASS,
+            f"{server.url}/in/: took a probe file (PUT, bearer token) and deleted it again",
+        )
+        put, delete = server.received
+        assert (put.method, put.path, put.status) == ("PUT", f"/in/{PROBE}", 201)
+        assert (
+            put.body.startswith(b"edge-recorder doctor: a probe") and put.header("Authorization") == f"Bearer {TOKEN}"
+        )
+        assert (delete.method, delete.path, delete.status) == ("DELETE", f"/in/{PROBE}", 204)
+        assert server.stored == {}
+
+
+def test_a_receiver_that_cannot_delete_keeps_the_probe_and_the_line_says_where():
+    with FlakyHttpServer(basic=("box", "pw")) as server:
+        # A PUT URL naming the file: the probe goes next to it, never over it.
+        config = upload_config(destination=server.url + "/in/calls.wav", username="box", password="pw")
+        check = doctor_cmd.check_upload(config)
+        assert check.status is doctor_cmd.Status.PASS
+        assert check.detail == (
+            f"{server.url}/in/calls.wav: took a probe file (PUT, HTTP Basic credentials), left at "
+            f"{server.url}/stored/in/{PROBE} (DELETE answered 501 Unsupported method ('DELETE')): delete it by hand"
+        )
+        assert list(server.stored) == [f"/in/{PROBE}"]
+
+        config = upload_config(destination=server.url + "/upload", method="post", username="box", password="pw")
+        check = doctor_cmd.check_upload(config)
+        assert check.status is doctor_cmd.Status.PASS and "(POST, HTTP Basic credentials)" in check.detail
+        assert "a POST receiver gives no URL to delete it by" in check.detail
+        post = server.received[-1]
+        assert (post.method, post.path, post.form["file"].filename) == ("POST", "/upload", PROBE)
+
+
+def test_a_refused_token_fails_saying_so():
+    with FlakyHttpServer(bearer_token=TOKEN) as server:
+        check = doctor_cmd.check_upload(upload_config(destination=server.url + "/in/", token="stale"))
+        assert check.status is doctor_cmd.Status.FAIL
+        assert (
+            check.detail == f"bearer token refused: PUT {server.url}/in/{PROBE} answered 401 Unauthorized: unauthorised"
+        )
+        assert check.hint == "check [upload] token, and that it may write there"
+        assert server.stored == {}
+
+        check = doctor_cmd.check_upload(upload_config(destination=server.url + "/in/"))
+        assert check.status is doctor_cmd.Status.FAIL and check.detail.startswith("credentials needed: PUT")
+        assert check.hint == "set [upload] token (or username and password)"
+
+
+def test_an_unreachable_destination_fails_naming_why(tmp_path, capsys):
+    (port,) = free_ports(1)  # nothing listens there
+    destination = f"http://127.0.0.1:{port}/in/"
+    check = doctor_cmd.check_upload(upload_config(destination=destination, token=TOKEN), timeout=2)
+    assert check.status is doctor_cmd.Status.FAIL
+    assert check.detail.startswith(f"unreachable: upload to '{destination}{PROBE}' failed: ")
+    assert "Connection refused" in check.detail
+    assert check.hint.startswith("check the server runs and the box can reach it")
+
+    # The whole run fails on it, in text and in --json.
+    wav = write_wav(tmp_path / "tone.wav", tone(1))
+    config = sim_config(tmp_path, wav, upload={"destination": destination, "token": TOKEN})
+    assert doctor("--config", config, "--seconds", 1) == 1
+    out = capsys.readouterr().out
+    assert parse(out)["upload"]["status"] == "FAIL"
+    assert out.splitlines()[-1].endswith(", 1 skipped, 1 failed: fix the FAIL lines and run edge-recorder doctor again")
+    assert doctor("--config", config, "--seconds", 1, "--json") == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and [c["name"] for c in report["checks"]] == NAMES
+    [upload] = [c for c in report["checks"] if c["name"] == "upload"]
+    assert upload["status"] == "FAIL" and "Connection refused" in upload["detail"] and upload["hint"]
+
+
+def test_no_upload_destination_is_skipped_and_mqtt_goes_with_the_broker(broker):
+    assert doctor_cmd.check_upload(cfg.defaults()) == doctor_cmd.Check(
+        "upload", doctor_cmd.Status.SKIP, "no upload destination: finished recordings stay in the spool"
+    )
+    config = cfg.parse({"mqtt": {"url": broker.url}, "upload": {"destination": "mqtt"}})
+    up = doctor_cmd.check_broker(config)
+    check = doctor_cmd.check_upload(config, up)
+    assert check.status is doctor_cmd.Status.PASS and check.detail.startswith(
+        "mqtt: files go in chunks over the broker"
+    )
+    broker.stop()
+    down = doctor_cmd.check_broker(config, timeout=2)
+    assert doctor_cmd.check_upload(config, down) == doctor_cmd.Check(
+        "upload", doctor_cmd.Status.FAIL, "mqtt: files go over the broker, which failed above", "fix the broker first"
+    )
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
+    server.client().make_bucket(BUCKET)
+    yield server
+    server.stop()
+
+
+def s3_config(s3: SeaweedS3, destination: str = f"s3://{BUCKET}/box-7/", **keys: str) -> cfg.Config:
+    upload = {
+        "destination": destination,
+        "s3_endpoint": s3.endpoint,
+        "s3_region": s3.region,
+        "s3_access_key": s3.access_key,
+        "s3_secret_key": s3.secret_key,
+        **keys,
+    }
+    return upload_config(**upload)
+
+
+def test_an_s3_destination_takes_the_probe_and_it_is_deleted_again(s3):
+    check = doctor_cmd.check_upload(s3_config(s3))
+    assert check == doctor_cmd.Check(
+        "upload", doctor_cmd.Status.PASS, f"s3://{BUCKET}/box-7/: took a probe file and deleted it again"
+    )
+    assert [o.object_name for o in s3.client().list_objects(BUCKET, prefix="box-7/", recursive=True)] == []
+
+    # Write-only keys, as Sinch recommends, are enough.
+    check = doctor_cmd.check_upload(s3_config(s3, s3_access_key=s3.writer_key, s3_secret_key=s3.writer_secret))
+    assert check.status is doctor_cmd.Status.PASS
+
+
+def test_wrong_s3_keys_fail_saying_the_keys_were_refused(s3):
+    check = doctor_cmd.check_upload(s3_config(s3, s3_secret_key="not-the-secret"))
+    assert check.status is doctor_cmd.Status.FAIL
+    assert check.detail.startswith(
+        f"S3 keys refused: upload to s3://{BUCKET}/box-7/{PROBE} failed: SignatureDoesNotMatch"
+    )
+    assert "[upload] s3_access_key and s3_secret_key" in check.hint
+
+    check = doctor_cmd.check_upload(s3_config(s3, s3_access_key="nobody"))
+    assert check.status is doctor_cmd.Status.FAIL and "InvalidAccessKeyId" in check.detail
+
+
+def test_a_missing_bucket_and_an_unreachable_s3_endpoint_fail_with_their_fix(s3):
+    check = doctor_cmd.check_upload(s3_config(s3, "s3://no-such-bucket/box-7/"))
+    assert check.status is doctor_cmd.Status.FAIL and "NoSuchBucket" in check.detail
+    assert check.detail.startswith("not found:") and check.hint.startswith("create the bucket")
+
+    (port,) = free_ports(1)
+    check = doctor_cmd.check_upload(s3_config(s3, s3_endpoint=f"http://127.0.0.1:{port}"), timeout=2)
+    assert check.status is doctor_cmd.Status.FAIL and check.detail.startswith("unreachable:")
+    assert "Connection refused" in check.detail and "[upload] s3_endpoint" in check.hint

@@ -1,19 +1,32 @@
 """``edge-recorder doctor``: the installer's self-test, with a live input level meter.
 
-Each check is a small function that returns a ``Check`` (PASS, WARN or FAIL,
-what was found, and a one-line hint saying how to fix it). The checks run in
-the order an installer fixes things: the config, the capture device, the
-input level, the GPIO panel, the spool, the catalog, the clock. A config that
-does not load is reported and the other checks go on with the defaults.
+Each check is a small function that returns a ``Check`` (PASS, WARN, FAIL or
+SKIP, what was found, and a one-line hint saying how to fix it). The checks
+run in the order an installer fixes things: the config, the capture device,
+the input level, the DTMF loop from the playback device back to the capture,
+the GPIO panel, the spool, the catalog, provisioning, encryption, the broker,
+the upload destination, the clock. A config that does not load is reported and
+the other checks go on with the defaults. SKIP means the check had nothing to
+test (no playback device, no upload destination); like WARN it does not fail
+the run.
 
 The checks look at the box as the daemon would use it but change nothing that
-stays: a spool directory made for the check is removed again, and a catalog
-that does not exist yet is not created. Stop the daemon first
-(``sudo systemctl stop edge-recorder``): it holds the capture device and the
-GPIO pins.
+stays: a spool directory made for the check is removed again, a catalog that
+does not exist yet is not created, and the upload probe is deleted again where
+the destination allows it (``uploads.probe``). Stop the daemon first
+(``sudo systemctl stop edge-recorder``): it holds the capture device, the
+playback device and the GPIO pins.
 
 ``LevelMeter`` is the meter: it reads periods from any ``Capture`` and keeps
 the RMS level, the peak and the share of samples at full scale per channel.
+
+The DTMF loop plays silence, the key ``LOOP_KEY`` and silence on the playback
+device and captures exactly as much, then feeds it to the core's ``Recorder``,
+as the daemon does: the key must be heard by the same detector, on the same
+tracks. When it is not, ``key_share`` says why: a key that came back still
+stands out as two steady tones carrying much of the energy at their exact
+frequencies (speech, music and noise do not), so "nothing came back" (no
+loop) is told from "came back clipped", "too quiet" or "garbled on the way".
 """
 
 from __future__ import annotations
@@ -32,18 +45,25 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from hal.audio import Capture, DeviceLost, DeviceUnavailable, UnsupportedFormat, WavCapture
+from hal.audio import AlsaPlayback, Capture, DeviceLost, DeviceUnavailable, UnsupportedFormat, WavCapture
 from hal.gpio import Panel, PinError
 
 from .. import config as cfg
 from ..catalog import Catalog
+from ..core import InputLayout, Key, Recorder
+from ..core.dtmf import COL_FREQS, KEY_GRID, MIN_TONE_DBFS, ROW_FREQS
 from ..daemon.hardware import open_capture_for
 from ..daemon.system import clock_synchronized
+from ..delivery.errors import DeliveryError
+from ..media.synth import dtmf_tone
 from .run import add_config_argument
+
+if TYPE_CHECKING:
+    from ..delivery.uploads import Credentials
 
 #: Seconds the input level is measured for, unless ``--seconds`` says otherwise.
 DEFAULT_SECONDS = 5.0
@@ -60,14 +80,29 @@ BYTES_PER_SAMPLE = 2
 MB = 1 << 20
 SERVICE = "edge-recorder"
 
+#: The key the DTMF loop plays: D is on no telephone keypad, so nothing on the line acts on it.
+LOOP_KEY = "D"
+#: Silence played before the key (the capture starts, the line settles), and the key's length.
+LOOP_LEAD_SECONDS = 0.25
+LOOP_KEY_SECONDS = 0.15
+#: Audio played and captured in all: the key has 0.6 s to come back.
+LOOP_SECONDS = 1.0
+#: The key came back (heard as a key or not) when its weaker tone carries this share of a window's energy.
+LOOP_TONE_SHARE = 0.05
+#: Seconds the upload probe may take to connect, and then to be answered.
+UPLOAD_TIMEOUT = 10.0
+
 DESCRIPTION = (
-    "The installer's self-test: the config, the capture device, a live input level meter, the GPIO pins, "
-    "the spool, the catalog and the clock. One line per check: PASS, WARN or FAIL, what was found, "
-    "and how to fix it."
+    "The installer's self-test: the config, the capture device, a live input level meter, a DTMF key played "
+    "on the playback device and heard back on the capture, the GPIO pins (--press: the record button), "
+    "the spool, the catalog, first-boot provisioning, the encryption key, the MQTT broker, the upload "
+    "destination (a small probe file, deleted again where the server allows) and the clock. One line per "
+    "check: PASS, WARN, FAIL or SKIP (nothing to test), what was found, and how to fix it."
 )
 EPILOG = (
-    "exit status: 0 when no check fails (warnings allowed), 1 when at least one fails. "
-    "Stop the daemon first (sudo systemctl stop edge-recorder): it holds the capture device and the GPIO pins."
+    "exit status: 0 when no check fails (warnings and skips allowed), 1 when at least one fails; --json says the "
+    'same in "ok". Stop the daemon first (sudo systemctl stop edge-recorder): it holds the capture and playback '
+    "devices and the GPIO pins."
 )
 
 
@@ -75,6 +110,7 @@ class Status(Enum):
     PASS = "PASS"
     WARN = "WARN"
     FAIL = "FAIL"
+    SKIP = "SKIP"  # nothing to test; does not fail the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +367,169 @@ def level_check(
     return Check("input level", status, detail + "; " + "; ".join(problems), "; ".join(dict.fromkeys(hints)))
 
 
+def check_dtmf_loop(config: cfg.Config) -> Check:
+    """Play a DTMF key on the playback device while capturing; PASS when the core's detector hears it come back.
+
+    The key goes out where the box's tones go (``[audio] playback``) and can
+    only come back if the playback reaches the line or input the capture
+    hears: this proves the whole path a key on the line takes, through the
+    same ``Recorder`` (and so the same DTMF detector and tracks) the daemon
+    runs. ``LOOP_SECONDS`` are played (silence, the key, silence) and exactly
+    as many captured, from a capture opened for the check.
+    """
+    name = "dtmf loop"
+    a, sim = config.audio, config.sim
+    if sim["enabled"] and sim["playback"]:
+        return Check(
+            name,
+            Status.SKIP,
+            f"not tested: [sim] playback is a WAV file ({sim['playback']}), no line back to the capture",
+        )
+    if not a["playback"]:
+        return Check(name, Status.SKIP, "not tested: no playback device ([audio] playback is empty)")
+    if sim["enabled"] and sim["capture"] == "wav":
+        return Check(name, Status.SKIP, "not tested: the simulated capture is a WAV file, it cannot hear the playback")
+    capture, _ = open_capture_for(config)
+    try:
+        capture.open()
+    except DeviceUnavailable:
+        return Check(name, Status.SKIP, "not tested: the capture device does not open (see above)")
+    try:
+        playback = AlsaPlayback(a["playback"], capture.sample_rate)
+        try:
+            playback.open()
+        except DeviceUnavailable as exc:
+            return Check(name, Status.FAIL, str(exc), _playback_hint(str(exc)))
+        sound = loop_sound(capture.sample_rate, capture.period_frames)
+        try:
+            playback.play(sound)
+            heard = _read_frames(capture, len(sound))
+        except DeviceLost as exc:
+            return Check(name, Status.FAIL, str(exc), "check the USB audio interface and its cable")
+        finally:
+            playback.close()
+    finally:
+        capture.close()
+    layout = InputLayout(capture.sample_rate, capture.channels, a["inbound_channel"], a["outbound_channel"])
+    return loop_check(heard, layout, a["playback"], channel_labels(config, capture.channels))
+
+
+def loop_sound(sample_rate: int, period_frames: int) -> np.ndarray:
+    """What the DTMF loop plays: silence, ``LOOP_KEY``, silence; whole capture periods of it.
+
+    >>> sound = loop_sound(8000, 160)
+    >>> len(sound), sound.dtype.name, np.flatnonzero(sound)[[0, -1]].tolist()  # the key from 0.25 s to 0.4 s
+    (8000, 'int16', [2001, 3199])
+    """
+    frames = -(-round(LOOP_SECONDS * sample_rate) // period_frames) * period_frames
+    sound = np.zeros(frames, np.int16)
+    key = dtmf_tone(LOOP_KEY, sample_rate, LOOP_KEY_SECONDS)
+    lead = round(LOOP_LEAD_SECONDS * sample_rate)
+    sound[lead : lead + len(key)] = np.round(key)
+    return sound
+
+
+def _read_frames(capture: Capture, frames: int) -> np.ndarray:
+    """Up to ``frames`` frames from the open ``capture`` (fewer if its input ends)."""
+    chunks, count = [], 0
+    while count < frames:
+        chunk = capture.read()
+        if chunk is None:
+            break
+        chunks.append(chunk.frames[: frames - count])
+        count += len(chunks[-1])
+    return np.concatenate(chunks) if chunks else np.zeros((0, capture.channels), np.int16)
+
+
+def loop_check(heard: np.ndarray, layout: InputLayout, playback: str, labels: list[str]) -> Check:
+    """The ``dtmf loop`` check from the frames captured while ``LOOP_KEY`` was played on ``playback``."""
+    name = "dtmf loop"
+    if len(heard) == 0:
+        return Check(name, Status.FAIL, "the capture ended before any audio was read", "give it more audio")
+    recorder = Recorder(layout)
+    keys = [e for e in recorder.feed(heard) + recorder.close() if isinstance(e, Key)]
+    share, levels = key_share(heard, layout.sample_rate, LOOP_KEY)
+    played = f"key {LOOP_KEY} played on {playback}"
+    best = int(np.argmax(share))
+    on = f" on {labels[best]}" if labels[best] else ""
+    level = _db(float(levels[best]))
+    clipped = float((np.abs(heard[:, best].astype(np.int32)) >= FULL_SCALE_SAMPLE).mean())
+    tracks = list(dict.fromkeys(k.track for k in keys if k.key == LOOP_KEY))
+    if tracks:
+        where = "the capture" if tracks == ["both"] else f"the {' and '.join(tracks)} track{'s' * (len(tracks) > 1)}"
+        detail = f"{played} came back: heard on {where} at {level} dBFS"
+        if clipped:  # heard all the same, but the box's beeps and warning tones distort too
+            detail += f", clipped ({100 * clipped:.1f} % of samples at full scale)"
+            return Check(name, Status.WARN, detail, "level: lower the playback volume or the capture gain (alsamixer)")
+        return Check(name, Status.PASS, detail)
+    others = sorted({k.key for k in keys})
+    if others:  # another key: the line or a device in it made its own tones
+        detail = f"{played}: heard key {', '.join(others)} instead"
+        return Check(name, Status.FAIL, detail, "something on the line plays its own keys: test with the line idle")
+    if share[best] < LOOP_TONE_SHARE:
+        detail = f"{played} did not come back: nothing steady at its frequencies"
+        hint = (
+            "no loop from playback to capture: connect the playback output to the line (or input) the capture "
+            "hears, and check neither is muted (alsamixer)"
+        )
+        if layout.channels == 1:
+            hint += "; on a 2-input interface it may come back on the other input: try [audio] channels = 2"
+        return Check(name, Status.FAIL, detail, hint)
+    if clipped:
+        detail = f"{played} came back clipped{on} ({100 * clipped:.1f} % of samples at full scale): no key heard"
+        return Check(name, Status.FAIL, detail, "level: lower the playback volume or the capture gain (alsamixer)")
+    if levels[best] < MIN_TONE_DBFS:
+        detail = f"{played} came back{on} at {level} dBFS, too quiet for the DTMF detector (it needs {MIN_TONE_DBFS:g})"
+        return Check(name, Status.FAIL, detail, "level: raise the playback volume or the capture gain (alsamixer)")
+    detail = f"{played} came back{on} at {level} dBFS but not as a key the DTMF detector takes"
+    hint = "check for noise or distortion on the way; voice processing (echo cancelling) in the interface eats keys"
+    return Check(name, Status.FAIL, detail, hint)
+
+
+def key_share(frames: np.ndarray, sample_rate: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the largest share of a window's energy that the weaker of ``key``'s tones carries, and its level.
+
+    The windows are as long as the key. A key that came back stands out even
+    when it is quiet: each of its two steady tones carries up to half of the
+    window's energy, while noise, speech and music put well under 1 % at
+    exactly those frequencies for that long. The level (dBFS, a sine's peak)
+    is the weaker tone's, in the window with the largest share.
+
+    >>> rate = 8000
+    >>> sound = np.zeros((rate, 1), np.int16)
+    >>> sound[2000:3200, 0] = np.round(dtmf_tone("5", rate, LOOP_KEY_SECONDS, dbfs=-50))
+    >>> share, level = key_share(sound, rate, "5")
+    >>> round(float(share[0]), 2), round(float(level[0]), 1)
+    (0.5, -50.0)
+    """
+    row = next(i for i, keys in enumerate(KEY_GRID) if key in keys)
+    freqs = np.array([ROW_FREQS[row], COL_FREQS[KEY_GRID[row].index(key)]])
+    size = round(LOOP_KEY_SECONDS * sample_rate)
+    channels = frames.shape[1]
+    if len(frames) < size:
+        return np.zeros(channels), np.full(channels, -math.inf)
+    window = np.hanning(size)
+    basis = window[:, None] * np.exp(-2j * np.pi * np.outer(np.arange(size), freqs) / sample_rate)
+    starts = np.arange(0, len(frames) - size + 1, round(0.01 * sample_rate))
+    blocks = np.stack([frames[s : s + size] for s in starts]).astype(np.float64)  # (window, sample, channel)
+    weaker = (2 * np.abs(np.einsum("bnc,nf->bcf", blocks, basis)) / window.sum()).min(axis=2)  # (window, channel)
+    energy = np.einsum("n,bnc->bc", window, blocks**2) / window.sum()  # mean square, weighted as the tones are
+    share = np.divide(weaker**2 / 2, energy, out=np.zeros_like(energy), where=energy > 0)
+    best = share.argmax(axis=0)
+    with np.errstate(divide="ignore"):
+        level = 20 * np.log10(weaker[best, np.arange(channels)] / 32768.0)
+    return share.max(axis=0), level
+
+
+def _playback_hint(error: str) -> str:
+    if "busy" in error.lower():
+        return "something else holds the device: stop the daemon first (sudo systemctl stop edge-recorder)"
+    return (
+        "`edge-recorder devices` lists the playback PCMs: set [audio] playback to one, e.g. plughw:CARD=Device,DEV=0, "
+        "or leave it empty on a box that plays no tones"
+    )
+
+
 def check_gpio(config: cfg.Config) -> tuple[Check, Panel | None]:
     """Claim the panel's pins as the daemon would (mock pins with ``[sim] enabled``); the panel is returned open."""
     g, sim = config.gpio, config.sim
@@ -563,6 +762,84 @@ def check_broker(config: cfg.Config, timeout: float = 5.0) -> Check:
     return Check("broker", Status.PASS, f"{m['url']}: connected and authorised")
 
 
+def check_upload(config: cfg.Config, broker: Check | None = None, timeout: float = UPLOAD_TIMEOUT) -> Check:
+    """The upload destination takes a file with the box's credentials: a probe uploaded as recordings go.
+
+    ``mqtt`` uploads go over the broker, so they stand or fall with ``broker``
+    (the broker check's outcome). Where the probe lands and how it is deleted
+    again: ``uploads.probe``.
+    """
+    destination = config.upload["destination"]
+    if not destination:
+        return Check("upload", Status.SKIP, "no upload destination: finished recordings stay in the spool")
+    if destination == "mqtt":
+        if broker is not None and broker.status is Status.FAIL:
+            return Check(
+                "upload", Status.FAIL, "mqtt: files go over the broker, which failed above", "fix the broker first"
+            )
+        return Check(
+            "upload",
+            Status.PASS,
+            "mqtt: files go in chunks over the broker (checked above); a receiver (edge-recorder receive) is not checked",
+        )
+    from ..delivery.uploads import Credentials, probe
+
+    u = config.upload
+    credentials = Credentials.from_config(u)
+    name = f"edge-recorder-doctor-{config.device_id}.probe"
+    try:
+        result = probe(destination, name, credentials=credentials, method=u["method"], timeout=timeout)
+    except DeliveryError as exc:
+        return _upload_failed(destination, credentials, exc)
+    how = "" if destination.startswith("s3://") else f" ({u['method'].upper()}, {_http_auth_name(credentials)})"
+    detail = f"{destination}: took a probe file{how}"
+    if result.kept:
+        detail += f", left at {result.location} ({result.kept}): delete it by hand"
+    else:
+        detail += " and deleted it again"
+    return Check("upload", Status.PASS, detail)
+
+
+def _upload_failed(destination: str, credentials: Credentials, exc: DeliveryError) -> Check:
+    s3 = destination.startswith("s3://")
+    if exc.status in (401, 403) and not s3 and not (credentials.bearer_token or credentials.username):
+        return Check(
+            "upload", Status.FAIL, f"credentials needed: {exc}", "set [upload] token (or username and password)"
+        )
+    if exc.status in (401, 403):
+        what = "S3 keys" if s3 else _http_auth_name(credentials)
+        if s3:
+            hint = (
+                "check [upload] s3_access_key and s3_secret_key (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), "
+                "and that they may write under the prefix"
+            )
+        elif credentials.bearer_token:
+            hint = "check [upload] token, and that it may write there"
+        else:
+            hint = "check [upload] username and password, and that they may write there"
+        return Check("upload", Status.FAIL, f"{what} refused: {exc}", hint)
+    if exc.status == 404:
+        hint = "create the bucket, or fix [upload] destination" if s3 else "fix the path in [upload] destination"
+        return Check("upload", Status.FAIL, f"not found: {exc}", hint)
+    if exc.status is None and not exc.permanent:
+        hint = "check the server runs and the box can reach it (address, port, DNS, firewall, proxy)"
+        if s3:
+            hint += " and [upload] s3_endpoint"
+        hint += "; for a TLS error, the box's clock and the server's certificate"
+        return Check("upload", Status.FAIL, f"unreachable: {exc}", hint)
+    if exc.status is not None and exc.status >= 500:
+        return Check("upload", Status.FAIL, str(exc), "the server failed: see its logs (uploads are retried meanwhile)")
+    return Check("upload", Status.FAIL, str(exc), "fix [upload] destination and its credentials as the error says")
+
+
+def _http_auth_name(credentials: Credentials) -> str:
+    if credentials.bearer_token:
+        return "bearer token"
+    if credentials.username:
+        return "HTTP Basic credentials"
+    return "no credentials"
+
+
 def check_clock() -> Check:
     if clock_synchronized():
         return Check("clock", Status.PASS, "synchronised")
@@ -579,7 +856,7 @@ def check_clock() -> Check:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "doctor",
-        help="installer self-test: config, capture and input level, GPIO, spool, catalog, clock",
+        help="installer self-test: config, audio (level meter, DTMF loop), GPIO, storage, delivery, clock",
         description=DESCRIPTION,
         epilog=EPILOG,
     )
@@ -594,7 +871,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--press", action="store_true", help=f"also wait up to {PRESS_TIMEOUT:g} s for a press of the record button"
     )
-    p.add_argument("--json", action="store_true", help='print {"ok": ..., "checks": [...]} instead of text')
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"ok": ..., "checks": [{"name", "status", "detail", "hint"}, ...]} instead of text',
+    )
     p.set_defaults(run=run)
 
 
@@ -633,6 +914,7 @@ def run(args: argparse.Namespace) -> int:
             report(_measure(config, capture, args.seconds, out if text and out.isatty() else None))
         finally:
             capture.close()
+    report(check_dtmf_loop(config))
 
     gpio_check, panel = check_gpio(config)
     report(gpio_check)
@@ -647,14 +929,17 @@ def run(args: argparse.Namespace) -> int:
     report(check_catalog(config))
     report(check_provisioning(config))
     report(check_encryption(config))
-    report(check_broker(config))
+    broker = check_broker(config)
+    report(broker)
+    report(check_upload(config, broker))
     report(check_clock())
 
     ok = all(c.status is not Status.FAIL for c in checks)
     if text:
         counts = {s: sum(c.status is s for c in checks) for s in Status}
+        skipped = f", {counts[Status.SKIP]} skipped" if counts[Status.SKIP] else ""
         out.write(
-            f"{counts[Status.PASS]} passed, {counts[Status.WARN]} warnings, {counts[Status.FAIL]} failed"
+            f"{counts[Status.PASS]} passed, {counts[Status.WARN]} warnings{skipped}, {counts[Status.FAIL]} failed"
             + ("\n" if ok else ": fix the FAIL lines and run edge-recorder doctor again\n")
         )
     else:

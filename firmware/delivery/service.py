@@ -337,15 +337,7 @@ class Delivery:
             from .uploads import Credentials, upload
 
             u = self.config.upload
-            credentials = Credentials(
-                bearer_token=u["token"],
-                username=u["username"],
-                password=u["password"],
-                s3_access_key=u["s3_access_key"],
-                s3_secret_key=u["s3_secret_key"],
-                s3_endpoint=u["s3_endpoint"],
-                s3_region=u["s3_region"],
-            )
+            credentials = Credentials.from_config(u)
             location = upload(
                 path,
                 entry.target,

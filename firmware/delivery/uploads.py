@@ -34,6 +34,9 @@ https).
 
 Remote file names come from ``remote_name()``; the default is Sinch's
 ``yyyyMMddHHmmss_<device_id>_<call_id>.<format>``.
+
+``probe()`` is ``edge-recorder doctor``'s check of a destination: a small file
+uploaded the way recordings go, then deleted again where the server allows.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import ipaddress
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -106,6 +110,24 @@ class Credentials:
     s3_secret_key: str = ""
     s3_endpoint: str = ""
     s3_region: str = ""
+
+    @classmethod
+    def from_config(cls, upload: Mapping[str, Any]) -> Credentials:
+        """The credentials of a config's ``[upload]`` section.
+
+        >>> Credentials.from_config({"token": "t", "username": "", "password": "", "s3_access_key": "",
+        ...                          "s3_secret_key": "", "s3_endpoint": "", "s3_region": ""}).bearer_token
+        't'
+        """
+        return cls(
+            bearer_token=upload["token"],
+            username=upload["username"],
+            password=upload["password"],
+            s3_access_key=upload["s3_access_key"],
+            s3_secret_key=upload["s3_secret_key"],
+            s3_endpoint=upload["s3_endpoint"],
+            s3_region=upload["s3_region"],
+        )
 
     def __repr__(self) -> str:
         shown = (
@@ -391,12 +413,8 @@ def _upload_http(
     if url.endswith("/"):
         url += quote(_check_name(name, url))
 
-    headers = {"X-Content-SHA256": sha256}
-    auth = None
-    if credentials.bearer_token:
-        headers["Authorization"] = f"Bearer {credentials.bearer_token}"
-    elif credentials.username:
-        auth = (credentials.username, credentials.password)
+    headers, auth = _http_auth(credentials)
+    headers["X-Content-SHA256"] = sha256
 
     file, size = _open(path)
     with file:
@@ -453,6 +471,15 @@ def _upload_http(
             location = response.headers.get("Location")
         sending.check(sha256, path)
     return urljoin(url, location) if location else url
+
+
+def _http_auth(credentials: Credentials) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """Headers and ``requests`` auth for ``credentials``: the bearer token if set, else HTTP Basic."""
+    if credentials.bearer_token:
+        return {"Authorization": f"Bearer {credentials.bearer_token}"}, None
+    if credentials.username:
+        return {}, (credentials.username, credentials.password)
+    return {}, None
 
 
 def _is_loopback(host: str) -> bool:
@@ -663,3 +690,82 @@ def _s3_error(exc: Exception, location: str) -> DeliveryError | None:
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError | MinioException):
         return DeliveryError(f"upload to {location} failed: {type(exc).__name__}: {exc}", permanent=False)
     return None
+
+
+# ---------------------------------------------------------------------------
+# Probe
+
+PROBE_BODY = b"edge-recorder doctor: a probe of this upload destination; safe to delete\n"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What ``probe()`` did: where the probe file went, and why it is still there if it is."""
+
+    location: str
+    kept: str = ""  # empty when the probe was deleted again
+
+
+def probe(url: str, name: str, *, credentials: Credentials, method: str = "PUT", timeout: float = 30.0) -> Probe:
+    """Prove that ``url`` takes uploads with ``credentials``: upload a small file as a recording goes, then delete it.
+
+    Only a write proves that a write is authorised (many receivers answer a
+    HEAD or OPTIONS without looking at the credentials), so the probe is a real
+    upload through ``upload()``, of ``PROBE_BODY`` named ``name``, into the
+    folder where recordings go: ``s3://bucket/prefix/``, the directory of an
+    HTTP PUT URL, or the URL itself for POST (the form names the file). It
+    raises ``DeliveryError`` exactly as a recording's upload would.
+
+    Deleting it again is best effort: write-only S3 keys and most HTTP
+    receivers cannot delete, and a POST receiver gives no URL to delete by.
+    ``Probe.kept`` then says why the probe stayed.
+    """
+    parts = urlsplit(url)
+    scheme, method = parts.scheme.lower(), method.upper()
+    folder = urlunsplit((parts.scheme, parts.netloc, parts.path[: parts.path.rfind("/") + 1] or "/", "", ""))
+    target = url if scheme in ("http", "https") and method == "POST" else folder
+    sha256 = hashlib.sha256(PROBE_BODY).hexdigest()
+    with tempfile.TemporaryDirectory(prefix="edge-recorder-probe-") as directory:
+        path = Path(directory) / "probe"
+        path.write_bytes(PROBE_BODY)
+        location = upload(
+            path,
+            target,
+            name,
+            sha256=sha256,
+            content_type="text/plain",
+            credentials=credentials,
+            method=method,
+            timeout=timeout,
+        )
+    if scheme == "s3":
+        return Probe(location, _delete_s3(*_s3_target(target, name), credentials, timeout))
+    if method == "PUT":
+        return Probe(location, _delete_http(target + quote(name), credentials, timeout))
+    return Probe(location, "a POST receiver gives no URL to delete it by")
+
+
+def _delete_http(url: str, credentials: Credentials, timeout: float) -> str:
+    headers, auth = _http_auth(credentials)
+    try:
+        with requests.delete(
+            url, headers=headers, auth=auth, timeout=(min(timeout, CONNECT_TIMEOUT), timeout), allow_redirects=False
+        ) as response:
+            if 200 <= response.status_code < 300 or response.status_code == 404:
+                return ""
+            return f"DELETE answered {response.status_code} {response.reason}"
+    except requests.exceptions.RequestException as exc:
+        return f"DELETE failed: {_reason(exc)}"
+
+
+def _delete_s3(bucket: str, key: str, credentials: Credentials, timeout: float) -> str:
+    client, http = _s3_client(credentials, timeout)
+    try:
+        client.remove_object(bucket, key)
+    except S3Error as exc:
+        return f"DeleteObject: {exc.code}: {exc.message}"
+    except (urllib3.exceptions.HTTPError, OSError, MinioException) as exc:
+        return f"DeleteObject failed: {type(exc).__name__}: {exc}"
+    finally:
+        http.clear()
+    return ""
