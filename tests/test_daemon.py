@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -115,6 +116,15 @@ def test_a_device_back_within_the_grace_leaves_a_gap(tmp_path):
     assert 0.35 < gap < 1.5  # the outage as measured on the wall clock, filled with silence
     codes = [e["data"]["code"] for e in result.events if e["type"].startswith("device.")]
     assert "capture_lost" in codes and "capture_back" in codes
+
+
+def test_digital_silence_is_reported_at_the_level_floor_so_the_state_stays_json(tmp_path):
+    box = Box.make(tmp_path, np.zeros(3 * RATE, np.int16), RATE, sim={"faults": "2=overrun:0.1"})
+    result = box.run()
+    assert result.code == 0, result.stderr
+    [state] = [e["data"]["state"] for e in result.events if e["data"].get("code") == "overrun"]
+    assert state["input_level"] == -100.0
+    json.dumps(state, allow_nan=False)  # -inf would be "-Infinity", which strict JSON readers refuse
 
 
 def test_a_device_gone_past_the_grace_ends_the_recording_with_an_error(tmp_path):

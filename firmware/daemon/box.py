@@ -91,6 +91,9 @@ log = logging.getLogger("edge-recorder.box")
 
 CONTROL_TIMEOUT = 5.0
 SPACE_CHECK_SECONDS = 5.0
+#: The input level reported for digital silence (whose level is minus infinity, which JSON
+#: cannot carry); the quietest sound 16-bit audio can hold reads -90.3 dBFS.
+SILENCE_DBFS = -100.0
 #: The most audio fed to the core in one call when the loop catches up.
 BATCH_SECONDS = 0.5
 STATE_FIELDS = ("id", "name", "call_id", "source", "status", "state", "format", "sample_rate", "channels", "track")
@@ -796,7 +799,7 @@ class Box:
         return {
             "state": "recording" if "recording" in states else "paused" if states else "idle",
             "recordings": active,
-            "input_level": None if self._level_db is None else round(self._level_db, 1),
+            "input_level": None if self._level_db is None else round(max(self._level_db, SILENCE_DBFS), 1),
             "free_storage_mb": None if self._free_mb is None else round(self._free_mb),
             "upload_backlog": delivery["upload_backlog"],
             "delivery": delivery,
