@@ -3,10 +3,14 @@
 #   ./run.sh demo [ARGS]   record a synthetic demo call with the recording core
 #   ./run.sh test [ARGS]   run the test suite (ARGS go to pytest)
 #   ./run.sh bench         run the benchmarks
+#   ./run.sh smoke [ARGS]  boot the install artifact in an emulated arm64 box (images/smoke.sh, as root, ~10 min)
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(python3 python3-venv python3-dev gcc libasound2-dev libsndfile1 espeak-ng alsa-utils systemd mosquitto shellcheck)
+PACKAGES=(python3 python3-venv python3-dev gcc libasound2-dev libsndfile1 espeak-ng alsa-utils systemd mosquitto shellcheck mmdebstrap libcap2-bin)
+if [ "${1:-}" = smoke ]; then
+  PACKAGES+=(qemu-user-static binfmt-support arch-test qemu-system-arm e2fsprogs dosfstools mtools)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -34,5 +38,8 @@ case "$cmd" in
   demo) exec .venv/bin/edge-recorder demo "$@" ;;
   test) exec .venv/bin/python -m pytest "$@" ;;
   bench) exec .venv/bin/python -m bench "$@" ;;
-  *) echo "usage: ./run.sh demo|test|bench [ARGS]" >&2; exit 64 ;;
+  smoke)
+    if [ "$(id -u)" -ne 0 ]; then exec sudo images/smoke.sh "$@"; fi
+    exec images/smoke.sh "$@" ;;
+  *) echo "usage: ./run.sh demo|test|bench|smoke [ARGS]" >&2; exit 64 ;;
 esac

@@ -296,7 +296,7 @@ def test_every_script_passes_shellcheck():
     scripts = [
         path
         for folder in (REPO / "images", REPO / "systemd")
-        for path in sorted(folder.iterdir())
+        for path in sorted(folder.rglob("*"))
         if path.is_file() and (path.suffix == ".sh" or path.read_bytes().startswith(b"#!"))
     ]
     assert INSTALL in scripts
