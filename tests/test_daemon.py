@@ -83,6 +83,27 @@ def test_dtmf_sequences_start_and_stop(tmp_path):
     assert [e["data"]["key"] for e in result.of("dtmf.key")] == ["*", "1", "*", "2"]
 
 
+def test_a_dtmf_start_begins_where_the_sequence_ended_however_the_loop_batched_the_audio(tmp_path):
+    # Unpaced, the loop feeds the core up to 0.5 s at a time and hears the keys at the end of a
+    # batch; the recording still begins where the last key's tone ended, not at the batch's end.
+    line = to_int16(noise(4.0, RATE, -55))
+    for key, at in (("*", 1.0), ("1", 1.3)):
+        mix(line, dtmf_tone(key, RATE, seconds=0.08), int(at * RATE))
+    box = Box.make(
+        tmp_path,
+        np.column_stack([line, counter_signal(4.0)]),  # the outbound track says where each frame came from
+        RATE,
+        audio={"channels": 2},
+        dtmf={"start": "*1", "track": "inbound"},
+        recording={"channels": "dual"},
+    )
+    result = box.run()
+    assert result.code == 0, result.stderr
+    [row] = box.rows()
+    first = positions(audio_of(row)[:1, 1])[0]
+    assert first / RATE == pytest.approx(1.38, abs=0.03)
+
+
 def test_an_overrun_is_a_gap_of_silence_and_the_timeline_stays_true(tmp_path):
     box = Box.make(
         tmp_path, counter_signal(4.0), RATE, sim={"scenario": "0.5=button, 3.5=button", "faults": "2=overrun:0.25"}

@@ -17,10 +17,15 @@ CURRENT = "current"
 
 @dataclass(frozen=True, slots=True)
 class Start:
+    """Start a recording. ``since``: audio from this earlier sample on is in it too (as pre-roll, on top of
+    ``options.pre_roll``, within the pre-roll ring): for a start decided on audio already fed, such as a DTMF
+    key sequence heard in a batch, so where it begins does not depend on how the audio was cut up."""
+
     options: RecordingOptions = field(default_factory=RecordingOptions)
     source: str = "api"
     call_id: str | None = None
     at: int | None = None
+    since: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,7 +255,7 @@ class Recorder:
     def _apply(self, control: c.Control) -> list[ev.Event]:
         at = self.position
         if isinstance(control, c.Start):
-            return self._start(control.options, control.source, control.call_id)
+            return self._start(control.options, control.source, control.call_id, control.since)
         if isinstance(control, c.Stop):
             return self._finish(self._find(control.target), at, control.reason)
         if isinstance(control, c.Pause):
@@ -289,7 +289,9 @@ class Recorder:
                 return act
         raise ControlError(f"no active recording has the name or id {target!r}")
 
-    def _start(self, options: RecordingOptions, source: str, call_id: str | None) -> list[ev.Event]:
+    def _start(
+        self, options: RecordingOptions, source: str, call_id: str | None, since: int | None = None
+    ) -> list[ev.Event]:
         try:
             self.layout.check(options)
         except tracks.LayoutError as exc:
@@ -302,7 +304,8 @@ class Recorder:
             self.call_id = self._new_id("CA")
         rid = self._new_id("RE")
         at = self.position
-        pre = min(round(options.pre_roll * self.rate), at, self._ring.capacity)
+        late = 0 if since is None else max(0, at - since)
+        pre = min(round(options.pre_roll * self.rate) + late, at, self._ring.capacity)
         info = ev.Recording(rid, options.name or rid, self.call_id, source, options, at, at - pre)
         act = _Active(info, silence_from=at)
         out: list[ev.Event] = [ev.Started(info, at, pre)]

@@ -92,7 +92,7 @@ log = logging.getLogger("edge-recorder.box")
 CONTROL_TIMEOUT = 5.0
 SPACE_CHECK_SECONDS = 5.0
 #: The input level reported for digital silence (whose level is minus infinity, which JSON
-#: cannot carry); the quietest sound 16-bit audio can hold reads -90.3 dBFS.
+#: cannot carry), and for anything quieter: a lone 1 in 0.1 s of zeros at 16 kHz reads about -122 dBFS.
 SILENCE_DBFS = -100.0
 #: The most audio fed to the core in one call when the loop catches up.
 BATCH_SECONDS = 0.5
@@ -258,14 +258,14 @@ class Box:
                 f"encryption is on but its key cannot be used ({self.encryption_problem}); not recording"
             )
 
-    def start_recording(self, options: RecordingOptions, source: str) -> dict[str, Any]:
+    def start_recording(self, options: RecordingOptions, source: str, since: int | None = None) -> dict[str, Any]:
         self._refuse_unencrypted()
         self._check_space(force=True)
         if self._space_low:
             raise ControlError(
                 f"storage is full: less than {self.config.spool['min_free_mb']} MB free in {self.spool_dir}"
             )
-        events = self.core.send(Start(options, source, call_id=self.core.call_id))
+        events = self.core.send(Start(options, source, call_id=self.core.call_id, since=since))
         self._handle(events)
         started = next(e for e in events if isinstance(e, Started))
         return self._catalog("get", started.recording.id) or {}
@@ -635,7 +635,8 @@ class Box:
         log.info("DTMF sequence for %s", action)
         try:
             if action == "start":
-                self.start_recording(self.config.recording, "dtmf")
+                # From the end of the sequence's last key, however far the loop has fed the core since.
+                self.start_recording(self.config.recording, "dtmf", since=event.end)
             elif action == "stop":
                 for rec in self.core.active:
                     self._handle(self.core.send(Stop(rec.id)))
