@@ -27,11 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .api.auth import MIN_TOKEN_BITS, TokenError, parse_tokens
 from .core import OptionError, RecordingOptions, Track
-from .core.options import OPTION_HELP
+from .core.options import CALLBACK_EVENTS, OPTION_HELP, accepted
 
 DEFAULT_PATH = Path("/etc/edge-recorder/config.toml")
 ENV_VAR = "EDGE_RECORDER_CONFIG"
+#: The sections SIGHUP (``systemctl reload edge-recorder``) applies to the running box; the
+#: others take effect at the next restart.
+RELOADABLE_SECTIONS: tuple[str, ...] = ("recording", "call", "dtmf", "log")
 
 
 class ConfigError(ValueError):
@@ -48,10 +52,13 @@ class ConfigError(ValueError):
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
+    """One of ``allowed`` in any case, given back as spelt there (``"put"`` is ``"PUT"``)."""
+    spelling = {a.lower(): a for a in allowed}
+
     def parse(value: Any) -> str:
-        if not isinstance(value, str) or value.lower() not in allowed:
+        if not isinstance(value, str) or value.lower() not in spelling:
             raise ValueError("expected one of " + ", ".join(f'"{a}"' for a in allowed))
-        return value.lower()
+        return spelling[value.lower()]
 
     return parse
 
@@ -152,7 +159,11 @@ def _topic_level(value: Any) -> str:
 
 
 def _secret(value: Any) -> str:
-    """A secret given inline, as ``file:/path`` (first line of the file) or ``env:NAME``."""
+    """A secret given inline, as ``file:/path`` or as ``env:NAME``.
+
+    A file gives all of its text without the whitespace around it (such as the final newline
+    an editor adds): a file of bearer tokens may hold one a line, and a password may hold a ``#``.
+    """
     if not isinstance(value, str):
         raise ValueError('expected a string, "file:/path" or "env:NAME"')
     if value.startswith("file:"):
@@ -165,6 +176,39 @@ def _secret(value: Any) -> str:
             raise ValueError(f"the environment variable {value[4:]} is not set")
         return os.environ[value[4:]]
     return value
+
+
+def _tokens(value: Any) -> str:
+    """Bearer tokens (a secret), each strong enough; that the API needs one is a cross-check."""
+    if not isinstance(value, str):
+        raise ValueError(
+            f"expected tokens of at least {MIN_TOKEN_BITS} random bits each, comma-separated or one a line, "
+            'given inline, as "file:/path" or as "env:NAME"'
+        )
+    text = _secret(value)
+    try:
+        parse_tokens(text)
+    except TokenError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+def _upload_destination(value: Any) -> str:
+    if value in ("", "mqtt"):
+        return value
+    if not isinstance(value, str) or not re.match(r"^(https?|s3)://\S+$", value):
+        raise ValueError(
+            'expected an https:// (or http://) URL, "s3://bucket/prefix/", "mqtt" (needs [mqtt] url), or "" for nowhere'
+        )
+    return value
+
+
+def _callback_events(value: Any) -> str:
+    """Statuses separated by spaces or commas, given back separated by spaces."""
+    words = value.replace(",", " ").split() if isinstance(value, str) else None
+    if not words or any(word not in CALLBACK_EVENTS for word in words):
+        raise ValueError("expected one or more of " + ", ".join(CALLBACK_EVENTS) + ", separated by spaces or commas")
+    return " ".join(dict.fromkeys(words))
 
 
 def _listen(value: Any) -> str:
@@ -188,6 +232,11 @@ class Key:
     default: Any
     parse: Callable[[Any], Any]
     help: str
+
+    @property
+    def secret(self) -> bool:
+        """May be given as ``file:/path`` or ``env:NAME``; an inline value is never shown in an error."""
+        return self.parse in (_secret, _tokens)
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -306,8 +355,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "events": {
         "webhook": Key("", _url, "device-wide status callback for every recording"),
-        "webhook_method": Key("POST", _choice("post", "get"), "its HTTP method"),
-        "webhook_events": Key("completed", _text, "which statuses fire it: in-progress completed absent"),
+        "webhook_method": Key("POST", _choice("POST", "GET"), "its HTTP method"),
+        "webhook_events": Key("completed", _callback_events, "which statuses fire it"),
         "callback_format": Key(
             "native", _choice("native", "twilio", "signalwire", "sinch"), "body of status callbacks"
         ),
@@ -321,11 +370,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
     },
     "upload": {
-        "destination": Key(
-            "", _text, "where finished recordings go: https://..., s3://bucket/prefix/ or mqtt; empty: nowhere"
-        ),
+        "destination": Key("", _upload_destination, "where finished recordings go; empty: nowhere"),
         "name_template": Key("{yyyyMMddHHmmss}_{device_id}_{call_id}.{format}", _text, "remote file name"),
-        "method": Key("PUT", _choice("put", "post"), "HTTP method for https:// destinations"),
+        "method": Key("PUT", _choice("PUT", "POST"), "HTTP method for https:// destinations"),
         "token": Key("", _secret, "bearer token for https:// destinations"),
         "username": Key("", _text, "HTTP Basic user for https:// destinations"),
         "password": Key("", _secret, "HTTP Basic password"),
@@ -345,9 +392,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "http": {
         "listen": Key("", _listen, 'local HTTP API address, e.g. "0.0.0.0:8080"; empty: off'),
         "tokens": Key(
-            "",
-            _secret,
-            'bearer tokens, comma-separated, each at least 128 random bits ("file:/path" or "env:NAME" allowed)',
+            "", _tokens, "bearer tokens for the API; while it listens it needs one, or a Basic username and password"
         ),
         "username": Key("", _text, "HTTP Basic user (optional, beside the tokens)"),
         "password": Key("", _secret, "HTTP Basic password"),
@@ -435,7 +480,8 @@ def parse(raw: Mapping[str, Any], source: str = "config") -> Config:
             try:
                 values[key] = spec.parse(value)
             except ValueError as exc:
-                raise ConfigError(name, key, value, str(exc), source) from None
+                shown = value if not spec.secret or str(value).startswith(("file:", "env:")) else "(hidden)"
+                raise ConfigError(name, key, shown, str(exc), source) from None
         sections[name] = values
     _cross_checks(sections, source)
     return Config(**sections, source=source, raw=raw)
@@ -488,33 +534,11 @@ def _cross_checks(s: dict[str, Any], source: str) -> None:
             'needs call detection; set [call] detect to "auto", "hook" or "audio"',
             source,
         )
-    dest = s["upload"]["destination"]
-    if dest == "mqtt" and not s["mqtt"]["url"]:
-        raise ConfigError("upload", "destination", dest, "needs [mqtt] url: files go over the broker", source)
-    if dest and dest != "mqtt" and not re.match(r"^(https?|s3)://\S+$", dest):
-        raise ConfigError("upload", "destination", dest, 'expected https://..., s3://bucket/prefix/ or "mqtt"', source)
-    bad = [
-        e
-        for e in s["events"]["webhook_events"].replace(",", " ").split()
-        if e not in ("in-progress", "completed", "absent")
-    ]
-    if bad:
-        raise ConfigError(
-            "events",
-            "webhook_events",
-            s["events"]["webhook_events"],
-            "expected words from: in-progress completed absent",
-            source,
-        )
+    if s["upload"]["destination"] == "mqtt" and not s["mqtt"]["url"]:
+        raise ConfigError("upload", "destination", "mqtt", "needs [mqtt] url: files go over the broker", source)
     http = s["http"]
     if http["listen"]:
-        from .api.auth import TokenError, parse_tokens
-
-        try:
-            tokens = parse_tokens(http["tokens"])
-        except TokenError as exc:
-            raise ConfigError("http", "tokens", "(hidden)", str(exc), source) from None
-        if not tokens and not (http["username"] and http["password"]):
+        if not parse_tokens(http["tokens"]) and not (http["username"] and http["password"]):
             raise ConfigError(
                 "http", "tokens", "", "the API needs at least one token (or a Basic user and password)", source
             )
@@ -610,11 +634,11 @@ def _entries(section: str) -> list[_Entry]:
     """The keys of ``section`` with their defaults, help, accepted values and TOML type."""
     if section == "recording":
         return [
-            _Entry(key, default, OPTION_HELP.get(key, ""), _option_accepts(key), _kind(default))
+            _Entry(key, default, OPTION_HELP.get(key, ""), accepted(key), _kind(default))
             for key, default in RecordingOptions().to_dict().items()
         ]
     return [
-        _Entry(key, spec.default, spec.help, _accepts(spec.parse), _key_kind(spec), spec.parse is _secret)
+        _Entry(key, spec.default, spec.help, _accepts(spec.parse), _key_kind(spec), spec.secret)
         for key, spec in SCHEMA[section].items()
     ]
 
@@ -625,14 +649,6 @@ def _accepts(parse: Callable[[Any], Any]) -> str:
     except ValueError as exc:
         return str(exc).removeprefix("expected ")
     raise AssertionError(f"{parse.__qualname__} accepts anything")
-
-
-def _option_accepts(key: str) -> str:
-    try:
-        RecordingOptions.from_mapping({key: _UNACCEPTABLE})
-    except OptionError as exc:
-        return exc.allowed
-    raise AssertionError(f"the start option {key} accepts anything")
 
 
 def _kind(value: Any) -> str:
@@ -710,12 +726,14 @@ def reference() -> str:
         "The daemon checks the same way at start and exits with 78 on a bad file, which systemd does not "
         "restart. `edge-recorder config defaults` prints every key with its default as TOML.",
         "",
-        "`systemctl reload edge-recorder` (SIGHUP) reads the file again while the box runs: `[recording]`, "
-        "`[call]`, `[dtmf]` and `[log]` change at once, the other sections at the next restart, and a bad "
-        "file is refused while the running configuration stays.",
+        "`systemctl reload edge-recorder` (SIGHUP) reads the file again while the box runs: "
+        + _join([f"`[{name}]`" for name in RELOADABLE_SECTIONS])
+        + " change at once, the other sections at the next restart, and a bad file is refused while the "
+        "running configuration stays.",
         "",
-        'Secrets need not be written into the file: each of them may be given as `"file:/path"` (the first '
-        'line of that file) or `"env:NAME"` (an environment variable). They are ' + _join(secrets) + ".",
+        'Secrets need not be written into the file: each of them may be given as `"file:/path"` (all of the '
+        "file's text, without the whitespace around it such as the final newline) or "
+        '`"env:NAME"` (an environment variable). They are ' + _join(secrets) + ".",
         "",
         "Sections: " + ", ".join(f"[`[{name}]`](#{name})" for name in SCHEMA) + ".",
     ]

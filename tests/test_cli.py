@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from firmware.cli import record
+from firmware.core import RecordingOptions
+from firmware.core.options import OPTION_HELP, accepted
 from tests import signals as sig
 
 R = 16000
@@ -104,7 +110,7 @@ def test_a_timeline_file_and_a_44k1_input(tmp_path):
         (["mono.wav", "--channels", "dual"], 64, "channels=dual needs the inbound and outbound tracks"),
         (["mono.wav", "--at", "x=start"], 64, "'x' is not a time in seconds"),
         (["mono.wav", "--at", "1=jump"], 64, "unknown action 'jump'"),
-        (["mono.wav", "--format", "ogg"], 64, "invalid choice: 'ogg'"),
+        (["mono.wav", "--format", "ogg"], 64, "format: 'ogg' is not valid; expected one of wav, mp3"),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, args, code, message):
@@ -115,6 +121,30 @@ def test_bad_input_gives_one_clear_line(tmp_path, args, code, message):
     assert message in result.stderr
     assert result.stdout == ""
     assert not list(tmp_path.glob("recordings/*"))
+
+
+def test_named_choices_are_taken_in_any_case_as_the_box_takes_them(tmp_path):
+    sf.write(tmp_path / "mono.wav", np.zeros(R, np.int16), R)
+    result = cli("record", "mono.wav", "--format", "WAV", "--trim", "Trim-Silence", "--out", tmp_path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert events(result)[-1]["data"]["format"] == "wav"
+
+
+def test_record_help_gives_every_start_option_its_default_and_what_it_accepts():
+    sub = argparse.ArgumentParser().add_subparsers()
+    record.add_parser(sub)
+    helps = {action.dest: action.help for action in sub.choices["record"]._actions}
+    for f in fields(RecordingOptions):
+        text = helps[f.name]
+        assert text.startswith(OPTION_HELP[f.name]), f.name
+        if f.name != "beep":  # a flag: given or not
+            assert f"; {accepted(f.name)} (default " in text, f"--{f.name}: {text}"
+        shown = re.fullmatch(r".* \(default (.*)\)", text).group(1)
+        typed = "" if shown == '""' else shown  # what a shell hands over for ""
+        assert RecordingOptions.from_mapping({f.name: typed}) == RecordingOptions(), f"--{f.name}: default {shown}"
+    printed = " ".join(cli("record", "--help").stdout.split())  # as wrapped for the terminal
+    assert "--format FORMAT file format" in printed and "one of wav, mp3 (default mp3)" in printed
+    assert "a number of seconds, more than 0 up to 86400 (default 7200)" in printed
 
 
 def test_the_demo_shows_the_whole_loop_from_button_to_the_central_file(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from firmware import config
+from firmware.api.auth import parse_tokens
 from firmware.cli.main import main
 from firmware.core import Channels, Format, RecordingOptions
 
@@ -50,6 +51,17 @@ def test_a_file_overrides_defaults_and_recording_options(tmp_path):
         ("[dtmf]\nstart = '*1'\nstop = '*12'\n", "[dtmf] stop = '*12': clashes with start"),
         ("[dtmf]\nstart = '*X'\n", "[dtmf] start = '*X': expected up to 8 DTMF keys"),
         ("[spool]\nfsync_interval = true\n", "[spool] fsync_interval = True: expected a number"),
+        (
+            "[upload]\ndestination = 'ftp://files.example.com/'\n",
+            "[upload] destination = 'ftp://files.example.com/': expected an https:// (or http://) URL",
+        ),
+        ("[upload]\ndestination = 'mqtt'\n", "[upload] destination = 'mqtt': needs [mqtt] url"),
+        (
+            "[events]\nwebhook_events = 'complet'\n",
+            "[events] webhook_events = 'complet': expected one or more of in-progress, completed, absent",
+        ),
+        ("[upload]\nmethod = 'PATCH'\n", '[upload] method = \'PATCH\': expected one of "PUT", "POST"'),
+        ("[http]\ntokens = 'letmein'\n", "[http] tokens = '(hidden)': a token of 7 characters has fewer than 128"),
         ("[audio\n", "not valid TOML"),
     ],
 )
@@ -122,3 +134,83 @@ def test_the_example_in_the_reference_is_a_valid_config(monkeypatch):
         monkeypatch.setenv(name, "a secret")
     parsed = config.parse(tomllib.loads(example.group(1)), "example")
     assert parsed.device_id == "front-desk"
+
+
+# -- one rule per key, in its parser --------------------------------------------------------------
+
+#: A bad value for keys whose rule once lived in the cross-checks, and keys with named choices.
+BAD = [
+    ("upload", "destination", "ftp://files.example.com/"),
+    ("events", "webhook_events", "complet"),
+    ("events", "webhook_events", ""),
+    ("events", "webhook_method", "PATCH"),
+    ("upload", "method", "get"),
+    ("http", "tokens", "letmein"),
+    ("log", "level", "verbose"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), BAD)
+def test_config_check_refuses_in_the_words_of_the_reference(tmp_path, capsys, section, key, value):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[{section}]\n{key} = {config._toml(value)}\n")
+    assert main(["config", "check", str(path)]) == 78
+    [accepted] = [e.accepted for e in config._entries(section) if e.key == key]
+    shown = "(hidden)" if key == "tokens" else value
+    message = capsys.readouterr().err.rstrip()
+    assert message.startswith(f"edge-recorder: error: {path}: [{section}] {key} = {shown!r}: "), message
+    if key != "tokens":  # a token's weakness is told in its own words (the reference says how strong)
+        assert message.endswith(f": expected {accepted}"), message
+
+
+def test_every_default_is_written_as_its_parser_gives_it_back():
+    for name, keys in config.SCHEMA.items():
+        for key, spec in keys.items():
+            parsed = spec.parse(spec.default)
+            assert parsed == spec.default or (spec.default == "" and parsed is None), f"[{name}] {key}"
+
+
+def test_named_choices_are_taken_in_any_case_and_given_back_as_documented():
+    cfg = config.parse({"upload": {"method": "post"}, "events": {"webhook_method": "get"}, "log": {"level": "DEBUG"}})
+    assert (cfg.upload["method"], cfg.events["webhook_method"], cfg.log["level"]) == ("POST", "GET", "debug")
+
+
+def test_webhook_events_are_given_back_separated_by_spaces():
+    cfg = config.parse({"events": {"webhook_events": "in-progress,completed, completed"}})
+    assert cfg.events["webhook_events"] == "in-progress completed"
+
+
+def test_the_reference_names_the_reloadable_sections():
+    assert set(config.RELOADABLE_SECTIONS) < set(config.SCHEMA)
+    [line] = [line for line in config.reference().splitlines() if "(SIGHUP)" in line]
+    assert re.findall(r"`\[(\w+)\]`", line) == list(config.RELOADABLE_SECTIONS)
+
+
+# -- secrets --------------------------------------------------------------------------------------
+
+TOKEN_A, TOKEN_B = "kJ3n0Qz8Vt7pLw2sXy9bRf4mHc6dNa1e", "Zp5qW8rT2yU6iO9aS3dF7gH1jK4lX0cV"
+
+
+def test_a_secret_file_gives_its_whole_text_without_the_whitespace_around_it(tmp_path):
+    password = tmp_path / "mqtt.password"
+    password.write_text("  s3cret #not a comment\n\n")
+    tokens = tmp_path / "api.tokens"
+    tokens.write_text(f"{TOKEN_A}\n{TOKEN_B}\n")
+    cfg = config.parse(
+        {
+            "mqtt": {"password": f"file:{password}"},
+            "http": {"listen": "127.0.0.1:8080", "tokens": f"file:{tokens}"},
+        }
+    )
+    assert cfg.mqtt["password"] == "s3cret #not a comment"
+    assert parse_tokens(cfg.http["tokens"]) == [TOKEN_A, TOKEN_B]
+
+
+def test_a_weak_token_in_a_file_is_named_by_its_file_and_an_inline_one_is_hidden(tmp_path):
+    weak = tmp_path / "api.tokens"
+    weak.write_text(f"{TOKEN_A}\nletmein\n")
+    with pytest.raises(config.ConfigError, match=re.escape(f"[http] tokens = 'file:{weak}': a token of 7 characters")):
+        config.parse({"http": {"tokens": f"file:{weak}"}})
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse({"http": {"tokens": f"{TOKEN_A}, letmein"}})
+    assert "letmein" not in str(caught.value) and "'(hidden)'" in str(caught.value)

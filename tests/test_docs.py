@@ -4,7 +4,11 @@ One simulated box runs against a real Mosquitto, with ``edge-recorder receive``
 taking its files over MQTT and an HTTP server that refuses uploads. A central
 client subscribed to everything (MQTT 5, "retain as published", QoS 2, so each
 message arrives with the QoS and retain flag it was published with) sends the
-documented command requests and collects what comes back. Then:
+documented command requests and collects what comes back. The box plays its
+audio in real time, so what must happen at a point of the audio (a recording
+that a capture outage ends) is scripted in audio time before any command is
+sent, and the audio lasts far longer than the commands take; the box is stopped
+with SIGTERM when they are done. Then:
 
 - each ```json example in the document must have the same keys, at every level,
   and the same JSON types as a real message of its kind (a ``null`` on either
@@ -43,6 +47,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from firmware.daemon.box import SILENCE_DBFS
 from firmware.delivery.commands import OPS
 from firmware.media.synth import dtmf_tone, mix
 
@@ -58,10 +63,13 @@ PREFIX = "edge-recorder"
 HA_PREFIX = "homeassistant"
 RECEIVER = "receiver-1"
 BASE = f"{PREFIX}/{DEVICE}"
-#: The audio: quiet line noise, a DTMF key, and a capture outage long enough to end a recording with an error.
-SECONDS = 14.0
+#: The audio: quiet line noise and a DTMF key; the record button starts a recording that a capture outage,
+#: long enough to end it with an error, ends. All of that is over before the first command is sent; the
+#: commands then have the rest of the audio (they take a few seconds), and the box is stopped with SIGTERM.
+SECONDS = 120.0
 KEY_AT = 0.5
-OUTAGE_AT, OUTAGE_SECONDS = 9.0, 2.0
+BUTTON_AT = 1.0
+OUTAGE_AT, OUTAGE_SECONDS = 3.0, 2.0
 #: The documented commands are sent in this order (each one's example must suit the box's state then).
 SEQUENCE = ("start", "pause", "resume", "stop", "button", "list", "get", "delete")
 ERRORS_HEADING = "Error replies"
@@ -256,7 +264,10 @@ class Central:
         props.ResponseTopic = reply_to
         props.CorrelationData = b"docs"
         self.client.publish(f"{BASE}/cmd", json.dumps(request), qos=1, properties=props)
-        message = got.get(timeout=10)
+        try:
+            message = got.get(timeout=10)
+        except queue.Empty:
+            raise AssertionError(f"no reply to {json.dumps(request)} within 10 s") from None
         assert message.properties.CorrelationData == b"docs"
         return strict_json(message.payload)
 
@@ -340,7 +351,11 @@ def observed(tmp_path_factory, documented) -> Observed:
         audio={"reconnect_grace": 0.5},
         mqtt={"url": broker.url, "prefix": PREFIX, "heartbeat": 1.0, "ha_discovery": True, "ha_prefix": HA_PREFIX},
         upload={"destination": "mqtt"},
-        sim={"pace": "realtime", "faults": f"{OUTAGE_AT}=disconnect:{OUTAGE_SECONDS}"},
+        sim={
+            "pace": "realtime",
+            "scenario": f"{BUTTON_AT}=button",
+            "faults": f"{OUTAGE_AT}=disconnect:{OUTAGE_SECONDS}",
+        },
     )
     log = root / "box.log"
     with log.open("w") as output:  # a file, not a pipe: the box must never block on its own output
@@ -348,6 +363,14 @@ def observed(tmp_path_factory, documented) -> Observed:
     seen = Observed(central.messages)
     try:
         central.wait("the box going online", lambda: any(m.payload == b"online" for m in central.on(f"{BASE}/status")))
+        # what the audio scripts: the outage ends the button's recording, and the capture comes back
+        lost = central.wait(
+            f"the capture outage at {OUTAGE_AT:g} s of audio ending the recording the button started at {BUTTON_AT:g} s",
+            lambda: central.events("recording.error"),
+            timeout=30,
+        )
+        assert [e["data"]["source"] for e in lost] == ["button"], f"recording.error not for the button's: {lost}"
+        central.wait("the capture coming back", lambda: _device_state(central, "capture_back"))
         _documented_commands(central, documented, seen)
         _documented_errors(central, documented, seen)
         # a client without MQTT 5 response topics: the reply comes on cmd/reply
@@ -362,15 +385,14 @@ def observed(tmp_path_factory, documented) -> Observed:
         assert refused["ok"], refused
         assert central.command({"op": "stop", "target": "refused"})["ok"]
         central.wait("the failed upload's device.error", lambda: _upload_failed(central))
-        lost = central.command({"op": "start", "options": {"name": "lost"}})
-        assert lost["ok"], lost
-        # the capture outage at OUTAGE_AT seconds of audio ends it
-        central.wait("recording.error", lambda: central.events("recording.error"), timeout=SECONDS + 10)
-        central.wait("the capture coming back", lambda: len(central.events("device.state")) >= 2, timeout=10)
-        assert proc.wait(timeout=SECONDS + 20) == 0, "the box did not exit cleanly at the end of its audio"
+        assert proc.poll() is None, f"the box's {SECONDS:g} s of audio ran out before the commands were done"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, "the box did not stop cleanly on SIGTERM"
         central.wait("the box going offline", lambda: central.on(f"{BASE}/status")[-1].payload == b"offline")
         time.sleep(0.5)
     except AssertionError as exc:
+        if proc.poll() is not None:
+            exc = f"{exc}\n(the box has exited with {proc.returncode}: did its {SECONDS:g} s of audio run out?)"
         raise AssertionError(f"{exc}\nthe box's log ends:\n{log.read_text()[-4000:]}") from None
     finally:
         if proc.poll() is None:
@@ -382,6 +404,10 @@ def observed(tmp_path_factory, documented) -> Observed:
         broker.stop()
     seen.messages = list(central.messages)
     return seen
+
+
+def _device_state(central: Central, code: str) -> list[dict]:
+    return [e for e in central.events("device.state") if e["data"]["code"] == code]
 
 
 def _upload_failed(central: Central) -> list[dict]:
@@ -520,3 +546,8 @@ def test_status_is_online_then_offline_and_a_plain_command_is_answered_on_cmd_re
     assert [m.payload for m in observed.on("<prefix>/<device_id>/status")] == [b"online", b"offline"]
     assert observed.plain_reply is not None
     assert observed.plain_reply["ok"] is True and observed.plain_reply["request_id"] == "plain"
+
+
+def test_the_input_level_row_says_how_digital_silence_is_reported():
+    [row] = [line for line in DOC.read_text(encoding="utf-8").splitlines() if line.startswith("| `input_level` |")]
+    assert f"`{SILENCE_DBFS}`" in row and f"quieter than {SILENCE_DBFS:g} dBFS" in row, row

@@ -15,21 +15,13 @@ from tqdm import tqdm
 
 from ..cloudevents import CloudEvents, Timebase
 from ..core import Audio, EndReason, InputLayout, LayoutError, OptionError, Recorder, RecordingOptions, Rejected, Start
-from ..core.options import OPTION_HELP, Channels, Format, Track, Trim
+from ..core.options import OPTION_HELP, accepted
 from ..media.source import AudioFile, InputError
 from ..media.synth import dtmf_tone, mix
 from ..spool import Takes
 from . import exits, timeline
 
 log = logging.getLogger("edge-recorder.record")
-
-_CHOICES = {
-    "format": [m.value for m in Format],
-    "channels": [m.value for m in Channels],
-    "track": [m.value for m in Track],
-    "trim": [m.value for m in Trim],
-    "sample_rate": ["8000", "16000"],
-}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -69,16 +61,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeline", type=Path, help="a file of 'SECONDS ACTION' lines")
     p.add_argument("--device-id", default="offline", help="device id in event sources (default offline)")
     p.add_argument("--start-time", help="wall-clock time of the input's first sample, RFC 3339 (default now)")
-    opts = p.add_argument_group("recording options (SPEC section 3)")
+    opts = p.add_argument_group(
+        "recording options (SPEC section 3)",
+        "The box's start options, checked as the box checks them (named choices in any case).\n"
+        "This command uploads nothing and calls no one: --destination and the --status-callback\n"
+        "options are checked, then left unused.",
+    )
+    defaults = RecordingOptions().to_dict()
     for f in fields(RecordingOptions):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "beep":
             opts.add_argument(
-                flag, dest=f.name, action="store_const", const=True, default=None, help=OPTION_HELP[f.name]
+                flag, dest=f.name, action="store_const", const=True, default=None, help=_option_help(f.name, "off")
             )
         else:
-            opts.add_argument(flag, dest=f.name, default=None, choices=_CHOICES.get(f.name), help=OPTION_HELP[f.name])
+            opts.add_argument(flag, dest=f.name, default=None, help=_option_help(f.name, _shown(defaults[f.name])))
     p.set_defaults(run=run)
+
+
+def _option_help(name: str, default: str) -> str:
+    """A start option's help: what it means, what it accepts (its parser's words) and its default."""
+    accepts = "" if name == "beep" else f"; {accepted(name)}"
+    return f"{OPTION_HELP[name]}{accepts} (default {default})".replace("%", "%%")
+
+
+def _shown(value) -> str:
+    """A default as it would be typed after the flag."""
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value) if value != "" else '""'
 
 
 def _options(args: argparse.Namespace) -> RecordingOptions:

@@ -106,18 +106,18 @@ class RecordingOptions:
         return out
 
 
-#: What each start option means: for `edge-recorder record --help` and the configuration reference
-#: (docs/configuration.md); a test refuses an option without a line here.
+#: What each start option means, in words that suit both of their readers: `edge-recorder record --help`
+#: (an audio file) and the configuration reference (docs/configuration.md, the box). Both add the default
+#: and ``accepted(option)``, so neither belongs here; a test refuses an option without a line here.
 OPTION_HELP = {
     "name": "name of the recording, unique among active recordings; stop and pause can address it by name",
     "format": "file format: WAV (16-bit PCM) or MP3 (constant bit rate)",
     "sample_rate": "sample rate of the file in Hz",
     "channels": "mono mixes the recorded tracks; dual (split recording) puts inbound left and outbound right, "
-    "and needs [audio] channels = 2",
+    "and needs an input with two channels, one per track",
     "track": "what is recorded: inbound (the far party), outbound (the local party and the box's tones) or both",
     "beep": "a beep on the outbound track (and the playback device) when recording starts",
-    "warning_tone_interval": "seconds between short tones played while recording, for consent rules; "
-    "0: off, otherwise at least 1",
+    "warning_tone_interval": "seconds between short tones played while recording, for consent rules; 0: off",
     "end_on_key": "any of these DTMF keys ends the recording; the key's tone is left out of the file",
     "end_on_silence": "end the recording after this many seconds of continuous silence; 0: off",
     "input_sensitivity": "how sensitive the speech/silence detector is; higher: quieter sounds count as speech",
@@ -125,13 +125,30 @@ OPTION_HELP = {
     "max_length": "hard cap on the length of a recording, in seconds",
     "trim": "trim-silence drops leading and trailing silence from the finished file",
     "pre_roll": "seconds of audio from before the start that the recording includes",
-    "mp3_bitrate": "MP3 bit rate in kbit/s per channel",
-    "destination": "where the finished file is uploaded (https://..., s3://bucket/prefix/ or mqtt); "
+    "mp3_bitrate": "MP3 bit rate",
+    "destination": "where the box uploads the finished file (https://..., s3://bucket/prefix/ or mqtt); "
     "empty: [upload] destination",
-    "status_callback": "URL that is told about this recording's status changes",
+    "status_callback": "URL the box tells about this recording's status changes",
     "status_callback_events": "which statuses fire the status callback",
     "status_callback_method": "HTTP method of the status callback",
 }
+
+
+#: A value no parser accepts: parsing it yields the parser's own words for what it does accept.
+_UNACCEPTABLE = object()
+
+
+def accepted(option: str) -> str:
+    """What the start option ``option`` accepts, in the words of its ``OptionError``.
+
+    >>> accepted("format")
+    'one of wav, mp3'
+    """
+    try:
+        _PARSERS[option](option, _UNACCEPTABLE)
+    except OptionError as exc:
+        return exc.allowed
+    raise AssertionError(f"the start option {option} accepts anything")
 
 
 def _enum(kind: type[StrEnum]):
@@ -176,9 +193,13 @@ def _seconds(low: float = 0.0, high: float = math.inf, positive: bool = False):
 
 def _interval(key: str, value: Any) -> float:
     """0 (off), or at least a second: the tone itself lasts 0.2 s, and a shorter interval would be a drone."""
-    seconds = _seconds(0.0, 3600.0)(key, value)
+    allowed = "0 (off) or a number of seconds from 1 to 3600"
+    try:
+        seconds = _seconds(0.0, 3600.0)(key, value)
+    except OptionError:
+        raise OptionError(key, value, allowed) from None
     if 0 < seconds < 1:
-        raise OptionError(key, value, "0 (off) or a number of seconds from 1 to 3600")
+        raise OptionError(key, value, allowed)
     return seconds
 
 
