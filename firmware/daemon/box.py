@@ -206,15 +206,13 @@ class Box:
             return
         fixed = [
             f"[{s}]"
-            for s in ("device", "audio", "gpio", "spool", "catalog", "sim")
-            if getattr(new, s) != getattr(self.config, s)
+            for s in cfg.SCHEMA
+            if s not in cfg.RELOADABLE_SECTIONS and getattr(new, s) != getattr(self.config, s)
         ]
         if fixed:
             log.warning("reload: %s change only at restart", ", ".join(fixed))
-            new = self.config.replace(**{s: new.raw.get(s, {}) for s in ("recording", "call", "dtmf", "log")})
-        changed = [
-            name for name in ("recording", "call", "dtmf", "log") if getattr(new, name) != getattr(self.config, name)
-        ]
+            new = self.config.replace(**{s: new.raw.get(s, {}) for s in cfg.RELOADABLE_SECTIONS})
+        changed = [name for name in cfg.RELOADABLE_SECTIONS if getattr(new, name) != getattr(self.config, name)]
         self._apply_settings(new)
         log.info("config reloaded from %s", new.source)
         self._catalog("audit", "config_reload", "sighup", new.source, ", ".join(changed) or "no change")
