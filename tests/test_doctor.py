@@ -560,7 +560,9 @@ PROBE = "edge-recorder-doctor-box-7.probe"
 
 
 class DeletingHttpServer(FlakyHttpServer):
-    """The test receiver, also taking DELETE of what it stored (authorised like uploads): a tidy-able receiver."""
+    """The test receiver, also taking DELETE (authorised like uploads) of what it stored, at the Location it answered
+    the upload with: a tidy-able receiver. A DELETE anywhere else is not routed: 404, and nothing is deleted, as
+    many web frameworks answer."""
 
     def start(self) -> DeletingHttpServer:
         super().start()
@@ -570,10 +572,29 @@ class DeletingHttpServer(FlakyHttpServer):
             def do_DELETE(self) -> None:
                 record = Received("DELETE", self.path, dict(self.headers.items()))
                 server.received.append(record)
+                if not self.path.startswith("/stored/"):
+                    return self._answer(HTTPStatus.NOT_FOUND, b"no such route\n", record)
                 if not server._authorised(self.headers.get("Authorization")):
                     return self._answer(HTTPStatus.UNAUTHORIZED, b"", record)
-                found = server.stored.pop(self.path, None) is not None
+                found = server.stored.pop(self.path.removeprefix("/stored"), None) is not None
                 self._answer(HTTPStatus.NO_CONTENT if found else HTTPStatus.NOT_FOUND, b"", record)
+
+        self._httpd.RequestHandlerClass = Handler
+        return self
+
+
+class NoDeleteRouteServer(FlakyHttpServer):
+    """The test receiver answering every DELETE 404 (a route it does not have) while the file stays stored."""
+
+    def start(self) -> NoDeleteRouteServer:
+        super().start()
+        server, base = self, self._httpd.RequestHandlerClass
+
+        class Handler(base):
+            def do_DELETE(self) -> None:
+                record = Received("DELETE", self.path, dict(self.headers.items()))
+                server.received.append(record)
+                self._answer(HTTPStatus.NOT_FOUND, b"", record)
 
         self._httpd.RequestHandlerClass = Handler
         return self
@@ -596,18 +617,31 @@ def test_an_http_destination_takes_the_probe_and_it_is_deleted_again():
         assert (
             put.body.startswith(b"edge-recorder doctor: a probe") and put.header("Authorization") == f"Bearer {TOKEN}"
         )
-        assert (delete.method, delete.path, delete.status) == ("DELETE", f"/in/{PROBE}", 204)
+        # Deleted where the server said the file is (its Location), not at the URL it was PUT to.
+        assert (delete.method, delete.path, delete.status) == ("DELETE", f"/stored/in/{PROBE}", 204)
         assert server.stored == {}
+
+
+def test_a_404_to_the_delete_is_not_taken_for_the_probe_being_gone():
+    with NoDeleteRouteServer(bearer_token=TOKEN, send_location=False) as server:
+        check = doctor_cmd.check_upload(upload_config(destination=server.url + "/in/", token=TOKEN))
+        assert check == doctor_cmd.Check(
+            "upload",
+            doctor_cmd.Status.PASS,
+            f"{server.url}/in/: took a probe file (PUT, bearer token), left at {server.url}/in/{PROBE} "
+            "(DELETE answered 404 Not Found): delete it by hand",
+        )
+        assert [(r.method, r.path) for r in server.received] == [("PUT", f"/in/{PROBE}"), ("DELETE", f"/in/{PROBE}")]
+        assert list(server.stored) == [f"/in/{PROBE}"]
 
 
 def test_a_receiver_that_cannot_delete_keeps_the_probe_and_the_line_says_where():
     with FlakyHttpServer(basic=("box", "pw")) as server:
-        # A PUT URL naming the file: the probe goes next to it, never over it.
-        config = upload_config(destination=server.url + "/in/calls.wav", username="box", password="pw")
+        config = upload_config(destination=server.url + "/in/", username="box", password="pw")
         check = doctor_cmd.check_upload(config)
         assert check.status is doctor_cmd.Status.PASS
         assert check.detail == (
-            f"{server.url}/in/calls.wav: took a probe file (PUT, HTTP Basic credentials), left at "
+            f"{server.url}/in/: took a probe file (PUT, HTTP Basic credentials), left at "
             f"{server.url}/stored/in/{PROBE} (DELETE answered 501 Unsupported method ('DELETE')): delete it by hand"
         )
         assert list(server.stored) == [f"/in/{PROBE}"]
@@ -618,6 +652,116 @@ def test_a_receiver_that_cannot_delete_keeps_the_probe_and_the_line_says_where()
         assert "a POST receiver gives no URL to delete it by" in check.detail
         post = server.received[-1]
         assert (post.method, post.path, post.form["file"].filename) == ("POST", "/upload", PROBE)
+
+
+def test_a_destination_that_is_one_file_is_not_probed_but_warned_about():
+    """Every upload goes to exactly that URL: a probe anywhere else proves nothing, and there it would overwrite."""
+    with FlakyHttpServer(basic=("box", "pw")) as server:
+        address = server.url.removeprefix("http://")
+        cases = {
+            # A PUT URL naming the file (the password in it is not printed).
+            f"http://box:pw@{address}/in/calls.wav": (
+                "PUT",
+                f"http://***@{address}/in/calls.wav: a PUT URL that does not end in / is the one file every upload "
+                "is written to",
+            ),
+            # A query string (a pre-signed URL): uploads go to exactly that URL, PUT or POST.
+            f"{server.url}/in/?sig=abc": ("PUT", f"{server.url}/in/?sig=abc: it has a query string"),
+            f"{server.url}/upload?sig=abc": ("POST", f"{server.url}/upload?sig=abc: it has a query string"),
+        }
+        for destination, (method, said) in cases.items():
+            check = doctor_cmd.check_upload(upload_config(destination=destination, method=method.lower(), token=TOKEN))
+            assert check.status is doctor_cmd.Status.WARN
+            assert check.detail.startswith(f"cannot test without overwriting {said}")
+            assert check.hint.startswith("check a short test recording arrives; a destination ending in /")
+            assert "pw@" not in check.detail
+        assert server.received == [] and server.stored == {}
+
+
+def test_a_password_in_the_destination_url_is_used_and_never_printed(tmp_path, capsys):
+    with DeletingHttpServer(basic=("box", "s3cret")) as server:
+        address = server.url.removeprefix("http://")
+        check = doctor_cmd.check_upload(upload_config(destination=f"http://box:s3cret@{address}/in/"))
+        assert check == doctor_cmd.Check(
+            "upload",
+            doctor_cmd.Status.PASS,
+            f"http://***@{address}/in/: took a probe file (PUT, HTTP Basic credentials from the URL) "
+            "and deleted it again",
+        )
+        assert server.stored == {}
+
+        check = doctor_cmd.check_upload(upload_config(destination=f"http://box:wrong@{address}/in/"))
+        assert check.status is doctor_cmd.Status.FAIL
+        assert check.detail.startswith(f"HTTP Basic credentials from the URL refused: PUT http://***@{address}/in/")
+        assert check.hint == "check the user and password in [upload] destination, and that they may write there"
+
+    # Where the probe was left is printed without the password too, in text and in --json.
+    with FlakyHttpServer(basic=("box", "s3cret")) as server:
+        address = server.url.removeprefix("http://")
+        wav = write_wav(tmp_path / "tone.wav", tone(1))
+        config = sim_config(
+            tmp_path, wav, device={"id": "box-7"}, upload={"destination": f"http://box:s3cret@{address}/in/"}
+        )
+        assert doctor("--config", config, "--seconds", 1) == 0
+        out = capsys.readouterr().out
+        assert parse(out)["upload"]["detail"] == (
+            f"http://***@{address}/in/: took a probe file (PUT, HTTP Basic credentials from the URL), left at "
+            f"http://{address}/stored/in/{PROBE} (DELETE answered 501 Unsupported method ('DELETE')): "
+            "delete it by hand"
+        )
+        assert doctor("--config", config, "--seconds", 1, "--json") == 0
+        out += capsys.readouterr().out
+        assert "s3cret" not in out
+        assert [r.method for r in server.received] == ["PUT", "PUT"]  # its DELETEs are answered 501, unrecorded
+
+
+def test_a_recording_destination_is_the_one_probed_as_delivery_uses_it(broker):
+    """Button, DTMF and automatic recordings go to [recording] destination before [upload] destination."""
+    with DeletingHttpServer(bearer_token=TOKEN) as server:
+        config = cfg.parse(
+            {
+                "device": {"id": "box-7"},
+                "recording": {"destination": server.url + "/calls/"},
+                "upload": {"destination": server.url + "/other/", "token": TOKEN},
+            }
+        )
+        check = doctor_cmd.check_upload(config)
+        assert check.status is doctor_cmd.Status.PASS and check.detail.startswith(f"{server.url}/calls/: took")
+        assert [r.path for r in server.received if r.method == "PUT"] == [f"/calls/{PROBE}"]
+
+        # Alone, it is delivery all the same: not "delivery is off", not "no upload destination".
+        alone = cfg.parse(
+            {
+                "device": {"id": "box-7"},
+                "recording": {"destination": server.url + "/calls/"},
+                "upload": {"token": TOKEN},
+            }
+        )
+        assert doctor_cmd.check_broker(alone) == doctor_cmd.Check(
+            "broker", doctor_cmd.Status.PASS, "no [mqtt] url: no events leave the box, uploads over HTTP/S3"
+        )
+        assert doctor_cmd.check_upload(alone) == doctor_cmd.Check(
+            "upload",
+            doctor_cmd.Status.PASS,
+            f"{server.url}/calls/: took a probe file (PUT, bearer token) and deleted it again",
+        )
+        refused = doctor_cmd.check_upload(alone.replace(upload={"token": "stale"}))
+        assert refused.hint == "check [upload] token, and that it may write there"
+        assert server.stored == {}
+
+    # [recording] destination = "mqtt" needs the broker as [upload]'s does.
+    config = cfg.parse({"recording": {"destination": "mqtt"}})
+    broker_check = doctor_cmd.check_broker(config)
+    assert broker_check == doctor_cmd.Check(
+        "broker",
+        doctor_cmd.Status.FAIL,
+        "no [mqtt] url, but [recording] destination is mqtt: files go over the broker",
+        "set [mqtt] url, or an https:// or s3:// destination",
+    )
+    assert doctor_cmd.check_upload(config, broker_check).detail == "mqtt: files go over the broker, which failed above"
+    config = cfg.parse({"mqtt": {"url": broker.url}, "recording": {"destination": "mqtt"}})
+    check = doctor_cmd.check_upload(config, doctor_cmd.check_broker(config))
+    assert check.status is doctor_cmd.Status.PASS and check.detail.startswith("mqtt: files go in chunks")
 
 
 def test_a_refused_token_fails_saying_so():
@@ -705,6 +849,16 @@ def test_an_s3_destination_takes_the_probe_and_it_is_deleted_again(s3):
     # Write-only keys, as Sinch recommends, are enough.
     check = doctor_cmd.check_upload(s3_config(s3, s3_access_key=s3.writer_key, s3_secret_key=s3.writer_secret))
     assert check.status is doctor_cmd.Status.PASS
+
+
+def test_an_s3_destination_naming_one_object_is_not_probed_but_warned_about(s3):
+    check = doctor_cmd.check_upload(s3_config(s3, f"s3://{BUCKET}/box-7/calls.wav"))
+    assert check.status is doctor_cmd.Status.WARN
+    assert check.detail == (
+        f"cannot test without overwriting s3://{BUCKET}/box-7/calls.wav: it names one object, "
+        "which every upload is written to"
+    )
+    assert [o.object_name for o in s3.client().list_objects(BUCKET, prefix="box-7/", recursive=True)] == []
 
 
 def test_wrong_s3_keys_fail_saying_the_keys_were_refused(s3):

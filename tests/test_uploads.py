@@ -19,9 +19,18 @@ from pathlib import Path
 import pytest
 
 from firmware.delivery.errors import DeliveryError
-from firmware.delivery.uploads import DEFAULT_NAME_TEMPLATE, S3_PART_SIZE, Credentials, remote_name, upload
+from firmware.delivery.uploads import (
+    DEFAULT_NAME_TEMPLATE,
+    S3_PART_SIZE,
+    Credentials,
+    Probe,
+    WouldOverwrite,
+    probe,
+    remote_name,
+    upload,
+)
 
-from .http_servers import FlakyHttpServer
+from .http_servers import FlakyHttpServer, Received
 from .seaweed import SeaweedS3, free_ports
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,6 +194,25 @@ def test_wrong_bearer_token_is_permanent(http_server, recording):
     error = failure(path, http_server.url + "/in/", sha, credentials=Credentials(bearer_token="stale"))
     assert (error.status, error.permanent) == (401, True)
     assert "stale" not in str(error)
+
+
+def test_a_user_and_password_in_the_url_authenticate_and_never_come_back_in_the_location(recording):
+    path, sha = recording
+    with FlakyHttpServer(basic=("box-7", "pa:ss")) as server:
+        address = server.url.removeprefix("http://")
+        location = send(path, f"http://box-7:pa%3Ass@{address}/in/", sha, credentials=Credentials())
+        # The location goes into the catalog and the recording.available event.
+        assert location == server.url + "/stored/in/call.wav"
+        assert server.received[-1].header("Authorization") == "Basic " + base64.b64encode(b"box-7:pa:ss").decode()
+
+        error = failure(path, f"http://box-7:wrong@{address}/in/", sha, credentials=Credentials())
+        assert error.status == 401 and "wrong" not in str(error) and f"http://***@{address}/in/" in str(error)
+
+    # Configured credentials come first: requests would otherwise send the URL's user instead of the token.
+    with FlakyHttpServer(bearer_token=TOKEN, send_location=False) as server:
+        address = server.url.removeprefix("http://")
+        assert send(path, f"http://box-7:pw@{address}/in/", sha) == server.url + "/in/call.wav"
+        assert server.received[-1].header("Authorization") == f"Bearer {TOKEN}"
 
 
 def test_a_scripted_outage_then_success(http_server, recording):
@@ -434,3 +462,48 @@ def test_s3_stopped_server_is_transient_and_the_upload_goes_through_after_restar
         s3.start()
     assert not error.permanent
     assert send(path, f"s3://{BUCKET}/outage/", sha, credentials=s3.credentials()) == f"s3://{BUCKET}/outage/call.wav"
+
+
+# ---------------------------------------------------------------------------
+# probe (edge-recorder doctor's check of a destination)
+
+
+class ElsewhereLocationServer(FlakyHttpServer):
+    """Answers an upload with a Location on another server (a CDN), and takes DELETE where the file was PUT."""
+
+    def start(self) -> ElsewhereLocationServer:
+        super().start()
+        server, base = self, self._httpd.RequestHandlerClass
+
+        class Handler(base):
+            def _answer(self, status, body, record=None, headers=None):
+                if headers and "Location" in headers:
+                    headers = {"Location": "https://files.example.invalid" + headers["Location"]}
+                super()._answer(status, body, record, headers)
+
+            def do_DELETE(self) -> None:
+                record = Received("DELETE", self.path, dict(self.headers.items()))
+                server.received.append(record)
+                found = server.stored.pop(self.path, None) is not None
+                self._answer(204 if found else 404, b"", record)
+
+        self._httpd.RequestHandlerClass = Handler
+        return self
+
+
+def test_probe_deletes_where_it_put_when_the_location_is_on_another_server():
+    with ElsewhereLocationServer(bearer_token=TOKEN) as server:
+        result = probe(server.url + "/in/", "probe.txt", credentials=Credentials(bearer_token=TOKEN))
+        assert result == Probe("https://files.example.invalid/stored/in/probe.txt")
+        assert [(r.method, r.path) for r in server.received] == [("PUT", "/in/probe.txt"), ("DELETE", "/in/probe.txt")]
+        assert server.stored == {}
+
+
+@pytest.mark.parametrize(
+    ("url", "method"),
+    [("/in/calls.wav", "PUT"), ("/in/?X-Amz-Signature=abc", "PUT"), ("/form?key=abc", "POST"), ("", "PUT")],
+)
+def test_probe_never_writes_to_a_destination_that_is_one_fixed_file(http_server, url, method):
+    with pytest.raises(WouldOverwrite, match=r"^cannot test without overwriting http://127\.0\.0\.1:\d+"):
+        probe(http_server.url + url, "probe.txt", credentials=Credentials(bearer_token=TOKEN), method=method)
+    assert http_server.received == []

@@ -13,20 +13,16 @@ the run.
 The checks look at the box as the daemon would use it but change nothing that
 stays: a spool directory made for the check is removed again, a catalog that
 does not exist yet is not created, and the upload probe is deleted again where
-the destination allows it (``uploads.probe``). Stop the daemon first
+the destination allows it (``uploads.probe``); a destination that is one
+fixed file is not probed at all, since the probe would overwrite it. URLs are
+printed without their password. Stop the daemon first
 (``sudo systemctl stop edge-recorder``): it holds the capture device, the
 playback device and the GPIO pins.
 
 ``LevelMeter`` is the meter: it reads periods from any ``Capture`` and keeps
 the RMS level, the peak and the share of samples at full scale per channel.
 
-The DTMF loop plays silence, the key ``LOOP_KEY`` and silence on the playback
-device and captures exactly as much, then feeds it to the core's ``Recorder``,
-as the daemon does: the key must be heard by the same detector, on the same
-tracks. When it is not, ``key_share`` says why: a key that came back still
-stands out as two steady tones carrying much of the energy at their exact
-frequencies (speech, music and noise do not), so "nothing came back" (no
-loop) is told from "came back clipped", "too quiet" or "garbled on the way".
+What the DTMF loop plays and how what came back is judged: ``doctor_loop``.
 """
 
 from __future__ import annotations
@@ -46,6 +42,7 @@ from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -54,16 +51,15 @@ from hal.gpio import Panel, PinError
 
 from .. import config as cfg
 from ..catalog import Catalog
-from ..core import InputLayout, Key, Recorder
-from ..core.dtmf import COL_FREQS, KEY_GRID, MIN_TONE_DBFS, ROW_FREQS
+from ..core import InputLayout
 from ..daemon.hardware import open_capture_for
 from ..daemon.system import clock_synchronized
 from ..delivery.errors import DeliveryError
-from ..media.synth import dtmf_tone
+from ..delivery.service import upload_destination
 from .run import add_config_argument
 
 if TYPE_CHECKING:
-    from ..delivery.uploads import Credentials
+    from ..delivery.uploads import Authentication
 
 #: Seconds the input level is measured for, unless ``--seconds`` says otherwise.
 DEFAULT_SECONDS = 5.0
@@ -80,15 +76,6 @@ BYTES_PER_SAMPLE = 2
 MB = 1 << 20
 SERVICE = "edge-recorder"
 
-#: The key the DTMF loop plays: D is on no telephone keypad, so nothing on the line acts on it.
-LOOP_KEY = "D"
-#: Silence played before the key (the capture starts, the line settles), and the key's length.
-LOOP_LEAD_SECONDS = 0.25
-LOOP_KEY_SECONDS = 0.15
-#: Audio played and captured in all: the key has 0.6 s to come back.
-LOOP_SECONDS = 1.0
-#: The key came back (heard as a key or not) when its weaker tone carries this share of a window's energy.
-LOOP_TONE_SHARE = 0.05
 #: Seconds the upload probe may take to connect, and then to be answered.
 UPLOAD_TIMEOUT = 10.0
 
@@ -244,7 +231,7 @@ class LiveBar:
         for label, level in zip(self.labels, meter.rms_dbfs(), strict=True):
             filled = round(self.width * (max(level, self.FLOOR_DBFS) - self.FLOOR_DBFS) / -self.FLOOR_DBFS)
             bar = "#" * filled + "-" * (self.width - filled)
-            parts.append(f"{label + ' ' if label else ''}[{bar}] {_db(level):>6}")
+            parts.append(f"{label + ' ' if label else ''}[{bar}] {db_text(level):>6}")
         self.stream.write("\r" + _columns("....", "input level", "  ".join(parts) + " dBFS"))
         self.stream.flush()
 
@@ -293,12 +280,18 @@ def check_capture(config: cfg.Config) -> tuple[Check, Capture | None]:
 def _capture_hint(config: cfg.Config, error: str) -> str:
     if config.sim["enabled"] and config.sim["capture"] == "wav":
         return "set [sim] audio to a WAV file of 8000 or 16000 Hz with 1 or 2 channels"
-    if "busy" in error.lower():
-        return "something else holds the device: stop the daemon first (sudo systemctl stop edge-recorder)"
-    return (
+    return _device_hint(
+        error,
         "check the USB audio interface is plugged in; `edge-recorder devices` lists the capture PCMs: "
-        "set [audio] capture to one, e.g. plughw:CARD=Device,DEV=0"
+        "set [audio] capture to one, e.g. plughw:CARD=Device,DEV=0",
     )
+
+
+def _device_hint(error: str, otherwise: str) -> str:
+    """The hint for an audio device that does not open: the daemon holding it, else ``otherwise``."""
+    if "busy" in error.lower():
+        return f"something else holds the device: stop the daemon first (sudo systemctl stop {SERVICE})"
+    return otherwise
 
 
 def channel_labels(config: cfg.Config, channels: int) -> list[str]:
@@ -346,7 +339,7 @@ def level_check(
         labels, meter.rms_dbfs(), meter.peak_dbfs(), meter.clipped_share(), strict=True
     ):
         prefix = f"{label}: " if label else ""
-        levels.append(f"{prefix}RMS {_db(rms)} dBFS, peak {_db(peak)} dBFS")
+        levels.append(f"{prefix}RMS {db_text(rms)} dBFS, peak {db_text(peak)} dBFS")
         if peak < NO_SIGNAL_PEAK_DBFS:
             problems.append(f"{prefix}no signal (peak below {NO_SIGNAL_PEAK_DBFS:g} dBFS)")
             hints.append("no signal: check the cable / input gain")
@@ -374,9 +367,11 @@ def check_dtmf_loop(config: cfg.Config) -> Check:
     only come back if the playback reaches the line or input the capture
     hears: this proves the whole path a key on the line takes, through the
     same ``Recorder`` (and so the same DTMF detector and tracks) the daemon
-    runs. ``LOOP_SECONDS`` are played (silence, the key, silence) and exactly
-    as many captured, from a capture opened for the check.
+    runs. ``doctor_loop.LOOP_SECONDS`` are played (silence, the key, silence)
+    and exactly as many captured, from a capture opened for the check.
     """
+    from .doctor_loop import loop_check, loop_sound  # not at the top: it builds on Check and Status
+
     name = "dtmf loop"
     a, sim = config.audio, config.sim
     if sim["enabled"] and sim["playback"]:
@@ -414,119 +409,18 @@ def check_dtmf_loop(config: cfg.Config) -> Check:
     return loop_check(heard, layout, a["playback"], channel_labels(config, capture.channels))
 
 
-def loop_sound(sample_rate: int, period_frames: int) -> np.ndarray:
-    """What the DTMF loop plays: silence, ``LOOP_KEY``, silence; whole capture periods of it.
-
-    >>> sound = loop_sound(8000, 160)
-    >>> len(sound), sound.dtype.name, np.flatnonzero(sound)[[0, -1]].tolist()  # the key from 0.25 s to 0.4 s
-    (8000, 'int16', [2001, 3199])
-    """
-    frames = -(-round(LOOP_SECONDS * sample_rate) // period_frames) * period_frames
-    sound = np.zeros(frames, np.int16)
-    key = dtmf_tone(LOOP_KEY, sample_rate, LOOP_KEY_SECONDS)
-    lead = round(LOOP_LEAD_SECONDS * sample_rate)
-    sound[lead : lead + len(key)] = np.round(key)
-    return sound
-
-
 def _read_frames(capture: Capture, frames: int) -> np.ndarray:
     """Up to ``frames`` frames from the open ``capture`` (fewer if its input ends)."""
-    chunks, count = [], 0
-    while count < frames:
-        chunk = capture.read()
-        if chunk is None:
-            break
-        chunks.append(chunk.frames[: frames - count])
-        count += len(chunks[-1])
+    chunks: list[np.ndarray] = []
+    LevelMeter(capture.sample_rate, capture.channels).read(capture, frames / capture.sample_rate, chunks.append)
     return np.concatenate(chunks) if chunks else np.zeros((0, capture.channels), np.int16)
 
 
-def loop_check(heard: np.ndarray, layout: InputLayout, playback: str, labels: list[str]) -> Check:
-    """The ``dtmf loop`` check from the frames captured while ``LOOP_KEY`` was played on ``playback``."""
-    name = "dtmf loop"
-    if len(heard) == 0:
-        return Check(name, Status.FAIL, "the capture ended before any audio was read", "give it more audio")
-    recorder = Recorder(layout)
-    keys = [e for e in recorder.feed(heard) + recorder.close() if isinstance(e, Key)]
-    share, levels = key_share(heard, layout.sample_rate, LOOP_KEY)
-    played = f"key {LOOP_KEY} played on {playback}"
-    best = int(np.argmax(share))
-    on = f" on {labels[best]}" if labels[best] else ""
-    level = _db(float(levels[best]))
-    clipped = float((np.abs(heard[:, best].astype(np.int32)) >= FULL_SCALE_SAMPLE).mean())
-    tracks = list(dict.fromkeys(k.track for k in keys if k.key == LOOP_KEY))
-    if tracks:
-        where = "the capture" if tracks == ["both"] else f"the {' and '.join(tracks)} track{'s' * (len(tracks) > 1)}"
-        detail = f"{played} came back: heard on {where} at {level} dBFS"
-        if clipped:  # heard all the same, but the box's beeps and warning tones distort too
-            detail += f", clipped ({100 * clipped:.1f} % of samples at full scale)"
-            return Check(name, Status.WARN, detail, "level: lower the playback volume or the capture gain (alsamixer)")
-        return Check(name, Status.PASS, detail)
-    others = sorted({k.key for k in keys})
-    if others:  # another key: the line or a device in it made its own tones
-        detail = f"{played}: heard key {', '.join(others)} instead"
-        return Check(name, Status.FAIL, detail, "something on the line plays its own keys: test with the line idle")
-    if share[best] < LOOP_TONE_SHARE:
-        detail = f"{played} did not come back: nothing steady at its frequencies"
-        hint = (
-            "no loop from playback to capture: connect the playback output to the line (or input) the capture "
-            "hears, and check neither is muted (alsamixer)"
-        )
-        if layout.channels == 1:
-            hint += "; on a 2-input interface it may come back on the other input: try [audio] channels = 2"
-        return Check(name, Status.FAIL, detail, hint)
-    if clipped:
-        detail = f"{played} came back clipped{on} ({100 * clipped:.1f} % of samples at full scale): no key heard"
-        return Check(name, Status.FAIL, detail, "level: lower the playback volume or the capture gain (alsamixer)")
-    if levels[best] < MIN_TONE_DBFS:
-        detail = f"{played} came back{on} at {level} dBFS, too quiet for the DTMF detector (it needs {MIN_TONE_DBFS:g})"
-        return Check(name, Status.FAIL, detail, "level: raise the playback volume or the capture gain (alsamixer)")
-    detail = f"{played} came back{on} at {level} dBFS but not as a key the DTMF detector takes"
-    hint = "check for noise or distortion on the way; voice processing (echo cancelling) in the interface eats keys"
-    return Check(name, Status.FAIL, detail, hint)
-
-
-def key_share(frames: np.ndarray, sample_rate: int, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel, the largest share of a window's energy that the weaker of ``key``'s tones carries, and its level.
-
-    The windows are as long as the key. A key that came back stands out even
-    when it is quiet: each of its two steady tones carries up to half of the
-    window's energy, while noise, speech and music put well under 1 % at
-    exactly those frequencies for that long. The level (dBFS, a sine's peak)
-    is the weaker tone's, in the window with the largest share.
-
-    >>> rate = 8000
-    >>> sound = np.zeros((rate, 1), np.int16)
-    >>> sound[2000:3200, 0] = np.round(dtmf_tone("5", rate, LOOP_KEY_SECONDS, dbfs=-50))
-    >>> share, level = key_share(sound, rate, "5")
-    >>> round(float(share[0]), 2), round(float(level[0]), 1)
-    (0.5, -50.0)
-    """
-    row = next(i for i, keys in enumerate(KEY_GRID) if key in keys)
-    freqs = np.array([ROW_FREQS[row], COL_FREQS[KEY_GRID[row].index(key)]])
-    size = round(LOOP_KEY_SECONDS * sample_rate)
-    channels = frames.shape[1]
-    if len(frames) < size:
-        return np.zeros(channels), np.full(channels, -math.inf)
-    window = np.hanning(size)
-    basis = window[:, None] * np.exp(-2j * np.pi * np.outer(np.arange(size), freqs) / sample_rate)
-    starts = np.arange(0, len(frames) - size + 1, round(0.01 * sample_rate))
-    blocks = np.stack([frames[s : s + size] for s in starts]).astype(np.float64)  # (window, sample, channel)
-    weaker = (2 * np.abs(np.einsum("bnc,nf->bcf", blocks, basis)) / window.sum()).min(axis=2)  # (window, channel)
-    energy = np.einsum("n,bnc->bc", window, blocks**2) / window.sum()  # mean square, weighted as the tones are
-    share = np.divide(weaker**2 / 2, energy, out=np.zeros_like(energy), where=energy > 0)
-    best = share.argmax(axis=0)
-    with np.errstate(divide="ignore"):
-        level = 20 * np.log10(weaker[best, np.arange(channels)] / 32768.0)
-    return share.max(axis=0), level
-
-
 def _playback_hint(error: str) -> str:
-    if "busy" in error.lower():
-        return "something else holds the device: stop the daemon first (sudo systemctl stop edge-recorder)"
-    return (
+    return _device_hint(
+        error,
         "`edge-recorder devices` lists the playback PCMs: set [audio] playback to one, e.g. plughw:CARD=Device,DEV=0, "
-        "or leave it empty on a box that plays no tones"
+        "or leave it empty on a box that plays no tones",
     )
 
 
@@ -701,12 +595,19 @@ def check_broker(config: cfg.Config, timeout: float = 5.0) -> Check:
     """The MQTT broker answers and accepts the box's credentials; or delivery is off, said plainly."""
     m = config.mqtt
     if not m["url"]:
-        if config.upload["destination"] or config.events["webhook"]:
-            return Check("broker", Status.PASS, "no [mqtt] url: events go only to the webhook, uploads over HTTP/S3")
+        destination, webhook = upload_destination(config), config.events["webhook"]
+        if destination == "mqtt":  # [upload] destination = "mqtt" needs a url to load; [recording]'s is not checked
+            detail = f"no [mqtt] url, but {_destination_setting(config)} is mqtt: files go over the broker"
+            return Check("broker", Status.FAIL, detail, "set [mqtt] url, or an https:// or s3:// destination")
+        if destination or webhook:
+            events = "events go only to the webhook" if webhook else "no events leave the box"
+            uploads = "uploads over HTTP/S3" if destination else "no uploads"
+            return Check("broker", Status.PASS, f"no [mqtt] url: {events}, {uploads}")
         return Check(
             "broker",
             Status.WARN,
-            "delivery is off: no [mqtt] url, no [upload] destination; recordings stay in the spool",
+            "delivery is off: no [mqtt] url, no upload destination ([recording] or [upload] destination); "
+            "recordings stay in the spool",
             "set [mqtt] url (and [upload] destination) so a central server gets the events and the files",
         )
     import paho.mqtt.client as mqtt
@@ -765,13 +666,18 @@ def check_broker(config: cfg.Config, timeout: float = 5.0) -> Check:
 def check_upload(config: cfg.Config, broker: Check | None = None, timeout: float = UPLOAD_TIMEOUT) -> Check:
     """The upload destination takes a file with the box's credentials: a probe uploaded as recordings go.
 
-    ``mqtt`` uploads go over the broker, so they stand or fall with ``broker``
-    (the broker check's outcome). Where the probe lands and how it is deleted
-    again: ``uploads.probe``.
+    The destination is the one the box's own recordings (the record button,
+    DTMF, ``[call] auto_record``) go to, as ``Delivery`` picks it:
+    ``upload_destination``. ``mqtt`` uploads go over the broker, so they stand
+    or fall with ``broker`` (the broker check's outcome). Where the probe
+    lands, how it is deleted again and which destinations it cannot test
+    without overwriting a file: ``uploads.probe``. URLs are printed without
+    their password.
     """
-    destination = config.upload["destination"]
+    destination = upload_destination(config)
     if not destination:
         return Check("upload", Status.SKIP, "no upload destination: finished recordings stay in the spool")
+    setting = _destination_setting(config)
     if destination == "mqtt":
         if broker is not None and broker.status is Status.FAIL:
             return Check(
@@ -782,44 +688,61 @@ def check_upload(config: cfg.Config, broker: Check | None = None, timeout: float
             Status.PASS,
             "mqtt: files go in chunks over the broker (checked above); a receiver (edge-recorder receive) is not checked",
         )
-    from ..delivery.uploads import Credentials, probe
+    from ..delivery.uploads import Credentials, WouldOverwrite, http_auth, probe, redact
 
     u = config.upload
     credentials = Credentials.from_config(u)
+    how = None if urlsplit(destination).scheme.lower() == "s3" else http_auth(credentials, destination)[0]
     name = f"edge-recorder-doctor-{config.device_id}.probe"
     try:
         result = probe(destination, name, credentials=credentials, method=u["method"], timeout=timeout)
+    except WouldOverwrite as exc:
+        hint = (
+            "check a short test recording arrives; a destination ending in / (no query string) gives each "
+            "recording its own name, and doctor can test it"
+        )
+        return Check("upload", Status.WARN, str(exc), hint)
     except DeliveryError as exc:
-        return _upload_failed(destination, credentials, exc)
-    how = "" if destination.startswith("s3://") else f" ({u['method'].upper()}, {_http_auth_name(credentials)})"
-    detail = f"{destination}: took a probe file{how}"
+        return _upload_failed(setting, how, exc)
+    detail = f"{redact(destination)}: took a probe file"
+    if how is not None:
+        detail += f" ({u['method'].upper()}, {how.value})"
     if result.kept:
-        detail += f", left at {result.location} ({result.kept}): delete it by hand"
+        detail += f", left at {redact(result.location)} ({result.kept}): delete it by hand"
     else:
         detail += " and deleted it again"
     return Check("upload", Status.PASS, detail)
 
 
-def _upload_failed(destination: str, credentials: Credentials, exc: DeliveryError) -> Check:
-    s3 = destination.startswith("s3://")
-    if exc.status in (401, 403) and not s3 and not (credentials.bearer_token or credentials.username):
+def _destination_setting(config: cfg.Config) -> str:
+    """The key ``upload_destination`` took the box's destination from, to name it in a hint."""
+    return "[recording] destination" if config.recording.destination else "[upload] destination"
+
+
+def _upload_failed(setting: str, how: Authentication | None, exc: DeliveryError) -> Check:
+    """The FAIL line for a probe the destination refused; ``how`` is the HTTP credential sent (None: S3)."""
+    from ..delivery.uploads import Authentication
+
+    s3 = how is None
+    if exc.status in (401, 403) and how is Authentication.NONE:
         return Check(
             "upload", Status.FAIL, f"credentials needed: {exc}", "set [upload] token (or username and password)"
         )
     if exc.status in (401, 403):
-        what = "S3 keys" if s3 else _http_auth_name(credentials)
-        if s3:
+        if how is None:
             hint = (
                 "check [upload] s3_access_key and s3_secret_key (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), "
                 "and that they may write under the prefix"
             )
-        elif credentials.bearer_token:
+        elif how is Authentication.BEARER:
             hint = "check [upload] token, and that it may write there"
-        else:
+        elif how is Authentication.BASIC:
             hint = "check [upload] username and password, and that they may write there"
-        return Check("upload", Status.FAIL, f"{what} refused: {exc}", hint)
+        else:
+            hint = f"check the user and password in {setting}, and that they may write there"
+        return Check("upload", Status.FAIL, f"{'S3 keys' if s3 else how.value} refused: {exc}", hint)
     if exc.status == 404:
-        hint = "create the bucket, or fix [upload] destination" if s3 else "fix the path in [upload] destination"
+        hint = f"create the bucket, or fix {setting}" if s3 else f"fix the path in {setting}"
         return Check("upload", Status.FAIL, f"not found: {exc}", hint)
     if exc.status is None and not exc.permanent:
         hint = "check the server runs and the box can reach it (address, port, DNS, firewall, proxy)"
@@ -829,15 +752,7 @@ def _upload_failed(destination: str, credentials: Credentials, exc: DeliveryErro
         return Check("upload", Status.FAIL, f"unreachable: {exc}", hint)
     if exc.status is not None and exc.status >= 500:
         return Check("upload", Status.FAIL, str(exc), "the server failed: see its logs (uploads are retried meanwhile)")
-    return Check("upload", Status.FAIL, str(exc), "fix [upload] destination and its credentials as the error says")
-
-
-def _http_auth_name(credentials: Credentials) -> str:
-    if credentials.bearer_token:
-        return "bearer token"
-    if credentials.username:
-        return "HTTP Basic credentials"
-    return "no credentials"
+    return Check("upload", Status.FAIL, str(exc), f"fix {setting} and its credentials as the error says")
 
 
 def check_clock() -> Check:
@@ -984,7 +899,7 @@ def _columns(status: str, name: str, detail: str) -> str:
     return f"{status:<4}  {name:<14}  {detail}"
 
 
-def _db(value: float) -> str:
+def db_text(value: float) -> str:
     return "-inf" if value == -math.inf else f"{value:.1f}"
 
 

@@ -36,7 +36,9 @@ Remote file names come from ``remote_name()``; the default is Sinch's
 ``yyyyMMddHHmmss_<device_id>_<call_id>.<format>``.
 
 ``probe()`` is ``edge-recorder doctor``'s check of a destination: a small file
-uploaded the way recordings go, then deleted again where the server allows.
+uploaded the way recordings go, then deleted again where the server allows. A
+destination that is one fixed file (``fixed_target``) is not probed: the probe
+would write over it.
 """
 
 from __future__ import annotations
@@ -52,12 +54,14 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 import certifi
 import requests
+import requests.auth
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
@@ -91,7 +95,7 @@ class Credentials:
     """How to authenticate at a destination; only the fields it needs are used.
 
     HTTP uses ``bearer_token`` if set, else HTTP Basic with ``username`` and
-    ``password``. S3 uses the ``s3_*`` fields; empty keys fall back to
+    ``password``, else a user and password in the URL (``http_auth``). S3 uses the ``s3_*`` fields; empty keys fall back to
     ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` and an empty region to
     ``AWS_REGION``/``AWS_DEFAULT_REGION`` (then the client asks the bucket).
     ``s3_endpoint`` is a URL such as ``http://127.0.0.1:8333`` or
@@ -288,14 +292,14 @@ def upload(
     if scheme in ("http", "https"):
         return _upload_http(path, url, name, sha256, content_type, credentials, method, timeout, progress)
     raise DeliveryError(
-        f"cannot upload to {_redact(url)!r}: scheme must be one of {', '.join(SCHEMES)}",
+        f"cannot upload to {redact(url)!r}: scheme must be one of {', '.join(SCHEMES)}",
         permanent=True,
     )
 
 
 def _check_name(name: str, url: str) -> str:
     if not name or name in (".", "..") or "/" in name or "\\" in name or any(ord(c) < 32 or c == "\x7f" for c in name):
-        raise DeliveryError(f"bad remote file name {name!r} for {_redact(url)!r}", permanent=True)
+        raise DeliveryError(f"bad remote file name {name!r} for {redact(url)!r}", permanent=True)
     return name
 
 
@@ -400,11 +404,11 @@ def _upload_http(
 ) -> str:
     parts = urlsplit(url)
     if not parts.hostname:
-        raise DeliveryError(f"no host in {_redact(url)!r}", permanent=True)
+        raise DeliveryError(f"no host in {redact(url)!r}", permanent=True)
     if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname):
         raise DeliveryError(
             f"refusing plain http to {parts.hostname}: the recording and credentials would cross the network "
-            f"in clear; use https:// ({_redact(url)!r})",
+            f"in clear; use https:// ({redact(url)!r})",
             permanent=True,
         )
     method = method.upper()
@@ -413,8 +417,8 @@ def _upload_http(
     if url.endswith("/"):
         url += quote(_check_name(name, url))
 
-    headers, auth = _http_auth(credentials)
-    headers["X-Content-SHA256"] = sha256
+    _, auth = http_auth(credentials, url)
+    headers = {"X-Content-SHA256": sha256}
 
     file, size = _open(path)
     with file:
@@ -453,33 +457,66 @@ def _upload_http(
             requests.exceptions.MissingSchema,
             requests.exceptions.InvalidHeader,
         ) as exc:
-            raise DeliveryError(f"cannot upload to {_redact(url)!r}: {exc}", permanent=True) from exc
+            raise DeliveryError(f"cannot upload to {redact(url)!r}: {exc}", permanent=True) from exc
         except requests.exceptions.Timeout as exc:
-            raise DeliveryError(f"upload to {_redact(url)!r} timed out after {timeout:g} s", permanent=False) from exc
+            raise DeliveryError(f"upload to {redact(url)!r} timed out after {timeout:g} s", permanent=False) from exc
         except requests.exceptions.RequestException as exc:
             # Connection refused or reset, DNS, TLS (a Pi without an RTC can boot
             # with a clock that makes valid certificates look expired): all may pass.
-            raise DeliveryError(f"upload to {_redact(url)!r} failed: {_reason(exc)}", permanent=False) from exc
+            raise DeliveryError(f"upload to {redact(url)!r} failed: {_reason(exc)}", permanent=False) from exc
         with response:
             status = response.status_code
             if not 200 <= status < 300:
                 raise DeliveryError(
-                    f"{method} {_redact(url)} answered {status} {response.reason}: {_error_text(response)}",
+                    f"{method} {redact(url)} answered {status} {response.reason}: {_error_text(response)}",
                     permanent=is_permanent_http(status) or 300 <= status < 400,
                     status=status,
                 )
             location = response.headers.get("Location")
         sending.check(sha256, path)
-    return urljoin(url, location) if location else url
+    # Where the file lives goes into the catalog and the recording.available event: never a password in it.
+    return _without_userinfo(urljoin(url, location) if location else url)
 
 
-def _http_auth(credentials: Credentials) -> tuple[dict[str, str], tuple[str, str] | None]:
-    """Headers and ``requests`` auth for ``credentials``: the bearer token if set, else HTTP Basic."""
+class Authentication(Enum):
+    """The credential an HTTP upload sends (``http_auth`` decides); the value says it to people."""
+
+    BEARER = "bearer token"
+    BASIC = "HTTP Basic credentials"
+    URL = "HTTP Basic credentials from the URL"
+    NONE = "no credentials"
+
+
+def http_auth(credentials: Credentials, url: str) -> tuple[Authentication, requests.auth.AuthBase | None]:
+    """Which credential an HTTP upload to ``url`` sends, and the ``requests`` auth that sends it.
+
+    ``credentials`` come first: the bearer token if set, else HTTP Basic with
+    ``username`` and ``password``; then a user and password written in the URL
+    (``https://user:password@host/``). The auth is always given explicitly, so
+    ``requests`` never swaps in the URL's user for the token.
+
+    >>> http_auth(Credentials(bearer_token="t"), "https://box:pw@example.com/in/")[0].value
+    'bearer token'
+    >>> http_auth(Credentials(), "https://box:pw@example.com/in/")[0].value
+    'HTTP Basic credentials from the URL'
+    """
     if credentials.bearer_token:
-        return {"Authorization": f"Bearer {credentials.bearer_token}"}, None
+        return Authentication.BEARER, _Bearer(credentials.bearer_token)
     if credentials.username:
-        return {}, (credentials.username, credentials.password)
-    return {}, None
+        return Authentication.BASIC, requests.auth.HTTPBasicAuth(credentials.username, credentials.password)
+    parts = urlsplit(url)
+    if parts.username is not None:
+        return Authentication.URL, requests.auth.HTTPBasicAuth(unquote(parts.username), unquote(parts.password or ""))
+    return Authentication.NONE, None
+
+
+class _Bearer(requests.auth.AuthBase):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
 
 
 def _is_loopback(host: str) -> bool:
@@ -506,14 +543,24 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
+    """``url`` fit to print: a user and password in it become ``***``.
+
+    >>> redact("https://box:s3cret@example.com:8443/in/")
+    'https://***@example.com:8443/in/'
+    """
     parts = urlsplit(url)
     if parts.password is None and parts.username is None:
         return url
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{netloc}", parts.path, parts.query, parts.fragment))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
 
 
 # ---------------------------------------------------------------------------
@@ -557,7 +604,7 @@ def _s3_target(url: str, name: str) -> tuple[str, str]:
     parts = urlsplit(url)
     bucket = parts.netloc
     if not bucket or "@" in bucket or parts.query or parts.fragment:
-        raise DeliveryError(f"bad S3 URL {_redact(url)!r}: expected s3://bucket/prefix/[file]", permanent=True)
+        raise DeliveryError(f"bad S3 URL {redact(url)!r}: expected s3://bucket/prefix/[file]", permanent=True)
     key = parts.path.lstrip("/")
     if not key or key.endswith("/"):
         key += _check_name(name, url)
@@ -706,31 +753,43 @@ class Probe:
     kept: str = ""  # empty when the probe was deleted again
 
 
+class WouldOverwrite(ValueError):
+    """``probe()`` refused: every upload to the destination goes to one place, so a probe would write over it."""
+
+
 def probe(url: str, name: str, *, credentials: Credentials, method: str = "PUT", timeout: float = 30.0) -> Probe:
     """Prove that ``url`` takes uploads with ``credentials``: upload a small file as a recording goes, then delete it.
 
     Only a write proves that a write is authorised (many receivers answer a
     HEAD or OPTIONS without looking at the credentials), so the probe is a real
-    upload through ``upload()``, of ``PROBE_BODY`` named ``name``, into the
-    folder where recordings go: ``s3://bucket/prefix/``, the directory of an
-    HTTP PUT URL, or the URL itself for POST (the form names the file). It
-    raises ``DeliveryError`` exactly as a recording's upload would.
+    upload through ``upload()``, of ``PROBE_BODY`` named ``name``, to the
+    destination itself: ``s3://bucket/prefix/``, an HTTP PUT URL ending in
+    ``/``, or a POST URL (the form names the file). It raises
+    ``DeliveryError`` exactly as a recording's upload would.
+
+    It never writes anywhere a recording would not go, nor over what a
+    recording is: a destination that is one fixed place (``fixed_target``)
+    raises ``WouldOverwrite`` before anything is sent.
 
     Deleting it again is best effort: write-only S3 keys and most HTTP
     receivers cannot delete, and a POST receiver gives no URL to delete by.
-    ``Probe.kept`` then says why the probe stayed.
+    Only a 2xx answer to the DELETE counts (many servers answer 404 to a
+    method they do not route, with the file still there); it goes to the
+    ``Location`` the PUT was answered with when that is on the same server,
+    else to the URL the probe was PUT to. ``Probe.kept`` says why the probe
+    stayed.
     """
-    parts = urlsplit(url)
-    scheme, method = parts.scheme.lower(), method.upper()
-    folder = urlunsplit((parts.scheme, parts.netloc, parts.path[: parts.path.rfind("/") + 1] or "/", "", ""))
-    target = url if scheme in ("http", "https") and method == "POST" else folder
+    method = method.upper()
+    fixed = fixed_target(url, method)
+    if fixed:
+        raise WouldOverwrite(f"cannot test without overwriting {redact(url)}: {fixed}")
     sha256 = hashlib.sha256(PROBE_BODY).hexdigest()
     with tempfile.TemporaryDirectory(prefix="edge-recorder-probe-") as directory:
         path = Path(directory) / "probe"
         path.write_bytes(PROBE_BODY)
         location = upload(
             path,
-            target,
+            url,
             name,
             sha256=sha256,
             content_type="text/plain",
@@ -738,20 +797,51 @@ def probe(url: str, name: str, *, credentials: Credentials, method: str = "PUT",
             method=method,
             timeout=timeout,
         )
-    if scheme == "s3":
-        return Probe(location, _delete_s3(*_s3_target(target, name), credentials, timeout))
+    if urlsplit(url).scheme.lower() == "s3":
+        return Probe(location, _delete_s3(*_s3_target(url, name), credentials, timeout))
     if method == "PUT":
-        return Probe(location, _delete_http(target + quote(name), credentials, timeout))
+        put = url + quote(name)
+        target = location if _origin(location) == _origin(put) else put
+        return Probe(location, _delete_http(target, http_auth(credentials, url)[1], timeout))
     return Probe(location, "a POST receiver gives no URL to delete it by")
 
 
-def _delete_http(url: str, credentials: Credentials, timeout: float) -> str:
-    headers, auth = _http_auth(credentials)
+def fixed_target(url: str, method: str = "PUT") -> str:
+    """Why every upload to ``url`` lands in the same one place; "" when each recording gets its own name there.
+
+    >>> fixed_target("https://example.com/in/"), fixed_target("s3://calls/box-7/")
+    ('', '')
+    >>> fixed_target("https://example.com/in/calls.wav")
+    'a PUT URL that does not end in / is the one file every upload is written to'
+    """
+    parts = urlsplit(url)
+    if parts.query:
+        return "it has a query string, so every upload goes to exactly that URL"
+    scheme = parts.scheme.lower()
+    if scheme == "s3":
+        key = parts.path.lstrip("/")  # as _s3_target reads it
+        return "it names one object, which every upload is written to" if key and not key.endswith("/") else ""
+    if scheme in ("http", "https") and method.upper() == "PUT" and not url.endswith("/"):  # as _upload_http reads it
+        return "a PUT URL that does not end in / is the one file every upload is written to"
+    return ""
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # a Location with a bad port is on no server of ours
+        return scheme, "", -1
+    return scheme, (parts.hostname or ""), port
+
+
+def _delete_http(url: str, auth: requests.auth.AuthBase | None, timeout: float) -> str:
     try:
         with requests.delete(
-            url, headers=headers, auth=auth, timeout=(min(timeout, CONNECT_TIMEOUT), timeout), allow_redirects=False
+            url, auth=auth, timeout=(min(timeout, CONNECT_TIMEOUT), timeout), allow_redirects=False
         ) as response:
-            if 200 <= response.status_code < 300 or response.status_code == 404:
+            if 200 <= response.status_code < 300:
                 return ""
             return f"DELETE answered {response.status_code} {response.reason}"
     except requests.exceptions.RequestException as exc:
