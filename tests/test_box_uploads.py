@@ -14,9 +14,10 @@ import pytest
 
 from firmware.catalog import Catalog
 
-from .daemon_run import ROOT, Box, counter_signal, events
+from .daemon_run import ROOT, Box, Result, counter_signal, events
 from .http_servers import FlakyHttpServer
 from .seaweed import SeaweedS3
+from .test_mqtt import Central
 
 RATE = 8000
 
@@ -121,7 +122,10 @@ def test_s3_upload(tmp_path, s3):
     assert hashlib.sha256(body).hexdigest() == row["sha256"]
 
 
-def test_mqtt_upload_through_edge_recorder_receive(tmp_path, broker):
+@pytest.mark.parametrize("asked_by", ["config", "command"])
+def test_mqtt_upload_through_edge_recorder_receive(tmp_path, broker, asked_by):
+    """``config``: [upload] destination = "mqtt" and the button. ``command``: nothing in the config; a
+    recording started over MQTT asks for destination "mqtt" in its own start options."""
     store = tmp_path / "central"
     receiver = subprocess.Popen(
         [
@@ -143,8 +147,23 @@ def test_mqtt_upload_through_edge_recorder_receive(tmp_path, broker):
     )
     try:
         time.sleep(1.0)  # the receiver joins its group
-        box = _box(tmp_path / "box", {"destination": "mqtt"}, mqtt={"url": broker.url})
-        result = box.run()
+        if asked_by == "config":
+            box = _box(tmp_path / "box", {"destination": "mqtt"}, mqtt={"url": broker.url})
+            result = box.run()
+        else:
+            box = _box(tmp_path / "box", {}, mqtt={"url": broker.url}, sim={"scenario": ""})
+            central = Central(broker)
+            try:
+                proc = box.start()
+                central.wait_for(lambda topic, payload: topic.endswith("/status") and payload == b"online")
+                started = central.command({"op": "start", "options": {"destination": "mqtt"}})
+                assert started["ok"], started
+                time.sleep(1.0)
+                assert central.command({"op": "stop"})["ok"]
+                out, err = proc.communicate(timeout=30)
+                result = Result(proc.returncode, events(out), err)
+            finally:
+                central.close()
         assert result.code == 0, result.stderr
         try:
             out, err = receiver.communicate(timeout=30)

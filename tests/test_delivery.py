@@ -241,20 +241,29 @@ def test_retention_does_nothing_while_the_clock_is_not_synchronised(tmp_path):
     assert media.exists()
 
 
+HA_OBJECTS = [("button", "record")] + [
+    ("sensor", name) for name in ("state", "input_level", "free_storage", "upload_backlog")
+]
+
+
 def test_home_assistant_discovery_documents(tmp_path, broker):
     from .test_mqtt import BASE, Central
 
     central = Central(broker)
     central.client.subscribe("homeassistant/#", qos=1)
     try:
+        # At real pace, so the box is connected (and has published discovery) well before it stops:
+        # recording never waits for the broker, and a box that ends first may never connect at all.
         box = Box.make(
             tmp_path,
-            counter_signal(1.0),
+            counter_signal(2.0),
             RATE,
             mqtt={"url": broker.url, "ha_discovery": True},
+            sim={"pace": "realtime"},
         )
         assert box.run().code == 0
-        _wait(lambda: sum(t.startswith("homeassistant/") for t, _ in central.log) >= 5)
+        expected = {f"homeassistant/{kind}/test-box/{name}/config" for kind, name in HA_OBJECTS}
+        assert _wait(lambda: expected <= {t for t, _ in central.log}), [t for t, _ in central.log]
         docs = {t: json.loads(p) for t, p in central.log if t.startswith("homeassistant/")}
         button = docs["homeassistant/button/test-box/record/config"]
         assert button["command_topic"] == f"{BASE}/cmd" and json.loads(button["payload_press"]) == {"op": "button"}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,22 @@ log = logging.getLogger("edge-recorder.delivery")
 
 HOUSEKEEPING_SECONDS = 300.0
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+
+
+def upload_destination(config: cfg.Config, options: Mapping[str, Any] | None = None) -> str:
+    """Where a finished recording is uploaded: its ``destination`` start option, else ``[upload] destination``.
+
+    ``options`` are the recording's start options as the catalog keeps them;
+    without them, the recordings the box starts itself (the record button, a
+    DTMF key sequence, ``[call] auto_record``), which start with
+    ``[recording]``'s. "" means nowhere: the file stays in the spool.
+
+    >>> config = cfg.parse({"recording": {"destination": "s3://calls/box-7/"}, "upload": {"destination": "s3://x/"}})
+    >>> upload_destination(config), upload_destination(config, {"destination": ""})
+    ('s3://calls/box-7/', 's3://x/')
+    """
+    own = config.recording.destination if options is None else options.get("destination")
+    return own or config.upload["destination"]
 
 
 class Worker:
@@ -183,11 +199,12 @@ class Delivery:
             extra_subscriptions=extra,
             on_connected=self._connected,
         )
-        if self.config.upload["destination"] == "mqtt":
-            from .mqtt_files import FileSender
+        # Always, not only when the config's destinations say "mqtt": a recording started over MQTT or the
+        # API may ask for destination "mqtt" in its own start options.
+        from .mqtt_files import FileSender
 
-            self.files = FileSender(link.client, m["prefix"], self.device_id)
-            extra += [(topic, self.files.on_message) for topic in self.files.topics()]
+        self.files = FileSender(link.client, m["prefix"], self.device_id)
+        extra += [(topic, self.files.on_message) for topic in self.files.topics()]
         return link
 
     def _connected(self, link) -> None:
@@ -296,7 +313,7 @@ class Delivery:
     def _upload_item(self, event: dict[str, Any], row: dict[str, Any]) -> OutboxItem | None:
         if event["type"] not in ("recording.finished", "recording.error") or not row.get("path"):
             return None
-        destination = (row.get("options") or {}).get("destination") or self.config.upload["destination"]
+        destination = upload_destination(self.config, row.get("options") or {})
         if not destination:
             return None
         from .uploads import remote_name
