@@ -29,7 +29,7 @@ from typing import Any
 
 from .api.auth import MIN_TOKEN_BITS, TokenError, parse_tokens
 from .core import OptionError, RecordingOptions, Track
-from .core.options import CALLBACK_EVENTS, OPTION_HELP, accepted
+from .core.options import CALLBACK_EVENTS, OPTION_HELP, accepted, destination
 
 DEFAULT_PATH = Path("/etc/edge-recorder/config.toml")
 ENV_VAR = "EDGE_RECORDER_CONFIG"
@@ -194,13 +194,10 @@ def _tokens(value: Any) -> str:
 
 
 def _upload_destination(value: Any) -> str:
-    if value in ("", "mqtt"):
-        return value
-    if not isinstance(value, str) or not re.match(r"^(https?|s3)://\S+$", value):
-        raise ValueError(
-            'expected an https:// (or http://) URL, "s3://bucket/prefix/", "mqtt" (needs [mqtt] url), or "" for nowhere'
-        )
-    return value
+    try:
+        return destination("destination", value)
+    except OptionError as exc:
+        raise ValueError(f"expected {exc.allowed}") from None
 
 
 def _callback_events(value: Any) -> str:
@@ -534,8 +531,9 @@ def _cross_checks(s: dict[str, Any], source: str) -> None:
             'needs call detection; set [call] detect to "auto", "hook" or "audio"',
             source,
         )
-    if s["upload"]["destination"] == "mqtt" and not s["mqtt"]["url"]:
-        raise ConfigError("upload", "destination", "mqtt", "needs [mqtt] url: files go over the broker", source)
+    for section, where in (("upload", s["upload"]["destination"]), ("recording", s["recording"].destination)):
+        if where == "mqtt" and not s["mqtt"]["url"]:
+            raise ConfigError(section, "destination", "mqtt", "needs [mqtt] url: files go over the broker", source)
     http = s["http"]
     if http["listen"]:
         if not parse_tokens(http["tokens"]) and not (http["username"] and http["password"]):

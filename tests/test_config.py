@@ -57,6 +57,11 @@ def test_a_file_overrides_defaults_and_recording_options(tmp_path):
         ),
         ("[upload]\ndestination = 'mqtt'\n", "[upload] destination = 'mqtt': needs [mqtt] url"),
         (
+            "[recording]\ndestination = 'ftp://files.example.com/'\n",
+            "[recording] destination = 'ftp://files.example.com/': expected an https:// (or http://) URL",
+        ),
+        ("[recording]\ndestination = 'mqtt'\n", "[recording] destination = 'mqtt': needs [mqtt] url"),
+        (
             "[events]\nwebhook_events = 'complet'\n",
             "[events] webhook_events = 'complet': expected one or more of in-progress, completed, absent",
         ),

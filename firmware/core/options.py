@@ -9,6 +9,7 @@ the value and what would be accepted.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
@@ -243,6 +244,21 @@ def _text(limit: int):
     return parse
 
 
+DESTINATION_ALLOWED = (
+    'an https:// (or http://) URL, "s3://bucket/prefix/", "mqtt" (needs [mqtt] url), or "" for nowhere'
+)
+_DESTINATION = re.compile(r"^(https?|s3)://\S+$")
+
+
+def destination(key: str, value: Any) -> str:
+    """Where a finished file is uploaded: the ``destination`` start option and ``[upload] destination``."""
+    if value in ("", "mqtt"):
+        return value
+    if not isinstance(value, str) or len(value) > 2048 or not _DESTINATION.match(value):
+        raise OptionError(key, value, DESTINATION_ALLOWED)
+    return value
+
+
 def _bitrate(key: str, value: Any) -> int:
     allowed = (8, 16, 24, 32, 40, 48, 56, 64)
     if str(value) not in {str(v) for v in allowed}:
@@ -282,7 +298,7 @@ _PARSERS = {
     "trim": _enum(Trim),
     "pre_roll": _seconds(0.0, MAX_PRE_ROLL),
     "mp3_bitrate": _bitrate,
-    "destination": _text(2048),
+    "destination": destination,
     "status_callback": _text(2048),
     "status_callback_events": _callback_events,
     "status_callback_method": _method,
