@@ -9,19 +9,24 @@ images/pi-gen/README.md says how to run it there. Checked here:
   (pi-gen silently skips a run script that is not executable), prerun.sh starts from the
   previous stage, and the config builds stage0-2 (Lite) and then this stage;
 - 00-packages covers every Debian package images/README.md and images/install.sh say a box
-  needs, read from those files;
+  needs at run time, read from those files, and 01-run.sh's build tools are the rest: what
+  pyalsaaudio is compiled with;
 - the driver: --help, and each refusal (wrong arguments 64, a missing input 66, not root 77, a
   machine that cannot run arm64 programs or lacks pi-gen's tools 69) is one line and comes
-  before anything is written; --prepare-only lays out a pi-gen tree as the stage expects it;
+  before anything is written (binfmt_misc is a folder made by the test, so both 69s are reached
+  on any machine); --prepare-only lays out a pi-gen tree as the stage expects it, and builds the
+  wheel without writing into the checkout;
 - the stage's 01-run.sh for real, on what the driver prepared: against a Debian 12 root file
   system that mmdebstrap makes from exactly the stage's 00-packages, with pi-gen's on_chroot
   played by a function that mounts what pi-gen's does (/proc, /dev, /sys, a tmpfs on /run and
   on /tmp) and enters the root with capsh, so that images/install.sh runs inside it with
-  --root /, as in the image build. pyalsaaudio is in the wheelhouse as source only, so it is
-  compiled inside the root with 00-packages' compiler and headers. The root has this machine's
-  architecture (Debian amd64, not Raspberry Pi OS arm64) but the image's Debian 12, Python 3.11
-  and systemd. It needs root, mmdebstrap and deb.debian.org (about 2 minutes); without
-  mmdebstrap it is skipped.
+  --root /, as in the image build. Twice, on two copies of the root: with a wheelhouse (every
+  wheel built here, pyalsaaudio's too), where no build tools may be installed; and without one,
+  where pip gets pyalsaaudio as source only, so that it is compiled inside the root with the
+  tools 01-run.sh installs there from deb.debian.org, and which must be gone afterwards. The
+  root has this machine's architecture (Debian amd64, not Raspberry Pi OS arm64) but the image's
+  Debian 12, Python 3.11 and systemd. It needs root, mmdebstrap and deb.debian.org (about 2
+  minutes); without mmdebstrap it is skipped.
 """
 
 from __future__ import annotations
@@ -53,7 +58,14 @@ VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["versi
 STAGE_FILES = {"prerun.sh", "EXPORT_IMAGE"}
 SUB_STAGE_ENTRY = re.compile(r"\d\d-(run\.sh|run-chroot\.sh|packages|packages-nr|debconf|patches)|files")
 DEBIAN_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
-AARCH64_MAGIC = "magic 7f454c460201010000000000000000000200b700"
+# qemu-user-static's entry for arm64 ELF programs, as the kernel shows it in binfmt_misc.
+QEMU_AARCH64 = """enabled
+interpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P
+flags: PF
+offset 0
+magic 7f454c460201010000000000000000000200b700
+mask ffffffffffffff00fffffffffffffffffeffffff
+"""
 
 
 def run(*args: str | Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -107,6 +119,17 @@ def test_pi_gen_files_that_are_sourced_pass_shellcheck():
     assert result.returncode == 0, result.stdout
 
 
+def test_the_script_01_run_sh_writes_into_the_image_passes_shellcheck(tmp_path):
+    """A here-document in 01-run.sh, which shellcheck does not look into."""
+    shellcheck = shutil.which("shellcheck")
+    if not shellcheck:
+        pytest.fail("shellcheck not found: install the Debian package 'shellcheck'")
+    (script,) = re.findall(r"""^cat > "\$target/in-image\.sh" << 'EOF'\n(.*?)^EOF$""", RUN.read_text(), re.M | re.S)
+    (tmp_path / "in-image.sh").write_text("#!/bin/bash -e\n" + script)
+    result = run(shellcheck, "--severity=style", tmp_path / "in-image.sh")
+    assert result.returncode == 0, result.stdout
+
+
 @pytest.mark.parametrize("rootfs_exists", [False, True])
 def test_prerun_starts_from_the_previous_stage_once(tmp_path, rootfs_exists):
     rootfs = tmp_path / "rootfs"
@@ -153,14 +176,28 @@ def packages_a_box_needs() -> dict[str, set[str]]:
     return {"images/README.md apt-get": apt_get, "images/README.md root": root_needs, "install.sh": messages}
 
 
-def test_00_packages_covers_every_package_a_box_is_said_to_need():
+def build_tools() -> list[str]:
+    """What 01-run.sh installs in the image, without a wheelhouse, for pip to compile pyalsaaudio."""
+    (line,) = re.findall(r'^build_tools="([^"$]*)"$', RUN.read_text(), flags=re.M)
+    return line.split()
+
+
+def test_00_packages_covers_every_package_a_box_is_said_to_need_at_run_time():
     listed = packages(SUB_STAGE / "00-packages")
     assert len(listed) == len(set(listed)), listed
-    assert all(DEBIAN_PACKAGE.fullmatch(name) for name in listed), listed
+    tools = build_tools()
+    assert tools and len(tools) == len(set(tools)), tools
+    assert all(DEBIAN_PACKAGE.fullmatch(name) for name in listed + tools), (listed, tools)
+    assert not set(tools) & set(listed), "a build tool in 00-packages stays in every image"
     for source, needed in packages_a_box_needs().items():
         assert needed, f"no package names found in {source}: has its wording changed?"
         assert all(DEBIAN_PACKAGE.fullmatch(name) for name in needed), (source, needed)
-        assert needed <= set(listed), f"{source} names {sorted(needed - set(listed))}, missing from 00-packages"
+        missing = needed - set(listed) - set(tools)
+        assert not missing, f"{source} names {sorted(missing)}, missing from 00-packages"
+    # The box's own apt-get line is the run-time packages plus what pyalsaaudio is compiled with:
+    # that rest is exactly what 01-run.sh installs when pip has to compile it.
+    box = packages_a_box_needs()["images/README.md apt-get"]
+    assert box - set(listed) == set(tools), "01-run.sh's build_tools differ from images/README.md's apt-get line"
 
 
 def test_the_run_script_takes_the_install_artifact_of_this_repository():
@@ -262,21 +299,34 @@ def bin_dir(tmp_path: Path) -> Path:
     return path
 
 
-def arm64_runs_here() -> bool:
-    if os.uname().machine == "aarch64":
-        return True
-    for entry in Path("/proc/sys/fs/binfmt_misc").glob("*"):
-        text = entry.read_text() if entry.is_file() and entry.name not in {"register", "status"} else ""
-        if "enabled" in text.splitlines() and AARCH64_MAGIC in text and re.search(r"^flags:.*F", text, re.M):
-            return True
-    return False
+def binfmt_misc(tmp_path: Path, entries: dict[str, str], env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with the driver's binfmt_misc a folder laid out as the
+    kernel's: register, status, and a file per registered format."""
+    folder = tmp_path / "binfmt_misc"
+    folder.mkdir()
+    (folder / "register").write_text("")
+    (folder / "status").write_text("enabled\n")
+    for name, text in entries.items():
+        (folder / name).write_text(text)
+    return {**(os.environ if env is None else env), "PI_GEN_BINFMT_MISC": str(folder)}
 
 
 @pytest.mark.skipif(os.uname().machine == "aarch64", reason="an arm64 machine runs arm64 programs")
 @pytest.mark.skipif(not AS_ROOT, reason="the root check comes first")
-def test_a_machine_that_cannot_run_arm64_programs_is_refused_with_69(tmp_path):
-    (tmp_path / "binfmt_misc").mkdir()  # binfmt_misc with nothing registered
-    env = {**os.environ, "PI_GEN_BINFMT_MISC": str(tmp_path / "binfmt_misc")}
+@pytest.mark.parametrize(
+    "entries",
+    [
+        {},
+        {"qemu-aarch64": QEMU_AARCH64.replace("enabled", "disabled", 1)},
+        # Without F the kernel looks the interpreter up when a program starts: inside the chroot,
+        # where it is not.
+        {"qemu-aarch64": QEMU_AARCH64.replace("flags: PF", "flags: P")},
+        {"qemu-arm": QEMU_AARCH64.replace("aarch64", "arm").replace("0200b700", "02002800")},
+    ],
+    ids=["nothing-registered", "aarch64-disabled", "aarch64-without-flag-F", "only-32-bit-arm"],
+)
+def test_a_machine_that_cannot_run_arm64_programs_is_refused_with_69(tmp_path, entries):
+    env = binfmt_misc(tmp_path, entries)
     refused(tmp_path, ["--pi-gen", str(tmp_path / "pi-gen")], exits.UNAVAILABLE, "cannot run arm64 programs", env=env)
 
 
@@ -290,16 +340,15 @@ def needs(mode: str) -> list[str]:
 
 @pytest.mark.skipif(not AS_ROOT, reason="the root check comes first")
 def test_a_machine_without_pi_gens_tools_is_refused_with_69_and_the_packages_to_install(tmp_path):
-    env = {**os.environ, "PATH": str(bin_dir(tmp_path))}
-    if arm64_runs_here():
-        message = "install them with: apt-get install " + " ".join(needs("native"))
-    else:
-        message = "cannot run arm64 programs"
+    # arm64 programs run (qemu-user-static registered as Debian's package does), so that the
+    # check for the tools is reached on any machine.
+    env = binfmt_misc(tmp_path, {"qemu-aarch64": QEMU_AARCH64}, env={**os.environ, "PATH": str(bin_dir(tmp_path))})
+    message = "missing programs, install them with: apt-get install " + " ".join(needs("native"))
     refused(tmp_path, [], exits.UNAVAILABLE, message, env=env)  # the default --pi-gen build/pi-gen
 
 
 def test_docker_without_docker_is_refused_with_69(tmp_path):
-    env = {**os.environ, "PATH": str(bin_dir(tmp_path))}
+    env = binfmt_misc(tmp_path, {"qemu-aarch64": QEMU_AARCH64}, env={**os.environ, "PATH": str(bin_dir(tmp_path))})
     message = "apt-get install " + " ".join(needs("docker"))
     refused(tmp_path, ["--docker", "--pi-gen", str(tmp_path / "pi-gen")], exits.UNAVAILABLE, message, env=env)
 
@@ -374,6 +423,51 @@ def test_prepare_only_lays_out_the_stage_with_the_install_artifact(tmp_path):
         assert f"edge_recorder-{VERSION}.dist-info/entry_points.txt" in archive.namelist()
 
 
+def checkout_copy(to: Path) -> Path:
+    """What the driver uses of a checkout (images/, systemd/, the wheel's sources), with this
+    checkout's .venv, which the driver builds the wheel with."""
+    to.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, to / name)
+    for name in ("images", "systemd", "firmware", "hal"):
+        shutil.copytree(REPO / name, to / name, ignore=shutil.ignore_patterns("__pycache__"))
+    if (REPO / ".venv").is_dir():
+        (to / ".venv").symlink_to(REPO / ".venv")
+    return to
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path below ``root`` with its modification time and size: a file written, or an
+    entry added to or removed from a folder, shows."""
+    state = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            info = (Path(folder) / name).lstat()
+            state[os.path.relpath(Path(folder) / name, root)] = (info.st_mtime_ns, info.st_size)
+    return state
+
+
+def test_preparing_builds_the_wheel_without_writing_into_the_checkout(tmp_path):
+    checkout = checkout_copy(tmp_path / "checkout")
+    # What an earlier `pip wheel .` in the checkout left: setuptools packs build/lib as it finds it,
+    # a module deleted from firmware/ since then included.
+    stale = checkout / "build" / "lib" / "firmware" / "deleted_module.py"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("# deleted from firmware/ since the last build\n")
+    before = tree_state(checkout)
+    pi_gen = pi_gen_tree(tmp_path / "pi-gen")
+
+    result = run(checkout / "images" / "pi-gen" / "build.sh", "--prepare-only", "--pi-gen", pi_gen)
+    assert result.returncode == 0, result.stderr
+    assert not list(checkout.glob("*.egg-info")), "setuptools wrote into the checkout"
+    assert tree_state(checkout) == before, "the checkout changed (build/, *.egg-info)"
+    (wheel,) = (pi_gen / STAGE.name / SUB_STAGE.name / "files" / "dist").iterdir()
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "firmware/cli/main.py" in names
+    assert "firmware/deleted_module.py" not in names, "the wheel packs the checkout's stale build/lib"
+
+
 def test_the_run_script_refuses_an_incomplete_files_folder(tmp_path):
     stage = tmp_path / "stage"
     shutil.copytree(SUB_STAGE, stage)
@@ -411,8 +505,15 @@ echo @alsaaudio; /opt/edge-recorder/bin/python -c 'import alsaaudio; print(alsaa
 echo @enabled; systemctl is-enabled edge-recorder.service edge-recorder-provision.service
 echo @groups; id -nG edge-recorder
 echo @config; stat -c '%a %U:%G' /etc/edge-recorder /etc/edge-recorder/config.toml
+echo @compilers; command -v cc gcc || true
 """
 SYSTEM_DIRS = ("proc", "sys", "dev", "run", "tmp")
+# Where apt and dpkg keep their records: installing and purging the build tools leaves these
+# changed, and nothing else.
+PACKAGE_RECORDS = ("var/cache/apt/", "var/cache/debconf/", "var/cache/ldconfig/", "var/lib/apt/", "var/lib/dpkg/")
+PACKAGE_RECORDS += ("var/log/alternatives.log", "var/log/apt/", "var/log/dpkg.log")
+# Stands in for PyPI inside the root when there is no wheelhouse (PIP_FIND_LINKS).
+PIP_INDEX = "var/tmp/pip-index"
 
 
 def root_paths(root: Path) -> set[str]:
@@ -422,6 +523,17 @@ def root_paths(root: Path) -> set[str]:
         if rel.parts[0] not in SYSTEM_DIRS or len(rel.parts) == 1:
             paths.add(str(rel))
     return paths
+
+
+def installed_packages(root: Path) -> set[str]:
+    """The packages dpkg's status file in ``root`` says are installed."""
+    status = (root / "var/lib/dpkg/status").read_text()
+    out = set()
+    for stanza in status.split("\n\n"):
+        package = re.search(r"^Package: (\S+)", stanza, re.M)
+        if package and re.search(r"^Status: \S+ \S+ installed$", stanza, re.M):
+            out.add(package.group(1))
+    return out
 
 
 def answers(stdout: str) -> dict[str, list[str]]:
@@ -441,18 +553,29 @@ def mounted_below(path: Path) -> list[str]:
 
 
 @dataclass
+class DebianRoot:
+    root: Path  # made by mmdebstrap from 00-packages; each run gets a copy
+    sub_stage: Path  # 00-edge-recorder with files/ as the driver prepared it, no wheelhouse
+    wheels: Path  # every dependency's wheel, built here, pyalsaaudio's too
+    alsa_source: Path  # pyalsaaudio's source archive
+
+
+@dataclass
 class ImageRoot:
     root: Path
     files: Path
-    wheelhouse: Path
+    with_wheelhouse: bool
     result: subprocess.CompletedProcess[str]
     answers: dict[str, list[str]]
     added: set[str]
     removed: set[str]
+    packages_before: set[str]
+    packages_after: set[str]
+    dpkg_log: list[str]  # what dpkg logged during the run
 
 
 @pytest.fixture(scope="module")
-def image_root(tmp_path_factory):
+def debian_root(tmp_path_factory):
     if not AS_ROOT:
         pytest.skip("mmdebstrap into a directory, chroot and mounts need root")
     for tool, package in (("mmdebstrap", "mmdebstrap"), ("capsh", "libcap2-bin"), ("unshare", "util-linux")):
@@ -462,8 +585,11 @@ def image_root(tmp_path_factory):
     root = work / "rootfs"
     release = bash_values(str(PIGEN / "config"), ["RELEASE"])["RELEASE"]
     include = "--include=" + ",".join(packages(SUB_STAGE / "00-packages"))
+    # pi-gen's roots keep the package lists of stage0's apt-get update, which 01-run.sh's
+    # apt-get install relies on: mmdebstrap would remove them.
+    keep_lists = "--skip=cleanup/apt/lists"
     debootstrap = subprocess.Popen(
-        ["mmdebstrap", "--variant=minbase", include, release, str(root), "http://deb.debian.org/debian"],
+        ["mmdebstrap", "--variant=minbase", keep_lists, include, release, str(root), "http://deb.debian.org/debian"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -472,35 +598,75 @@ def image_root(tmp_path_factory):
     try:
         pi_gen = pi_gen_tree(work / "pi-gen")
         prepare(pi_gen)
-        files = pi_gen / STAGE.name / SUB_STAGE.name / "files"
-        # The wheelhouse: every dependency's wheel, built here (same Python 3.11 and glibc as the
-        # root), except pyalsaaudio, as source, so that the root's compiler builds it.
-        wheelhouse = files / "wheelhouse"
-        (wheel,) = (files / "dist").glob("edge_recorder-*.whl")
-        result = run(sys.executable, "-m", "pip", "wheel", "-q", "-w", wheelhouse, wheel, "setuptools")
+        sub_stage = pi_gen / STAGE.name / SUB_STAGE.name
+        # Every dependency's wheel, built here (same Python 3.11 and glibc as the root), and
+        # pyalsaaudio's source, which is all PyPI has of it.
+        wheels = work / "wheels"
+        (wheel,) = (sub_stage / "files" / "dist").glob("edge_recorder-*.whl")
+        result = run(sys.executable, "-m", "pip", "wheel", "-q", "-w", wheels, wheel, "setuptools")
         assert result.returncode == 0, result.stderr
-        (alsa,) = wheelhouse.glob("pyalsaaudio-*.whl")
-        alsa.unlink()
-        source = "pyalsaaudio==" + alsa.name.split("-")[1]
+        (alsa,) = wheels.glob("pyalsaaudio-*.whl")
+        sources = work / "sources"
         pip_download = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:"]
-        result = run(*pip_download, "-d", wheelhouse, source)
+        result = run(*pip_download, "-d", sources, "pyalsaaudio==" + alsa.name.split("-")[1])
         assert result.returncode == 0, result.stderr
+        (alsa_source,) = sources.iterdir()
         log, _ = debootstrap.communicate(timeout=900)
         assert debootstrap.returncode == 0, log
     finally:
         if debootstrap.poll() is None:
             debootstrap.kill()
             debootstrap.wait()
+    yield DebianRoot(root, sub_stage, wheels, alsa_source)
+    shutil.rmtree(root)
 
-    before = root_paths(root)
-    steps = ["set -e", "mount --make-rprivate /", ON_CHROOT, f"cd {files.parent}", "./01-run.sh"]
-    script = "\n".join([*steps, "on_chroot <<'EOF'", QUESTIONS, "EOF"])
+
+@pytest.fixture(scope="module", params=["wheelhouse", "no-wheelhouse"])
+def image_root(request, debian_root):
+    with_wheelhouse = request.param == "wheelhouse"
+    work = debian_root.root.parent / request.param
+    work.mkdir()
+    root = work / "rootfs"
+    result = run("cp", "-a", debian_root.root, root)
+    assert result.returncode == 0, result.stderr
+    sub_stage = shutil.copytree(debian_root.sub_stage, work / SUB_STAGE.name)
+    files = sub_stage / "files"
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
     env |= {"LANG": "C.UTF-8", "ROOTFS_DIR": str(root)}
+    dpkg_log = root / "var/log/dpkg.log"
+    log_before = dpkg_log.read_text() if dpkg_log.exists() else ""
+    before, packages_before = root_paths(root), installed_packages(root)
+    if with_wheelhouse:
+        # As an arm64 wheelhouse is built on arm64: pyalsaaudio as a wheel, nothing to compile.
+        shutil.copytree(debian_root.wheels, files / "wheelhouse")
+    else:
+        # pip would fetch from PyPI inside the image; a folder in the root plays PyPI (pip takes
+        # PIP_* from its environment, which on_chroot passes on), with only pyalsaaudio's source,
+        # as PyPI has it, so that it is compiled in the root with 01-run.sh's build tools.
+        shutil.copytree(debian_root.wheels, root / PIP_INDEX, ignore=shutil.ignore_patterns("pyalsaaudio-*"))
+        shutil.copy2(debian_root.alsa_source, root / PIP_INDEX)
+        env |= {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/" + PIP_INDEX}
+
+    steps = ["set -e", "mount --make-rprivate /", ON_CHROOT, f"cd {sub_stage}", "./01-run.sh"]
+    script = "\n".join([*steps, "on_chroot <<'EOF'", QUESTIONS, "EOF"])
     result = run("unshare", "--mount", "--fork", "bash", "-c", script, env=env, timeout=900)
+    shutil.rmtree(root / PIP_INDEX, ignore_errors=True)
     after = root_paths(root)
     assert not mounted_below(work), mounted_below(work)
-    yield ImageRoot(root, files, wheelhouse, result, answers(result.stdout), after - before, before - after)
+    log_after = dpkg_log.read_text() if dpkg_log.exists() else ""
+    assert log_after.startswith(log_before)
+    yield ImageRoot(
+        root,
+        files,
+        with_wheelhouse,
+        result,
+        answers(result.stdout),
+        after - before,
+        before - after,
+        packages_before,
+        installed_packages(root),
+        log_after[len(log_before) :].splitlines(),
+    )
     assert not mounted_below(work)
     shutil.rmtree(root)
 
@@ -513,10 +679,24 @@ def test_the_stage_installs_edge_recorder_inside_the_image(image_root):
     assert image_root.answers["enabled"] == ["enabled", "enabled"]
 
 
-def test_pyalsaaudio_is_compiled_in_the_image_with_00_packages(image_root):
-    assert not list(image_root.wheelhouse.glob("pyalsaaudio-*.whl"))
+def test_pyalsaaudio_works_in_the_image(image_root):
+    """From the wheelhouse's wheel, or compiled inside the image without one."""
     (module,) = image_root.answers["alsaaudio"]
     assert re.fullmatch(r"/opt/edge-recorder/lib/python3\.\d+/site-packages/alsaaudio\.cpython-.*\.so", module)
+
+
+def test_build_tools_are_installed_only_without_a_wheelhouse_and_purged_after(image_root):
+    # dpkg.log: "DATE TIME install gcc:amd64 <none> VERSION", "... remove gcc:amd64 VERSION <none>".
+    actions = [line.split()[2:4] for line in image_root.dpkg_log]
+    installed = {package.split(":")[0] for action, package in actions if action == "install"}
+    removed = {package.split(":")[0] for action, package in actions if action == "remove"}
+    if image_root.with_wheelhouse:
+        assert image_root.dpkg_log == [], "dpkg ran although the wheelhouse has every wheel"
+    else:
+        assert set(build_tools()) <= installed, f"pyalsaaudio compiled without 01-run.sh's build tools: {installed}"
+        assert installed <= removed, f"installed for the build and left in the image: {sorted(installed - removed)}"
+    assert image_root.packages_after == image_root.packages_before
+    assert image_root.answers["compilers"] == []
 
 
 def test_the_venv_is_made_by_the_images_own_python(image_root):
@@ -532,8 +712,12 @@ def test_the_daemon_user_and_the_config_are_made_in_the_image(image_root):
 
 
 def test_the_install_leaves_nothing_else_in_the_image(image_root):
-    assert image_root.removed == set()
-    outside_venv = {path for path in image_root.added if not path.startswith("opt/edge-recorder/")}
+    added, removed = image_root.added, image_root.removed
+    if not image_root.with_wheelhouse:  # the build tools came and went: apt's and dpkg's records show it
+        added = {path for path in added if not (path + "/").startswith(PACKAGE_RECORDS)}
+        removed = {path for path in removed if not (path + "/").startswith(PACKAGE_RECORDS)}
+    assert removed == set()
+    outside_venv = {path for path in added if not path.startswith("opt/edge-recorder/")}
     assert outside_venv == {
         "opt/edge-recorder",
         "usr/lib/systemd/system/edge-recorder.service",

@@ -8,7 +8,8 @@
 #  1. Checks, before it writes anything, that this machine can do it: root (pi-gen's build.sh
 #     needs it) or Docker with --docker; arm64 programs run (an arm64 machine, or qemu-user-static
 #     registered with binfmt_misc); pi-gen's tools; the Debian and Raspberry Pi archives reachable.
-#  2. Builds the edge-recorder wheel from this checkout (pip wheel --no-deps), and with
+#  2. Builds the edge-recorder wheel (pip wheel --no-deps) from a copy of this checkout's
+#     sources in a temporary folder, so that nothing is written into the checkout; with
 #     --build-wheelhouse every dependency's wheel too (only on arm64: wheels are made for the
 #     machine that builds them).
 #  3. Clones pi-gen at REF into DIR, unless DIR is a pi-gen checkout already.
@@ -151,11 +152,19 @@ fi
 # -- the install artifact ---------------------------------------------------------------------
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-say "building the edge-recorder wheel from $repo"
-"$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$repo"
+# setuptools writes build/ and *.egg-info into the folder it builds from, and packs whatever is in
+# build/lib: built in the checkout, a module deleted since the last build would still ship, and
+# as root the checkout would get root-owned files. So the wheel is built from a fresh copy of
+# what it is made of (the files tests/test_install.py's copy_source takes), working tree as is.
+source=$work/source
+mkdir "$source"
+cp -R "$repo/pyproject.toml" "$repo/README.md" "$repo/firmware" "$repo/hal" "$source/"
+find "$source" -name __pycache__ -type d -prune -exec rm -rf {} +
+say "building the edge-recorder wheel from $repo (a copy of its sources)"
+"$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$source"
 if [ "$build_wheelhouse" = 1 ]; then
   say "building the wheelhouse (every dependency) on this arm64 machine"
-  "$python" -m pip wheel --quiet --wheel-dir "$work/wheelhouse" "$repo" setuptools
+  "$python" -m pip wheel --quiet --wheel-dir "$work/wheelhouse" "$source" setuptools
 fi
 
 # -- pi-gen -----------------------------------------------------------------------------------
