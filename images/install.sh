@@ -122,7 +122,15 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 if [ -n "$source_dir" ]; then
   say "building the wheel from $source_dir"
-  "${pip[@]}" wheel --quiet --no-deps "${pip_index[@]}" --wheel-dir "$work" "$source_dir"
+  # From a copy of what the wheel is made of: setuptools writes build/ and *.egg-info where it
+  # builds (root-owned in a checkout under sudo), and a stale build/lib would end up in the wheel.
+  mkdir "$work/source"
+  for part in pyproject.toml README.md firmware hal; do
+    [ -e "$source_dir/$part" ] || die "$source_dir has no $part" 66
+    cp -r "$source_dir/$part" "$work/source/"
+  done
+  find "$work/source" -name __pycache__ -type d -prune -exec rm -rf {} +
+  "${pip[@]}" wheel --quiet --no-deps "${pip_index[@]}" --wheel-dir "$work" "$work/source"
   wheel=$(find "$work" -maxdepth 1 -name 'edge_recorder-*.whl' | head -n 1)
   [ -n "$wheel" ] || die "pip built no edge_recorder wheel from $source_dir"
 fi

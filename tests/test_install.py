@@ -355,9 +355,18 @@ def test_installing_again_keeps_the_config_and_the_layout(installed, tmp_path):
     config.write_text('[device]\nid = "box-7"\n')  # the box's own config, provisioned earlier
     before = layout(installed.root)
 
+    stale = installed.source / "build/lib/firmware/deleted_module.py"  # left by an earlier setuptools build
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("")
+    source_before = sorted(path.relative_to(installed.source) for path in installed.source.rglob("*"))
+
     result = install(
         installed.root, "--from-source", installed.source, "--wheelhouse", installed.wheelhouse, "--no-index"
     )
+
+    # The wheel was built from a copy: nothing written into the source, the stale module not shipped.
+    assert sorted(path.relative_to(installed.source) for path in installed.source.rglob("*")) == source_before
+    assert not list(installed.root.glob("opt/edge-recorder/lib/python3*/site-packages/firmware/deleted_module.py"))
 
     assert "keeping the existing" in result.stderr
     assert config.read_text() == '[device]\nid = "box-7"\n'
