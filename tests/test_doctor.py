@@ -749,16 +749,7 @@ def test_a_recording_destination_is_the_one_probed_as_delivery_uses_it(broker):
         assert refused.hint == "check [upload] token, and that it may write there"
         assert server.stored == {}
 
-    # [recording] destination = "mqtt" needs the broker as [upload]'s does.
-    config = cfg.parse({"recording": {"destination": "mqtt"}})
-    broker_check = doctor_cmd.check_broker(config)
-    assert broker_check == doctor_cmd.Check(
-        "broker",
-        doctor_cmd.Status.FAIL,
-        "no [mqtt] url, but [recording] destination is mqtt: files go over the broker",
-        "set [mqtt] url, or an https:// or s3:// destination",
-    )
-    assert doctor_cmd.check_upload(config, broker_check).detail == "mqtt: files go over the broker, which failed above"
+    # [recording] destination = "mqtt" goes over the broker as [upload]'s does.
     config = cfg.parse({"mqtt": {"url": broker.url}, "recording": {"destination": "mqtt"}})
     check = doctor_cmd.check_upload(config, doctor_cmd.check_broker(config))
     assert check.status is doctor_cmd.Status.PASS and check.detail.startswith("mqtt: files go in chunks")

@@ -595,10 +595,8 @@ def check_broker(config: cfg.Config, timeout: float = 5.0) -> Check:
     """The MQTT broker answers and accepts the box's credentials; or delivery is off, said plainly."""
     m = config.mqtt
     if not m["url"]:
+        # A destination "mqtt" without [mqtt] url does not load (config check).
         destination, webhook = upload_destination(config), config.events["webhook"]
-        if destination == "mqtt":  # [upload] destination = "mqtt" needs a url to load; [recording]'s is not checked
-            detail = f"no [mqtt] url, but {_destination_setting(config)} is mqtt: files go over the broker"
-            return Check("broker", Status.FAIL, detail, "set [mqtt] url, or an https:// or s3:// destination")
         if destination or webhook:
             events = "events go only to the webhook" if webhook else "no events leave the box"
             uploads = "uploads over HTTP/S3" if destination else "no uploads"
