@@ -66,11 +66,12 @@ def boot(tmp_path):
     return boot
 
 
-def run_cli(root: Path, *boot_dirs: Path) -> int:
-    """``edge-recorder provision --root ROOT --boot DIR...`` through the command's own parser."""
+def run_cli(root: Path, *boot_dirs: Path, check: bool = False) -> int:
+    """``edge-recorder provision --root ROOT --boot DIR... [--check]`` through the command's own parser."""
     parser = argparse.ArgumentParser()
     provision_cmd.add_parser(parser.add_subparsers())
     argv = ["provision", "--root", str(root)] + [arg for d in boot_dirs for arg in ("--boot", str(d))]
+    argv += ["--check"] if check else []
     args = parser.parse_args(argv)
     return args.run(args)
 
@@ -357,6 +358,31 @@ def test_a_good_file_after_a_rejection_clears_the_error(root, boot):
 
 
 # -- no file, and trouble --------------------------------------------------------------------
+
+
+def test_check_alone_says_good_or_names_the_problem_and_changes_nothing(root, boot, capsys):
+    """What an installer runs on a computer with the card: ``provision --check --boot /media/.../bootfs``."""
+    (boot / "edge-recorder.toml").write_text(GOOD.replace('"s3cret"', '"file:/etc/edge-recorder/mqtt.password"'))
+    (boot / "edge-recorder").mkdir()
+    (boot / "edge-recorder/mqtt.password").write_text("s3cret\n")  # read from the card, not from this computer's /etc
+    before = tree(root, boot)
+
+    assert run_cli(root, boot, check=True) == exits.OK
+    assert "good; at the first boot the box installs config.toml, mqtt.password in /etc/edge-recorder" in (
+        capsys.readouterr().out
+    )
+    assert tree(root, boot) == before  # the secret stays on the card, nothing in /etc
+
+    (boot / "edge-recorder.toml").write_text(GOOD + 'ca_file = "/etc/edge-recorder/ca.pem"\n')
+    before = tree(root, boot)
+    assert run_cli(root, boot, check=True) == exits.CONFIG
+    err = capsys.readouterr().err
+    assert "[mqtt] ca_file" in err and "the box would refuse it" in err
+    assert tree(root, boot) == before  # not renamed, no error file, no marker
+    assert not marker(root).exists()
+
+    (boot / "edge-recorder.toml").unlink()
+    assert run_cli(root, boot, check=True) == exits.NOINPUT
 
 
 def test_no_file_on_the_boot_partition_changes_nothing(root, boot, capsys):

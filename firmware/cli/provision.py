@@ -38,11 +38,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=Path("/"),
         help="root file system to provision (default /; another for image builds and tests)",
     )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only check, as on a computer with the card before it goes into the box: the same checks, "
+        "nothing written, renamed or removed (exit 0 good, 78 with the problem, 66 no file)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     boot_dirs = args.boot or list(provision.BOOT_DIRS)
+    if args.check:
+        return check(boot_dirs, args.root)
     result = provision.provision(boot_dirs, args.root)
     outcome, problem = result.outcome, result.problem
     if outcome is provision.Outcome.NOTHING:
@@ -63,4 +71,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.request}: applied ({names} in {provision.CONFIG_DIR})")
         return exits.fail(exits.CANTCREAT, problem.message)
     print(f"{result.request}: applied ({names} in {provision.CONFIG_DIR}), removed from the boot partition")
+    return exits.OK
+
+
+def check(boot_dirs: list[Path], root: Path) -> int:
+    request = provision.find_request(boot_dirs)
+    if request is None:
+        return exits.fail(exits.NOINPUT, f"no {provision.REQUEST} in {' or '.join(map(str, boot_dirs))}")
+    try:
+        checked = provision.check(request.parent, root)
+    except provision.Rejected as exc:
+        return exits.fail(exits.CONFIG, f"{exc.problem.message}; the box would refuse it")
+    names = ", ".join(["config.toml", *sorted(checked.files)])
+    print(f"{request}: good; at the first boot the box installs {names} in {provision.CONFIG_DIR}")
     return exits.OK
