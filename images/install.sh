@@ -9,7 +9,9 @@
 # Every step can be repeated (an upgrade is the same command with a newer wheel):
 #  1. /opt/edge-recorder: a virtual environment (python3 -m venv) with the wheel and its
 #     dependencies (pip; --wheelhouse DIR --no-index for an offline install). pip byte-compiles
-#     it, as the units run with PYTHONDONTWRITEBYTECODE=1 on a read-only /opt.
+#     it, as the units run with PYTHONDONTWRITEBYTECODE=1 on a read-only /opt. The link
+#     /usr/local/bin/edge-recorder -> /opt/edge-recorder/bin/edge-recorder puts the command on
+#     PATH (a file already there that is not that link is left as it is, with a note).
 #  2. The units, sysusers.d and tmpfiles.d entries from systemd/ (beside this folder) into
 #     /usr/lib, then systemd-sysusers and systemd-tmpfiles for them: user and group
 #     edge-recorder, /etc/edge-recorder root:edge-recorder 0750.
@@ -39,8 +41,8 @@ usage() {
   sed -n '5,7p' "$0" | sed 's/^#//' >&2
   exit 64
 }
-die() {
-  echo "install.sh: error: $*" >&2
+die() { # MESSAGE [EXIT STATUS, default 1]
+  echo "install.sh: error: $1" >&2
   exit "${2:-1}"
 }
 say() { echo "install.sh: $*" >&2; }
@@ -48,20 +50,26 @@ say() { echo "install.sh: $*" >&2; }
 root=/ wheel="" source_dir="" wheelhouse="" no_index=0 python=python3
 while [ $# -gt 0 ]; do
   case "$1" in
-    --root) root=${2:?--root needs a directory}; shift 2 ;;
-    --wheel) wheel=${2:?--wheel needs a file}; shift 2 ;;
-    --from-source) source_dir=${2:?--from-source needs a directory}; shift 2 ;;
-    --wheelhouse) wheelhouse=${2:?--wheelhouse needs a directory}; shift 2 ;;
+    --root | --wheel | --from-source | --wheelhouse | --python)
+      if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value" 64; fi
+      case "$1" in
+        --root) root=$2 ;;
+        --wheel) wheel=$2 ;;
+        --from-source) source_dir=$2 ;;
+        --wheelhouse) wheelhouse=$2 ;;
+        --python) python=$2 ;;
+      esac
+      shift 2
+      ;;
     --no-index) no_index=1; shift ;;
-    --python) python=${2:?--python needs a program}; shift 2 ;;
     -h | --help) usage ;;
-    *) echo "install.sh: unknown argument: $1" >&2; usage ;;
+    *) echo "install.sh: error: unknown argument: $1" >&2; usage ;;
   esac
 done
 
 # -- checks -----------------------------------------------------------------------------------
 if { [ -n "$wheel" ] && [ -n "$source_dir" ]; } || { [ -z "$wheel" ] && [ -z "$source_dir" ]; }; then
-  echo "install.sh: give exactly one of --wheel FILE and --from-source DIR" >&2
+  echo "install.sh: error: give exactly one of --wheel FILE and --from-source DIR" >&2
   usage
 fi
 [ -z "$wheel" ] || [ -f "$wheel" ] || die "no such wheel: $wheel" 66
@@ -141,6 +149,18 @@ say "installing $(basename "$wheel") and its dependencies"
 "${pip[@]}" install --quiet --no-warn-script-location "${pip_index[@]}" "$wheel"
 edge_recorder=("$venv/bin/python" -m firmware.cli.main)
 version=$("${edge_recorder[@]}" --version)
+
+# The command on PATH, for `sudo edge-recorder provision` and the like (sudo's secure_path has
+# /usr/local/bin). The link names the venv's script where it is on the box.
+command_link=$r/usr/local/bin/edge-recorder
+if [ "$(readlink "$command_link")" = "$prefix/bin/edge-recorder" ]; then
+  : # ours, from an earlier install
+elif [ -e "$command_link" ] || [ -L "$command_link" ]; then
+  say "note: $command_link is not a link to $prefix/bin/edge-recorder: left as it is; run $prefix/bin/edge-recorder by its full path"
+else
+  install -d -m 0755 "$r/usr/local/bin"
+  ln -s "$prefix/bin/edge-recorder" "$command_link"
+fi
 
 # -- 2. units, users, directories -----------------------------------------------------------
 for unit in "${units[@]}"; do

@@ -38,12 +38,18 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$repo/build/smoke mirror=http://deb.debian.org/debian timeout=1200 boot_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --work) work=${2:?--work needs a directory}; shift 2 ;;
-    --mirror) mirror=${2:?--mirror needs a URL}; shift 2 ;;
-    --timeout) timeout=${2:?--timeout needs seconds}; shift 2 ;;
+    --work | --mirror | --timeout)
+      if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value" 64; fi
+      case "$1" in
+        --work) work=$2 ;;
+        --mirror) mirror=$2 ;;
+        --timeout) timeout=$2 ;;
+      esac
+      shift 2
+      ;;
     --boot-only) boot_only=1; shift ;;
     -h | --help) usage ;;
-    *) echo "smoke.sh: unknown argument: $1" >&2; usage ;;
+    *) echo "smoke.sh: error: unknown argument: $1" >&2; usage ;;
   esac
 done
 case "$timeout" in '' | *[!0-9]*) die "--timeout takes whole seconds, not $timeout" 64 ;; esac
@@ -67,13 +73,20 @@ SECONDS=0
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
 if [ "$boot_only" = 0 ]; then
-  rm -rf "$work/artifact" "$work/rootfs" "$work/root.img" "$work/guest.img" "$work/vmlinuz" "$work/initrd.img"
+  rm -rf "$work/artifact" "$work/source" "$work/rootfs" "$work/root.img" "$work/guest.img" "$work/vmlinuz" "$work/initrd.img"
 
   say "1/5 the install artifact: images/install.sh, systemd/, a wheel"
   mkdir -p "$work/artifact/images"
   cp "$repo/images/install.sh" "$work/artifact/images/"
   cp -r "$repo/systemd" "$work/artifact/"
-  "$python" -m pip wheel --quiet --no-deps -w "$work/artifact/dist" "$repo"
+  # The wheel from a copy of what it is made of, as install.sh --from-source does: setuptools
+  # writes build/ and *.egg-info where it builds (root-owned in the checkout, as this runs as
+  # root), and a stale build/lib of the checkout would end up in the wheel.
+  mkdir "$work/source"
+  cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/firmware" "$repo/hal" "$work/source/"
+  find "$work/source" -name __pycache__ -type d -prune -exec rm -rf {} +
+  "$python" -m pip wheel --quiet --no-deps -w "$work/artifact/dist" "$work/source"
+  rm -rf "$work/source"
 
   say "   the demo call, and the encryption key pair"
   "$python" - "$work" <<'EOF'

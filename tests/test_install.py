@@ -36,6 +36,9 @@ SYSTEMD = REPO / "systemd"
 PYTHON = Path("/usr/bin/python3")  # Debian's, as on the box; python3-venv gives it ensurepip
 AS_ROOT = os.geteuid() == 0
 UNITS = ("edge-recorder.service", "edge-recorder-provision.service")
+COMMAND_LINK = "usr/local/bin/edge-recorder"  # the command on PATH, for `sudo edge-recorder provision`
+PROGRAM = "/opt/edge-recorder/bin/edge-recorder"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Debian's, and sudo's secure_path
 GOOD = '[device]\nid = "front-desk-3"\n\n[encryption]\npublic_key = "/etc/edge-recorder/encryption.pub"\n'
 
 
@@ -140,8 +143,12 @@ def test_every_file_is_in_place_with_its_mode(installed):
         assert (kind, mode) == ("file", 0o644) and (root / rel).read_bytes() == source.read_bytes(), rel
         assert not AS_ROOT or (uid, gid) == (0, 0), rel
     links = {f"{wants}/{unit}": f"/usr/lib/systemd/system/{unit}" for unit in UNITS}
+    links[COMMAND_LINK] = PROGRAM
     for rel, target in links.items():
         assert files[rel][0] == "link" and files[rel][4] == target, rel
+    # Once the root is /, the command on PATH is the venv's script.
+    program = root / PROGRAM.lstrip("/")
+    assert program.is_file() and program.read_text().startswith("#!/opt/edge-recorder/bin/python\n")
     assert files["etc/edge-recorder"][:2] == ("dir", 0o750)
     assert files["etc/edge-recorder/config.toml"][:2] == ("file", 0o640)
     if AS_ROOT:  # systemd-tmpfiles applied edge-recorder.tmpfiles
@@ -239,8 +246,12 @@ def in_chroot(installed: Installed, tmp_path: Path, *commands: str) -> subproces
         f"mount -o remount,bind,ro {jail}/usr",
         f"mount --bind {installed.root}/opt/edge-recorder {jail}/opt/edge-recorder",
         f"mount -o remount,bind,ro {jail}/opt/edge-recorder",
+        # The installed root's /usr/local/bin over the machine's: the command on PATH.
+        f"mount --bind {installed.root}/usr/local/bin {jail}/usr/local/bin",
+        f"mount -o remount,bind,ro {jail}/usr/local/bin",
     ]
-    script = "set -e; mount --make-rprivate /; " + "; ".join(mounts + [f"chroot {jail} sh -ec '{c}'" for c in commands])
+    chroots = [f"chroot {jail} env PATH={PATH} sh -ec '{c}'" for c in commands]
+    script = "set -e; mount --make-rprivate /; " + "; ".join(mounts + chroots)
     return run(unshare, "--mount", "--fork", "sh", "-c", script, timeout=60)
 
 
@@ -248,12 +259,16 @@ def test_the_installed_program_runs_at_opt_once_the_root_is_mounted_as_slash(ins
     result = in_chroot(
         installed,
         tmp_path,
-        "/opt/edge-recorder/bin/edge-recorder --version",
-        "/opt/edge-recorder/bin/edge-recorder config check /etc/edge-recorder/config.toml",
+        f"{PROGRAM} --version",
+        f"{PROGRAM} config check /etc/edge-recorder/config.toml",
+        "command -v edge-recorder",
+        "edge-recorder --version",
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "edge-recorder 0.1.0"
-    assert "/etc/edge-recorder/config.toml: ok" in result.stdout
+    version, check, found, on_path = result.stdout.splitlines()
+    assert version == "edge-recorder 0.1.0"
+    assert check.startswith("/etc/edge-recorder/config.toml: ok"), check
+    assert (found, on_path) == ("/" + COMMAND_LINK, "edge-recorder 0.1.0")
 
 
 def test_the_installed_provisioning_applies_a_file_from_the_boot_partition(installed, tmp_path):
@@ -261,7 +276,7 @@ def test_the_installed_provisioning_applies_a_file_from_the_boot_partition(insta
 
     recipient = str(pyrage.x25519.Identity.generate().to_public())
     boot = tmp_path / "jail/boot/firmware"
-    program = "/opt/edge-recorder/bin/edge-recorder provision --boot /boot/firmware --boot /boot"
+    program = f"{PROGRAM} provision --boot /boot/firmware --boot /boot"
 
     def stage(config: str) -> None:
         boot.mkdir(parents=True, exist_ok=True)
@@ -309,17 +324,34 @@ def test_every_script_passes_shellcheck():
     ("args", "code", "message"),
     [
         ([], exits.USAGE, "give exactly one of --wheel FILE and --from-source DIR"),
-        (["--wheel", "w.whl", "--from-source", "."], exits.USAGE, "give exactly one"),
-        (["--wheel", "missing.whl"], exits.NOINPUT, "no such wheel"),
-        (["--wheel", "w.whl", "--no-index"], exits.USAGE, "--no-index needs --wheelhouse"),
-        (["--wheel", "w.whl", "--root", "nowhere"], exits.NOINPUT, "no such root directory"),
-        (["--bogus"], exits.USAGE, "unknown argument"),
+        (
+            ["--wheel", "w.whl", "--from-source", "."],
+            exits.USAGE,
+            "give exactly one of --wheel FILE and --from-source DIR",
+        ),
+        (["--wheel", "missing.whl"], exits.NOINPUT, "no such wheel: missing.whl"),
+        (["--wheel", "w.whl", "--no-index"], exits.USAGE, "--no-index needs --wheelhouse DIR"),
+        (["--wheel", "w.whl", "--root", "nowhere"], exits.NOINPUT, "no such root directory: nowhere"),
+        (["--wheel", "w.whl", "--wheelhouse", "nowhere"], exits.NOINPUT, "no such wheelhouse: nowhere"),
+        (["--from-source", "."], exits.NOINPUT, ". has no pyproject.toml"),
+        (["--bogus"], exits.USAGE, "unknown argument: --bogus"),
+        (["--wheel"], exits.USAGE, "--wheel needs a value"),
+        (["--wheel", ""], exits.USAGE, "--wheel needs a value"),
+        (["--from-source"], exits.USAGE, "--from-source needs a value"),
+        (["--wheel", "w.whl", "--root"], exits.USAGE, "--root needs a value"),
+        (["--wheel", "w.whl", "--wheelhouse"], exits.USAGE, "--wheelhouse needs a value"),
+        (["--wheel", "w.whl", "--python"], exits.USAGE, "--python needs a value"),
     ],
 )
 def test_wrong_arguments_are_refused_before_anything_is_done(tmp_path, args, code, message):
+    """One line naming the problem (the usage after it for a wrong set of options), nothing
+    after the message on its line."""
     (tmp_path / "w.whl").write_bytes(b"")
     result = run(INSTALL, *args, cwd=tmp_path)
-    assert result.returncode == code and message in result.stderr, result.stderr
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"install.sh: error: {message}", result.stderr
+    assert len(lines) == 1 or lines[1] == "usage:", result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.whl"]
 
 
@@ -350,7 +382,7 @@ def test_a_staged_install_refuses_a_target_for_another_cpu(tmp_path):
 
 
 def test_installing_again_keeps_the_config_and_the_layout(installed, tmp_path):
-    """Last in this file: it installs over the module's root (from source this time)."""
+    """Near the end of this file: it installs over the module's root (from source this time)."""
     config = installed.root / "etc/edge-recorder/config.toml"
     config.write_text('[device]\nid = "box-7"\n')  # the box's own config, provisioned earlier
     before = layout(installed.root)
@@ -376,3 +408,13 @@ def test_installing_again_keeps_the_config_and_the_layout(installed, tmp_path):
     assert interpreter(venv_python) == "/usr/bin/python3"
     version = run(venv_python, "-m", "firmware.cli.main", "--version")  # the machine's python3 as the target's
     assert version.stdout.strip() == "edge-recorder 0.1.0", version.stderr
+
+
+def test_installing_again_leaves_another_edge_recorder_on_path_alone(installed):
+    """Last in this file: it replaces the module's command link by a program of the box's own."""
+    command = installed.root / COMMAND_LINK
+    command.unlink()
+    command.write_text("#!/bin/sh\necho the box's own\n")
+    result = install(installed.root, "--wheel", installed.wheel, "--wheelhouse", installed.wheelhouse, "--no-index")
+    assert not command.is_symlink() and command.read_text() == "#!/bin/sh\necho the box's own\n"
+    assert f"note: {command} is not a link to {PROGRAM}: left as it is" in result.stderr, result.stderr

@@ -720,6 +720,7 @@ def test_the_install_leaves_nothing_else_in_the_image(image_root):
     outside_venv = {path for path in added if not path.startswith("opt/edge-recorder/")}
     assert outside_venv == {
         "opt/edge-recorder",
+        "usr/local/bin/edge-recorder",
         "usr/lib/systemd/system/edge-recorder.service",
         "usr/lib/systemd/system/edge-recorder-provision.service",
         "usr/lib/sysusers.d/edge-recorder.conf",
