@@ -20,7 +20,10 @@ the card, and a marker file, for the daemon, which shows it with the LED and MQT
   PEM, the encryption key a usable age recipient, and an ``encryption.pub`` that
   the config really uses (else recordings would silently stay unencrypted). Paths
   and ``file:`` values under /etc/edge-recorder are looked up in ``edge-recorder/``
-  first, where they come from.
+  first, where they come from, then in the box's /etc/edge-recorder (an earlier
+  provisioning may have put them there). A check on another computer
+  (``provision --check``, ``fresh_box``) skips the second place: that computer's
+  /etc/edge-recorder is not the box's, and a fresh box has nothing there yet.
 - Good: each file is written beside its destination, fsynced and renamed over it
   (mode 0640, root:edge-recorder: readable by the daemon and root only), the
   config last. Only then are the copies on the boot partition overwritten with
@@ -49,6 +52,7 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -69,6 +73,7 @@ FILES_DIR = "edge-recorder"  # beside REQUEST: certificates, keys, secret files
 REJECTED = REQUEST + ".rejected"
 ERROR_TEXT = REQUEST + ".error.txt"
 CONFIG_DIR = cfg.DEFAULT_PATH.parent  # /etc/edge-recorder
+_CONFIG_DIR = PurePosixPath(CONFIG_DIR)  # as the config's paths are compared with it
 MARKER = Path("/var/lib/edge-recorder/provision-error")
 GROUP = "edge-recorder"
 FILE_MODE = 0o640
@@ -216,8 +221,14 @@ def read_marker(path: Path) -> dict[str, Any] | None:
 # -- checking ------------------------------------------------------------------------------
 
 
-def check(boot: Path, root: Path = Path("/")) -> Request:
-    """The request in ``boot``, checked as a whole; raises Rejected naming the first problem."""
+def check(boot: Path, root: Path = Path("/"), *, fresh_box: bool = False) -> Request:
+    """The request in ``boot``, checked as a whole; raises Rejected naming the first problem.
+
+    ``fresh_box``: check as for the first boot of a box whose /etc/edge-recorder is empty, so
+    every file the config names there must come in ``edge-recorder/``; ``root``'s own
+    /etc/edge-recorder is not read (``provision --check`` on the installer's computer).
+    Paths elsewhere are looked up under ``root`` either way.
+    """
     files = _read_files(boot / FILES_DIR)
     data = _read(boot / REQUEST, REQUEST)
     try:
@@ -227,13 +238,16 @@ def check(boot: Path, root: Path = Path("/")) -> Request:
         raise Rejected(Problem(REQUEST, "not UTF-8 text; save it as UTF-8")) from None
     except tomllib.TOMLDecodeError as exc:
         raise Rejected(Problem(REQUEST, f"not valid TOML: {exc}")) from None
-    locate = _Locator(boot / FILES_DIR, files, root)
+    locate = _Locator(boot / FILES_DIR, files, root, fresh_box)
     mapped, originals = _secrets_from(raw, locate)
     try:
         config = cfg.parse(mapped, REQUEST)
     except cfg.ConfigError as exc:
         value = originals.get(exc.value, exc.value) if isinstance(exc.value, str) else exc.value
-        raise Rejected(Problem(REQUEST, exc.allowed, exc.section, exc.key, value)) from None
+        allowed = exc.allowed
+        if exc.value in originals and locate.missing(value[len("file:") :]):
+            allowed = _missing_file(value[len("file:") :], "file:")
+        raise Rejected(Problem(REQUEST, allowed, exc.section, exc.key, value)) from None
     _check_named_files(config, locate)
     _check_encryption(config, locate, files)
     # Written without the byte order mark; TOML allows CRLF line ends, so they stay.
@@ -242,16 +256,40 @@ def check(boot: Path, root: Path = Path("/")) -> Request:
 
 class _Locator:
     """Where a path the config names is now: in ``edge-recorder/`` on the boot partition when it
-    is a file that goes to /etc/edge-recorder, else in the target root."""
+    is a file that goes to /etc/edge-recorder, else in the target root; with ``fresh_box``, a
+    path under /etc/edge-recorder is only ever looked for on the boot partition."""
 
-    def __init__(self, files_dir: Path, files: Mapping[str, bytes], root: Path) -> None:
-        self.files_dir, self.files, self.root = files_dir, files, root
+    def __init__(self, files_dir: Path, files: Mapping[str, bytes], root: Path, fresh_box: bool = False) -> None:
+        self.files_dir, self.files, self.root, self.fresh_box = files_dir, files, root, fresh_box
 
     def __call__(self, path: str) -> Path:
-        pure = PurePosixPath(path)
-        if pure.parent == PurePosixPath(CONFIG_DIR) and pure.name in self.files:
+        pure = PurePosixPath(posixpath.normpath(path))
+        if pure.parent == _CONFIG_DIR and pure.name in self.files:
             return self.files_dir / pure.name
+        if self.fresh_box and pure.is_relative_to(_CONFIG_DIR):
+            # Where it would have to be; not there, since the card's folder holds no folders.
+            return self.files_dir / pure.relative_to(_CONFIG_DIR)
         return _target(self.root, Path(path))
+
+    def missing(self, path: str) -> bool:
+        """True for a path under /etc/edge-recorder that neither the card nor the box has."""
+        return PurePosixPath(posixpath.normpath(path)).is_relative_to(_CONFIG_DIR) and not self(path).exists()
+
+
+def _missing_file(path: str, prefix: str = "") -> str:
+    """The fix for a file the config names that the box will not have: bring it on the card, and
+    name it where the card's files go (``prefix``: ``file:`` for a secret).
+
+    >>> _missing_file("/etc/edge-recorder/mqtt.password", "file:")
+    'no such file on the box: put it in edge-recorder/mqtt.password beside edge-recorder.toml'
+    >>> _missing_file("/home/pi/ca.pem").split(": ")[1]
+    'put it in edge-recorder/ca.pem beside edge-recorder.toml and name it /etc/edge-recorder/ca.pem here'
+    """
+    name = PurePosixPath(path).name
+    fix = f"no such file on the box: put it in {FILES_DIR}/{name} beside {REQUEST}"
+    if PurePosixPath(posixpath.normpath(path)).parent != _CONFIG_DIR:
+        fix += f" and name it {prefix}{CONFIG_DIR}/{name} here"
+    return fix
 
 
 def _secrets_from(raw: dict[str, Any], locate: _Locator) -> tuple[dict[str, Any], dict[str, str]]:
@@ -282,16 +320,7 @@ def _check_named_files(config: cfg.Config, locate: _Locator) -> None:
                 Problem(REQUEST, f"expected an absolute path, e.g. {CONFIG_DIR}/ca.pem", section, key, value)
             )
         if not locate(value).is_file():
-            raise Rejected(
-                Problem(
-                    REQUEST,
-                    f"no such file on the box: put it in {FILES_DIR}/ beside {REQUEST} "
-                    f"and name it {CONFIG_DIR}/{PurePosixPath(value).name} here",
-                    section,
-                    key,
-                    value,
-                )
-            )
+            raise Rejected(Problem(REQUEST, _missing_file(value), section, key, value))
 
 
 def _check_encryption(config: cfg.Config, locate: _Locator, files: Mapping[str, bytes]) -> None:
@@ -311,13 +340,14 @@ def _check_encryption(config: cfg.Config, locate: _Locator, files: Mapping[str, 
                         value,
                     )
                 )
+            if locate.missing(value):
+                raise Rejected(Problem(REQUEST, _missing_file(value), "encryption", "public_key", value))
             where = str(locate(value))
         try:
             check_recipient(where)
         except ValueError as exc:
-            raise Rejected(
-                Problem(REQUEST, str(exc).replace(where, value), "encryption", "public_key", value)
-            ) from None
+            # The value is shown before the reason already: not again as its prefix.
+            raise Rejected(Problem(REQUEST, _reason(exc, where, value), "encryption", "public_key", value)) from None
     wanted = f"{CONFIG_DIR}/{ENCRYPTION_KEY_FILE}"
     if ENCRYPTION_KEY_FILE in files and value != wanted:
         raise Rejected(
@@ -370,7 +400,17 @@ def _check_content(name: str, data: bytes, shown: str, path: Path) -> None:
         try:
             check_recipient(path)
         except ValueError as exc:
-            raise Rejected(Problem(shown, str(exc).replace(str(path), shown))) from None
+            raise Rejected(Problem(shown, _reason(exc, str(path), shown))) from None
+
+
+def _reason(exc: ValueError, path: str, shown: str) -> str:
+    """``check_recipient``'s error without its ``path:`` prefix (the Problem names the file), and
+    ``path`` written as the installer knows it.
+
+    >>> _reason(ValueError("/boot/k.pub: holds 2 recipients, not /boot/k.pub"), "/boot/k.pub", "k.pub")
+    'holds 2 recipients, not k.pub'
+    """
+    return str(exc).removeprefix(f"{path}: ").replace(path, shown)
 
 
 def _read(path: Path, shown: str) -> bytes:
@@ -499,7 +539,8 @@ def error_text(problem: Problem) -> str:
         f"allowed: {problem.allowed}",
         "",
         f"Fix {REJECTED}, rename it back to {REQUEST} and start the box again.",
-        f"On a computer with edge-recorder, 'edge-recorder config check {REQUEST}' checks the config first.",
+        "On a Linux computer with edge-recorder, 'edge-recorder provision --check --boot <the card's folder>' "
+        "makes the box's checks first.",
         f"Rejected at {_now()}.",
     ]
     return "\n".join(lines) + "\n"

@@ -5,14 +5,18 @@ Mosquitto, a real HTTP receiver and a real S3 server (SeaweedFS) on loopback, an
 from __future__ import annotations
 
 import argparse
+import ctypes
 import io
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from http import HTTPStatus
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -20,6 +24,7 @@ import pytest
 import soundfile as sf
 
 from firmware import config as cfg
+from firmware import provision
 from firmware.catalog import MIGRATIONS, Catalog
 from firmware.cli import doctor as doctor_cmd
 from firmware.daemon.system import clock_synchronized
@@ -29,6 +34,8 @@ from tests.alsa_file import SYSTEM_ALSA_CONF, alsa_file_device
 from tests.http_servers import FlakyHttpServer, Received
 from tests.seaweed import SeaweedS3, free_ports
 
+REPO = Path(__file__).resolve().parents[1]
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # <linux/prctl.h>, <linux/capability.h>
 R = 16000
 NAMES = [
     "config",
@@ -294,6 +301,136 @@ def test_gpio_without_a_working_pin_factory_fails_with_a_hint():
     assert panel is None and check.status is doctor_cmd.Status.FAIL
     assert "'no-such-factory' is unknown" in check.detail
     assert "[gpio] pin_factory" in check.hint and "enabled = false" in check.hint
+
+
+# What lgpio does when gpiozero's LGPIOFactory loads it: its C library makes the notification pipe in $LG_WD
+# (else the working directory), its Python module opens that pipe by a name relative to the working directory.
+# The mock factory does the same here, so a doctor run shows where the pipes of a real lgpio would go.
+LGPIO_LIKE_RUN = """
+import json, os, sys
+from gpiozero.pins.mock import MockFactory
+import hal.gpio.panel
+
+class LgpioLikeFactory(MockFactory):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        os.mkfifo(os.path.join(os.environ.get("LG_WD", os.getcwd()), ".lgd-nfy0"))
+        os.close(os.open(".lgd-nfy0", os.O_RDONLY | os.O_NONBLOCK))
+        seen = {"cwd": os.getcwd(), "LG_WD": os.environ.get("LG_WD"), "files": sorted(os.listdir("."))}
+        with open(os.environ["SEEN"], "w") as f:
+            json.dump(seen, f)
+
+hal.gpio.panel.MockFactory = LgpioLikeFactory
+try:
+    open("probe", "w")
+except PermissionError:
+    print("probe: denied", file=sys.stderr)
+from firmware.cli.main import main
+sys.exit(main(["doctor", "--config", sys.argv[1], "--seconds", "0.2"]))
+"""
+
+
+def without_root_file_access() -> None:
+    """In the child before exec: drop the capabilities that let root ignore file modes (as for any user)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_doctor_run_from_a_folder_it_cannot_write_claims_the_pins_from_a_temporary_one(tmp_path):
+    """``sudo -u edge-recorder edge-recorder doctor`` from /home/pi: lgpio's pipes cannot go in /home/pi.
+
+    doctor runs in a subprocess whose working directory is a 0555 folder. An ordinary user may not write
+    there; root may, through CAP_DAC_OVERRIDE. So when the tests run as root, the subprocess drops that
+    capability (and CAP_DAC_READ_SEARCH) from its bounding set before it execs, and root's new program
+    gets the file-mode checks any user gets. (Not a switch to another user: the venv's interpreter may
+    live under /root, where no other user may reach it.) The run first proves that it cannot write
+    there. The mock pin factory behaves as lgpio does (``LGPIO_LIKE_RUN``): it fails unless doctor moved
+    to a writable temporary folder and pointed LG_WD there; the folder is gone once doctor has finished.
+    """
+    home, tmp = tmp_path / "home-pi", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    home.chmod(0o555)
+    config = sim_config(tmp_path, write_wav(tmp_path / "tone.wav", tone(0.5)))
+    seen = tmp_path / "seen.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": str(tmp), "SEEN": str(seen)}
+    env.pop("LG_WD", None)
+
+    done = subprocess.run(
+        [sys.executable, "-c", LGPIO_LIKE_RUN, config],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=without_root_file_access if os.geteuid() == 0 else None,
+    )
+
+    home.chmod(0o755)
+    assert "probe: denied" in done.stderr, f"the folder was writable after all: {done.stderr}"
+    gpio = parse(done.stdout)["gpio"]
+    assert gpio["status"] == "PASS", done.stdout + done.stderr
+    assert "mock pins" in gpio["detail"]
+    where = json.loads(seen.read_text())
+    work = Path(where["cwd"])
+    assert work.parent == tmp and work.name.startswith("edge-recorder-doctor-")
+    assert where["LG_WD"] == str(work)
+    assert where["files"] == [".lgd-nfy0"]  # the pipe, where the Python side opens it
+    assert list(home.iterdir()) == []
+    assert list(tmp.iterdir()) == []  # removed when doctor was done
+
+
+def test_a_writable_working_directory_is_kept_for_the_gpio_checks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LG_WD", "/run/elsewhere")
+    with doctor_cmd.gpio_working_directory() as work:
+        assert work is None and Path.cwd() == tmp_path
+        assert os.environ["LG_WD"] == "/run/elsewhere"
+    assert Path.cwd() == tmp_path
+
+
+@pytest.mark.parametrize("code", ["provision_rejected", "provision_failed", "provision_left_secrets"])
+def test_the_provisioning_hint_fits_what_provisioning_left(tmp_path, monkeypatch, code):
+    """Only a rejection leaves edge-recorder.toml.error.txt on the card; the other two need their own fix."""
+    root, boot = tmp_path / "root", tmp_path / "boot"
+    (root / "etc/edge-recorder").mkdir(parents=True)
+    boot.mkdir()
+    text = '[device]\nid = "front-desk-3"\n'
+    if code == "provision_rejected":
+        text = "[audio]\nsample_rate = 44100\n"
+    elif code == "provision_failed":
+        shutil.rmtree(root / "etc/edge-recorder")
+        (root / "etc/edge-recorder").write_text("not a folder")
+    else:
+        monkeypatch.setattr(provision, "_wipe", lambda path: path.name != provision.REQUEST)
+    (boot / provision.REQUEST).write_text(text)
+    provision.provision([boot], root)
+    config = cfg.load(write_config(tmp_path))  # its state directory: tmp_path/state
+    (tmp_path / "state").mkdir()
+    shutil.copy(root / "var/lib/edge-recorder/provision-error", tmp_path / "state/provision-error")
+
+    check = doctor_cmd.check_provisioning(config)
+
+    assert check.status is doctor_cmd.Status.FAIL
+    assert json.loads((tmp_path / "state/provision-error").read_text())["code"] == code
+    assert ("error.txt" in check.hint) == (boot / provision.ERROR_TEXT).exists()
+    if code == "provision_rejected":
+        assert check.hint == (
+            f"fix {boot / provision.REJECTED} as edge-recorder.toml.error.txt beside it says, "
+            "rename it back to edge-recorder.toml and reboot"
+        )
+        assert "44100" in check.detail and check.detail.endswith("(the box runs on its previous config)")
+    elif code == "provision_failed":
+        assert "/etc/edge-recorder is a folder root can write" in check.hint
+        assert f"then reboot: {boot / provision.REQUEST} is still there" in check.hint
+        assert (boot / provision.REQUEST).exists()  # as the hint says
+        assert check.detail.endswith("(the box runs on its previous config)")
+    else:
+        assert "delete the files named above from the boot partition" in check.hint
+        assert check.hint.endswith(f"then sudo rm {tmp_path / 'state/provision-error'}")
+        assert str(boot / provision.REQUEST) in check.detail and check.detail.endswith("(the new config is in use)")
 
 
 @pytest.mark.parametrize(("share", "status"), [(None, "PASS"), (5, "WARN"), (0.5, "FAIL")])

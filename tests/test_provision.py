@@ -183,15 +183,44 @@ def test_secrets_are_overwritten_before_they_are_removed_from_the_boot_partition
         assert data and data == bytes(len(data)), copy
 
 
-def test_file_secrets_are_checked_in_the_folder_they_come_from(root, boot):
+@pytest.mark.parametrize("check", [False, True], ids=["provision", "check"])
+def test_a_missing_secret_file_is_refused_saying_where_on_the_card_it_goes(root, boot, capsys, check):
     (boot / "edge-recorder.toml").write_text(GOOD.replace('"s3cret"', '"file:/etc/edge-recorder/mqtt.password"'))
 
-    assert run_cli(root, boot) == exits.CONFIG  # the file is not there
+    assert run_cli(root, boot, check=check) == exits.CONFIG  # neither on the card nor on the box
 
+    fix = "no such file on the box: put it in edge-recorder/mqtt.password beside edge-recorder.toml"
+    message = f"edge-recorder.toml: [mqtt] password = 'file:/etc/edge-recorder/mqtt.password': {fix}"
+    if check:
+        assert capsys.readouterr().err.endswith(f"{message}; the box would refuse it\n")
+        assert not marker(root).exists()
+        return
     error = provision.read_error(root)
     assert (error["section"], error["key"]) == ("mqtt", "password")
     assert error["value"] == "file:/etc/edge-recorder/mqtt.password"  # as written, not where it was looked for
-    assert "cannot read the secret file" in error["allowed"]
+    assert error["allowed"] == fix and error["message"] == message
+    assert f"allowed: {fix}\n" in (boot / "edge-recorder.toml.error.txt").read_text()
+
+
+def test_a_missing_secret_file_elsewhere_says_it_cannot_be_read(root, boot):
+    (boot / "edge-recorder.toml").write_text(GOOD.replace('"s3cret"', '"file:/home/pi/mqtt.password"'))
+
+    assert run_cli(root, boot) == exits.CONFIG
+
+    error = provision.read_error(root)
+    assert error["value"] == "file:/home/pi/mqtt.password"
+    assert error["allowed"] == "cannot read the secret file: No such file or directory"
+
+
+def test_a_secret_file_the_box_already_has_is_kept_using(root, boot):
+    """A box provisioned before has the file in /etc/edge-recorder; a new config may name it again."""
+    (root / "etc/edge-recorder/mqtt.password").write_text("s3cret\n")
+    text = GOOD.replace('"s3cret"', '"file:/etc/edge-recorder/mqtt.password"')
+    (boot / "edge-recorder.toml").write_text(text)
+
+    assert run_cli(root, boot) == exits.OK
+
+    assert (root / "etc/edge-recorder/config.toml").read_text() == text
 
 
 def test_a_file_saved_by_a_windows_editor_is_accepted_and_installed_as_plain_utf8(root, boot):
@@ -318,6 +347,36 @@ def test_a_bad_file_beside_the_config_rejects_the_whole_request(root, boot, name
     assert (boot / "edge-recorder").is_dir()  # kept for the installer to fix
 
 
+def test_an_encryption_key_file_with_two_recipients_is_named_once_in_the_message(root, boot):
+    recipients = [str(pyrage.x25519.Identity.generate().to_public()) for _ in range(2)]
+    (boot / "edge-recorder").mkdir()
+    (boot / "edge-recorder/encryption.pub").write_text("\n".join(recipients) + "\n")
+    (boot / "edge-recorder.toml").write_text(
+        GOOD + '\n[encryption]\npublic_key = "/etc/edge-recorder/encryption.pub"\n'
+    )
+
+    assert run_cli(root, boot) == exits.CONFIG
+
+    error = provision.read_error(root)
+    assert error["message"] == ("edge-recorder/encryption.pub: holds 2 recipients; expected exactly one 'age1...' line")
+    assert "problem: edge-recorder/encryption.pub: holds 2" in (boot / "edge-recorder.toml.error.txt").read_text()
+
+
+def test_an_encryption_key_file_on_the_box_with_two_recipients_is_named_once_in_the_message(root, boot):
+    recipients = [str(pyrage.x25519.Identity.generate().to_public()) for _ in range(2)]
+    (root / "etc/edge-recorder/encryption.pub").write_text("\n".join(recipients) + "\n")  # from an earlier card
+    (boot / "edge-recorder.toml").write_text(
+        GOOD + '\n[encryption]\npublic_key = "/etc/edge-recorder/encryption.pub"\n'
+    )
+
+    assert run_cli(root, boot) == exits.CONFIG
+
+    assert provision.read_error(root)["message"] == (
+        "edge-recorder.toml: [encryption] public_key = '/etc/edge-recorder/encryption.pub': "
+        "holds 2 recipients; expected exactly one 'age1...' line"
+    )
+
+
 def test_the_private_age_key_is_refused_on_the_box(root, boot):
     identity = pyrage.x25519.Identity.generate()
     (boot / "edge-recorder").mkdir()
@@ -343,6 +402,20 @@ def test_an_encryption_key_the_config_does_not_use_is_refused(root, boot):
     error = provision.read_error(root)
     assert (error["section"], error["key"]) == ("encryption", "public_key")
     assert 'set public_key = "/etc/edge-recorder/encryption.pub"' in error["allowed"]
+
+
+def test_the_error_text_says_how_to_make_the_boxs_checks_on_a_computer(root, boot):
+    (boot / "edge-recorder.toml").write_text('[mqtt]\nurl = "mqt://broker"\n')
+
+    assert run_cli(root, boot) == exits.CONFIG
+
+    lines = (boot / "edge-recorder.toml.error.txt").read_text().splitlines()
+    assert "Fix edge-recorder.toml.rejected, rename it back to edge-recorder.toml and start the box again." in lines
+    assert (
+        "On a Linux computer with edge-recorder, 'edge-recorder provision --check --boot <the card's folder>' "
+        "makes the box's checks first." in lines
+    )
+    assert not any("config check" in line for line in lines)  # it cannot read file: secrets for the box
 
 
 def test_a_good_file_after_a_rejection_clears_the_error(root, boot):
@@ -383,6 +456,49 @@ def test_check_alone_says_good_or_names_the_problem_and_changes_nothing(root, bo
 
     (boot / "edge-recorder.toml").unlink()
     assert run_cli(root, boot, check=True) == exits.NOINPUT
+
+
+def test_check_does_not_take_files_in_etc_edge_recorder_from_this_computer(root, boot, capsys):
+    """``provision --check`` runs on the installer's computer, whose /etc/edge-recorder is not the box's: a file
+    the config names there must be on the card, as a fresh box has nothing there at its first boot."""
+    (root / "etc/edge-recorder/ca.pem").write_bytes(certificate_and_key("ca")[0])  # on the computer, not the card
+    (boot / "edge-recorder.toml").write_text(GOOD + 'ca_file = "/etc/edge-recorder/ca.pem"\n')
+    before = tree(root, boot)
+
+    assert run_cli(root, boot, check=True) == exits.CONFIG
+
+    err = capsys.readouterr().err
+    assert (
+        "edge-recorder.toml: [mqtt] ca_file = '/etc/edge-recorder/ca.pem': no such file on the box: "
+        "put it in edge-recorder/ca.pem beside edge-recorder.toml; the box would refuse it"
+    ) in err
+    assert tree(root, boot) == before
+
+    (boot / "edge-recorder").mkdir()  # with the certificate on the card, the check passes
+    (boot / "edge-recorder/ca.pem").write_bytes(certificate_and_key("ca")[0])
+    assert run_cli(root, boot, check=True) == exits.OK
+
+
+def test_check_looks_up_paths_outside_etc_edge_recorder_under_root(root, boot, capsys):
+    (root / "usr/share/ca").mkdir(parents=True)
+    (root / "usr/share/ca/ca.pem").write_bytes(certificate_and_key("ca")[0])
+    (boot / "edge-recorder.toml").write_text(GOOD + 'ca_file = "/usr/share/ca/ca.pem"\n')
+
+    assert run_cli(root, boot, check=True) == exits.OK
+
+    (root / "usr/share/ca/ca.pem").unlink()
+    assert run_cli(root, boot, check=True) == exits.CONFIG
+
+
+def test_the_check_help_says_this_computers_etc_edge_recorder_is_not_read(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line: argparse wraps at hyphens too
+    parser = argparse.ArgumentParser()
+    provision_cmd.add_parser(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["provision", "--help"])
+    help_text = capsys.readouterr().out
+    assert "this computer's /etc/edge-recorder (or the one under --root) is not read" in help_text
+    assert "must be in edge-recorder/ on the card" in help_text
 
 
 def test_no_file_on_the_boot_partition_changes_nothing(root, boot, capsys):

@@ -34,10 +34,11 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -458,6 +459,51 @@ def check_gpio(config: cfg.Config) -> tuple[Check, Panel | None]:
     return Check("gpio", Status.PASS, f"claimed {pins} with {how}"), panel
 
 
+@contextlib.contextmanager
+def gpio_working_directory() -> Iterator[Path | None]:
+    """A working directory gpiozero's lgpio pin factory can create its pipes in, while the GPIO checks run.
+
+    lgpio makes its notification pipes (``.lgd-nfy*``) in ``$LG_WD`` (the C library) and opens them
+    relative to the working directory (the Python module), so both must be one writable directory;
+    the daemon's unit sets them to /run/edge-recorder. ``sudo -u edge-recorder edge-recorder doctor``
+    keeps the caller's directory (/home/pi), which that user cannot write: the claim fails, or gpiozero
+    quietly falls back to another factory and doctor would not test what the daemon uses. So when the
+    current directory is not writable, the checks move to a new temporary directory (and LG_WD to it,
+    unless set), which is removed again afterwards, and the caller's directory and LG_WD are restored.
+    Yields that directory, or None when the current one serves.
+    """
+    # access(2) itself, by the real ids (the effective ones under sudo -u): the kernel also applies the
+    # capabilities, where glibc's emulation of effective_ids=True without faccessat2 lets root write anywhere.
+    if os.access(".", os.W_OK | os.X_OK):
+        yield None
+        return
+    try:
+        here: str | None = os.getcwd()
+    except OSError:  # removed under us
+        here = None
+    try:
+        work = tempfile.mkdtemp(prefix="edge-recorder-doctor-")
+    except OSError:
+        work = None  # nowhere better: the GPIO check reports what fails
+    if work is None:
+        yield None
+        return
+    lg_wd = os.environ.get("LG_WD")
+    os.chdir(work)
+    if lg_wd is None:
+        os.environ["LG_WD"] = work
+    try:
+        yield Path(work)
+    finally:
+        if lg_wd is None:
+            os.environ.pop("LG_WD", None)
+        try:
+            os.chdir(here or "/")
+        except OSError:
+            os.chdir("/")
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def check_press(panel: Panel, timeout: float = PRESS_TIMEOUT) -> Check:
     """Wait up to ``timeout`` seconds for the record button to be pressed (and debounced)."""
     name = "record button"
@@ -558,17 +604,40 @@ def check_catalog(config: cfg.Config) -> Check:
 
 
 def check_provisioning(config: cfg.Config) -> Check:
-    """A config file the installer put on the boot partition that first-boot provisioning refused."""
-    from ..provision import MARKER, read_marker
+    """What first-boot provisioning left to report (``provision.read_marker``): a config file on the boot
+    partition it refused, one it could not install, or copies of one it could not remove from the card."""
+    from .. import provision
 
-    problem = read_marker(Path(config.spool["directory"]).parent / MARKER.name)
+    marker = Path(config.spool["directory"]).parent / provision.MARKER.name
+    problem = provision.read_marker(marker)
     if problem is None:
         return Check("provisioning", Status.PASS, "no refused config file")
+    boot_file = problem.get("boot_file") or f"{provision.REJECTED} on the boot partition"
+    code = problem.get("code")
+    if code == "provision_failed":
+        # The request is good and stays on the card; the next boot tries it again (no .error.txt).
+        return Check(
+            "provisioning",
+            Status.FAIL,
+            f"{problem['message']} (the box runs on its previous config)",
+            f"make sure {provision.CONFIG_DIR} is a folder root can write and the disk is not full "
+            f"(sudo journalctl -u edge-recorder-provision says what failed), then reboot: {boot_file} is still "
+            "there and is applied then",
+        )
+    if code == "provision_left_secrets":
+        # Applied: the box runs on the new config; nothing on the card says so, and no later boot clears this.
+        return Check(
+            "provisioning",
+            Status.FAIL,
+            f"{problem['message']} (the new config is in use)",
+            "delete the files named above from the boot partition, as they may hold secrets (on the box with "
+            f"sudo rm, or from the card on a computer); then sudo rm {marker}",
+        )
     return Check(
         "provisioning",
         Status.FAIL,
         f"{problem['message']} (the box runs on its previous config)",
-        "fix edge-recorder.toml as edge-recorder.toml.error.txt on the boot partition says, and reboot",
+        f"fix {boot_file} as {provision.ERROR_TEXT} beside it says, rename it back to {provision.REQUEST} and reboot",
     )
 
 
@@ -829,14 +898,15 @@ def run(args: argparse.Namespace) -> int:
             capture.close()
     report(check_dtmf_loop(config))
 
-    gpio_check, panel = check_gpio(config)
-    report(gpio_check)
-    if panel is not None:
-        try:
-            if args.press:
-                report(_press(config, panel, out if text else sys.stderr))
-        finally:
-            panel.close()
+    with gpio_working_directory():
+        gpio_check, panel = check_gpio(config)
+        report(gpio_check)
+        if panel is not None:
+            try:
+                if args.press:
+                    report(_press(config, panel, out if text else sys.stderr))
+            finally:
+                panel.close()
 
     report(check_spool(config))
     report(check_catalog(config))

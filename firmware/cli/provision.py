@@ -42,7 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--check",
         action="store_true",
         help="only check, as on a computer with the card before it goes into the box: the same checks, "
-        "nothing written, renamed or removed (exit 0 good, 78 with the problem, 66 no file)",
+        "nothing written, renamed or removed (exit 0 good, 78 with the problem, 66 no file). As on the first "
+        f"boot of a fresh box, a file the config names under {provision.CONFIG_DIR} must be in "
+        f"{provision.FILES_DIR}/ on the card: this computer's {provision.CONFIG_DIR} (or the one under --root) "
+        "is not read; other paths are looked up under --root",
     )
     p.set_defaults(run=run)
 
@@ -79,7 +82,7 @@ def check(boot_dirs: list[Path], root: Path) -> int:
     if request is None:
         return exits.fail(exits.NOINPUT, f"no {provision.REQUEST} in {' or '.join(map(str, boot_dirs))}")
     try:
-        checked = provision.check(request.parent, root)
+        checked = provision.check(request.parent, root, fresh_box=True)
     except provision.Rejected as exc:
         return exits.fail(exits.CONFIG, f"{exc.problem.message}; the box would refuse it")
     names = ", ".join(["config.toml", *sorted(checked.files)])

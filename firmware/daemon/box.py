@@ -247,7 +247,12 @@ class Box:
         if problem is None:
             return
         self._standing[problem["code"]] = problem["message"]
-        log.error("provisioning: %s (the box runs on its previous config)", problem["message"])
+        applied = problem.get("code") == "provision_left_secrets"  # the new config is in use, its copy stayed
+        log.error(
+            "provisioning: %s (%s)",
+            problem["message"],
+            "config applied" if applied else "running on the previous config",
+        )
         self._device_event("device.error", problem["code"], problem["message"])
 
     def _refuse_unencrypted(self) -> None:
