@@ -9,10 +9,12 @@ off, and with password and ACL files when a test checks authorisation.
 from __future__ import annotations
 
 import getpass
+import queue
 import shutil
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -22,6 +24,27 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def request_reply(client, topic: str, payload: bytes | str, correlation: bytes, timeout: float = 10.0):
+    """Publish a command on ``topic`` with an MQTT 5 response topic and ``correlation``; the reply message.
+
+    ``client`` is a connected paho client whose network loop runs. Raises queue.Empty after ``timeout``.
+    """
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    reply_to = f"central/replies/{uuid.uuid4().hex}"
+    got: queue.Queue = queue.Queue()
+    client.message_callback_add(reply_to, lambda c, u, m: got.put(m))
+    client.subscribe(reply_to, qos=1)
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = reply_to
+    props.CorrelationData = correlation
+    client.publish(topic, payload, qos=1, properties=props)
+    message = got.get(timeout=timeout)
+    assert message.properties.CorrelationData == correlation
+    return message
 
 
 class Broker:

@@ -32,29 +32,25 @@ import queue
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from firmware.daemon.box import SILENCE_DBFS
 from firmware.delivery.commands import OPS
 from firmware.media.synth import dtmf_tone, mix
 
-from .broker import Broker
+from .broker import Broker, request_reply
 from .daemon_run import ROOT, Box
 from .http_servers import FlakyHttpServer
 from .signals import noise, to_int16
+from .test_mqtt_files import Receiver
 
 DOC = ROOT / "docs" / "mqtt.md"
 RATE = 8000
@@ -256,54 +252,15 @@ class Central:
         raise AssertionError(f"{what} did not happen within {timeout:g} s")
 
     def command(self, request: dict) -> dict:
-        reply_to = f"central/replies/{uuid.uuid4().hex}"
-        got: queue.Queue = queue.Queue()
-        self.client.message_callback_add(reply_to, lambda c, u, m: got.put(m))
-        self.client.subscribe(reply_to, qos=1)
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = reply_to
-        props.CorrelationData = b"docs"
-        self.client.publish(f"{BASE}/cmd", json.dumps(request), qos=1, properties=props)
         try:
-            message = got.get(timeout=10)
+            message = request_reply(self.client, f"{BASE}/cmd", json.dumps(request), b"docs")
         except queue.Empty:
             raise AssertionError(f"no reply to {json.dumps(request)} within 10 s") from None
-        assert message.properties.CorrelationData == b"docs"
         return strict_json(message.payload)
 
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-class Receiver:
-    """``edge-recorder receive``: takes the box's files over MQTT into a directory."""
-
-    def __init__(self, broker: Broker, store: Path) -> None:
-        self.log: list[str] = []
-        self.ready = threading.Event()
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "firmware.cli.main", "receive", "--broker", broker.url),
-                *("--store", str(store), "--receiver-id", RECEIVER),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-        assert self.ready.wait(15), f"the receiver did not start: {self.log}"
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.log.append(line.rstrip())
-            if "taking offers" in line:
-                self.ready.set()
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(15)
 
 
 @dataclass
@@ -341,7 +298,7 @@ def observed(tmp_path_factory, documented) -> Observed:
     root = tmp_path_factory.mktemp("docs")
     broker = Broker(root / "broker").start()
     central = Central(broker)
-    receiver = Receiver(broker, root / "store")
+    receiver = Receiver(broker, root / "store", RECEIVER)
     refusing = FlakyHttpServer(mode=403).start()
     box = Box.make(
         root / "box",

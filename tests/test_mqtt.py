@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .broker import Broker
+from .broker import Broker, request_reply
 from .daemon_run import Box, counter_signal, events
 
 RATE = 8000
@@ -58,18 +58,8 @@ class Central:
         raise AssertionError(f"nothing matched in {timeout} s; saw {[t for t, _ in self.log][-20:]}")
 
     def command(self, request: dict | bytes, timeout: float = 10.0) -> dict:
-        reply_to = f"central/replies/{uuid.uuid4().hex}"
-        got: queue.Queue = queue.Queue()
-        self.client.message_callback_add(reply_to, lambda c, u, m: got.put(m))
-        self.client.subscribe(reply_to, qos=1)
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = reply_to
-        props.CorrelationData = b"corr-42"
         payload = request if isinstance(request, bytes) else json.dumps(request)
-        self.client.publish(f"{BASE}/cmd", payload, qos=1, properties=props)
-        message = got.get(timeout=timeout)
-        assert message.properties.CorrelationData == b"corr-42"
-        return json.loads(message.payload)
+        return json.loads(request_reply(self.client, f"{BASE}/cmd", payload, b"corr-42", timeout).payload)
 
     def close(self) -> None:
         self.client.loop_stop()
