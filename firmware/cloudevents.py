@@ -103,4 +103,6 @@ class CloudEvents:
         )
         if done.key:
             data["key"] = done.key
+        if done.discarded:
+            data["error_message"] = done.discarded
         return self.envelope(_FINISHED_TYPES[done.state], done.at, data)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .api.auth import MIN_TOKEN_BITS, TokenError, parse_tokens
-from .core import OptionError, RecordingOptions, Track
+from .core import OptionError, RecordingOptions, SessionRules, Track
 from .core.options import CALLBACK_EVENTS, OPTION_HELP, accepted, destination
 
 DEFAULT_PATH = Path("/etc/edge-recorder/config.toml")
@@ -444,6 +444,29 @@ class Config:
     @property
     def device_id(self) -> str:
         return self.device["id"] or derived_device_id()
+
+    def session_rules(self, hook_switch: bool | None = None) -> SessionRules:
+        """The ``[dtmf]`` and ``[call]`` rules for the recording session (``firmware.core.session``).
+
+        ``detect = "auto"`` is the hook switch when one is wired (``hook_switch``;
+        by default, when ``[gpio] hook_switch`` is set), otherwise audio activity.
+        """
+        c, d = self.call, self.dtmf
+        wired = self.gpio["hook_switch"] is not None if hook_switch is None else hook_switch
+        detect = c["detect"]
+        if detect == "auto":
+            detect = "hook" if wired else "audio"
+        return SessionRules(
+            sequences={k: d[k] for k in ("start", "stop", "pause", "resume") if d[k]},
+            sequence_track=d["track"],
+            key_timeout=d["key_timeout"],
+            detect=detect,
+            auto_record=c["auto_record"],
+            call_pre_roll=c["pre_roll"],
+            idle_timeout=c["idle_timeout"],
+            stop_hold=c["stop_hold"],
+            min_length=c["min_length"],
+        )
 
     def replace(self, **sections: dict[str, Any]) -> Config:
         """This config with some keys changed (and checked): ``replace(sim={"enabled": True})``."""

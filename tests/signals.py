@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 
-from firmware.core import Audio, Finished, InputLayout, Key, Recorder
+from firmware.core import Audio, Finished, InputLayout, Key, Recorder, Session
 from firmware.media.speech import speak
 from firmware.media.synth import dtmf_tone
 
@@ -82,11 +82,16 @@ def to_int16(*tracks: np.ndarray) -> np.ndarray:
 
 
 class Run:
-    """Drive a Recorder with frames in pieces; keep the events and each file's audio."""
+    """Drive a Recorder (or, given ``rules``, a Session) with frames in pieces; keep the events and each
+    file's audio."""
 
-    def __init__(self, rate: int = 16000, channels: int = 1, **kw) -> None:
+    def __init__(self, rate: int = 16000, channels: int = 1, rules=None, **kw) -> None:
         self.rate = rate
-        self.core = Recorder(InputLayout(rate, channels), **kw)
+        layout = InputLayout(rate, channels)
+        if rules is None:
+            self.core = Recorder(layout, **kw)
+        else:
+            self.core = Session(layout, options=kw.get("button_options"), rules=rules)
         self.events: list = []
         self.audio: dict[str, list[np.ndarray]] = {}
 

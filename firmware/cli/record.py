@@ -13,8 +13,20 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .. import config as cfg
 from ..cloudevents import CloudEvents, Timebase
-from ..core import Audio, EndReason, InputLayout, LayoutError, OptionError, Recorder, RecordingOptions, Rejected, Start
+from ..core import (
+    Audio,
+    EndReason,
+    InputLayout,
+    LayoutError,
+    OptionError,
+    RecordingOptions,
+    Rejected,
+    Session,
+    SessionRules,
+    Start,
+)
 from ..core.options import OPTION_HELP, accepted
 from ..media.source import AudioFile, InputError
 from ..media.synth import dtmf_tone, mix
@@ -28,8 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "record",
         help="run the recording core on an audio file",
-        description="Record from an audio file with the same core the box runs. Events go to stdout as "
-        "CloudEvents JSON lines, logs to stderr.",
+        description="Record from an audio file with the same recording session the box runs. Events go to "
+        "stdout as CloudEvents JSON lines, logs to stderr. Without a start or button action, and without a "
+        "[dtmf] start sequence or a [call] auto_record in --config, recording starts at 0 and runs to the end.",
         epilog=timeline.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -59,6 +72,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a control at a time in the input, e.g. 1.5=start, 4=pause:skip, 2=key:#",
     )
     p.add_argument("--timeline", type=Path, help="a file of 'SECONDS ACTION' lines")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="a box's config file: its [dtmf] key sequences and [call] rules apply as on the box, and its "
+        "[recording] options are the defaults of the options below",
+    )
     p.add_argument("--device-id", default="offline", help="device id in event sources (default offline)")
     p.add_argument("--start-time", help="wall-clock time of the input's first sample, RFC 3339 (default now)")
     opts = p.add_argument_group(
@@ -94,14 +113,23 @@ def _shown(value) -> str:
     return str(value) if value != "" else '""'
 
 
-def _options(args: argparse.Namespace) -> RecordingOptions:
+def _options(args: argparse.Namespace, defaults: RecordingOptions | None) -> RecordingOptions:
     given = {f.name: getattr(args, f.name) for f in fields(RecordingOptions) if getattr(args, f.name) is not None}
-    return RecordingOptions.from_mapping(given)
+    return RecordingOptions.from_mapping(given, defaults)
 
 
 def run(args: argparse.Namespace) -> int:
+    rules, defaults = SessionRules(), None
+    if args.config:
+        if not args.config.is_file():
+            return exits.fail(exits.NOINPUT, f"--config {args.config}: no such file")
+        try:
+            config = cfg.load(args.config)
+        except cfg.ConfigError as exc:
+            return exits.fail(exits.CONFIG, str(exc))
+        rules, defaults = config.session_rules(), config.recording
     try:
-        options = _options(args)
+        options = _options(args, defaults)
         entries = [timeline.parse_entry(text) for text in args.at]
         if args.timeline:
             entries += timeline.read_file(args.timeline)
@@ -128,16 +156,16 @@ def run(args: argparse.Namespace) -> int:
     except LayoutError as exc:
         return exits.fail(exits.USAGE, f"{args.input}: {exc}")
     try:
-        return _record(args, options, entries, source, layout, origin)
+        return _record(args, options, rules, entries, source, layout, origin)
     except InputError as exc:
         return exits.fail(exits.DATAERR, str(exc))
     except OSError as exc:
         return exits.fail(exits.CANTCREAT, f"{exc.filename or args.out}: {exc.strerror}")
 
 
-def _record(args, options, entries, source, layout, origin) -> int:
+def _record(args, options, rules, entries, source, layout, origin) -> int:
     rate = source.rate
-    core = Recorder(layout, button_options=options)
+    core = Session(layout, options=options, rules=rules)
     takes = Takes(args.out, rate)
     cloud = CloudEvents(args.device_id, Timebase(origin, rate))
     presses: list[timeline.KeyPress] = []
@@ -145,7 +173,8 @@ def _record(args, options, entries, source, layout, origin) -> int:
     def start(name: str, at: int) -> Start:
         return Start(options if not name else RecordingOptions.from_mapping({"name": name}, options), "cli", at=at)
 
-    if not any(e.action in ("start", "button") for e in entries):
+    triggered = "start" in rules.sequences or (rules.auto_record != "none" and rules.detect != "none")
+    if not triggered and not any(e.action in ("start", "button") for e in entries):
         entries.insert(0, timeline.Entry(0.0, "start", ()))
     for entry in sorted(entries, key=lambda e: e.seconds):
         control = timeline.to_control(

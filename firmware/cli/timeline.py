@@ -11,6 +11,7 @@ starting with ``#`` are comments). Actions:
   button                    the record button (start, or stop what is active)
   pause-button              the pause button
   call-end                  the call ends
+  hook:off | hook:on        the handset is lifted or put down (a hook switch; see --config)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..core import controls
 from ..core.dtmf import KEYS
 from ..core.options import PauseBehavior
 
-ACTIONS = ("start", "stop", "pause", "resume", "key", "button", "pause-button", "call-end")
+ACTIONS = ("start", "stop", "pause", "resume", "key", "button", "pause-button", "call-end", "hook")
 
 
 class TimelineError(ValueError):
@@ -104,4 +105,8 @@ def to_control(entry: Entry, at: int, default_track: str, start=None):
         return controls.ButtonPress(at=at)
     if entry.action == "pause-button":
         return controls.PauseButtonPress(at=at)
+    if entry.action == "hook":
+        if a not in (("off",), ("on",)):
+            raise TimelineError("hook needs off (handset lifted) or on (put down): hook:off, hook:on")
+        return controls.Hook(a[0] == "off", at=at)
     return controls.CallEnd(at=at)

@@ -6,9 +6,22 @@ heard. It uses numpy and the standard library only; no files, threads or clocks.
 The daemon, ``edge-recorder record`` and the tests all drive this same core.
 """
 
-from .controls import CURRENT, ButtonPress, CallEnd, Control, Pause, PauseButtonPress, Resume, Start, Stop
+from .controls import CURRENT, ButtonPress, CallEnd, Control, Hook, Pause, PauseButtonPress, Resume, Start, Stop
 from .engine import ControlError, Recorder, new_sid
-from .events import Audio, Event, Finished, Key, Paused, Recording, Rejected, Resumed, Started, Tone
+from .events import (
+    Audio,
+    CallEnded,
+    CallStarted,
+    Event,
+    Finished,
+    Key,
+    Paused,
+    Recording,
+    Rejected,
+    Resumed,
+    Started,
+    Tone,
+)
 from .options import (
     Channels,
     Format,
@@ -18,6 +31,7 @@ from .options import (
     Track,
     Trim,
 )
+from .session import Session, SessionRules
 from .states import EndReason, State, Status
 from .tones import ToneKind
 from .tracks import InputLayout, LayoutError
@@ -27,6 +41,8 @@ __all__ = [
     "Audio",
     "ButtonPress",
     "CallEnd",
+    "CallEnded",
+    "CallStarted",
     "Channels",
     "Control",
     "ControlError",
@@ -34,6 +50,7 @@ __all__ = [
     "Event",
     "Finished",
     "Format",
+    "Hook",
     "InputLayout",
     "Key",
     "LayoutError",
@@ -48,6 +65,8 @@ __all__ = [
     "Rejected",
     "Resume",
     "Resumed",
+    "Session",
+    "SessionRules",
     "Start",
     "Started",
     "State",

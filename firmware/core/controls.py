@@ -17,9 +17,9 @@ CURRENT = "current"
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    """Start a recording. ``since``: audio from this earlier sample on is in it too (as pre-roll, on top of
-    ``options.pre_roll``, within the pre-roll ring): for a start decided on audio already fed, such as a DTMF
-    key sequence heard in a batch, so where it begins does not depend on how the audio was cut up."""
+    """Start a recording. ``since``: the recording starts at this earlier sample, as if the start had come
+    there (its ``pre_roll`` before it, all within the input ring): for a start decided on audio already
+    fed, such as speech heard in a batch, so where it begins does not depend on how the audio was cut up."""
 
     options: RecordingOptions = field(default_factory=RecordingOptions)
     source: str = "api"
@@ -71,4 +71,12 @@ class CallEnd:
     at: int | None = None
 
 
-Control = Start | Stop | Pause | Resume | ButtonPress | PauseButtonPress | CallEnd
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """The hook switch changed: the handset was lifted (``off_hook``) or put down."""
+
+    off_hook: bool
+    at: int | None = None
+
+
+Control = Start | Stop | Pause | Resume | ButtonPress | PauseButtonPress | CallEnd | Hook

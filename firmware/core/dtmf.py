@@ -322,7 +322,7 @@ class DtmfDetector:
     def _edges(self, run: _Run, want_end: bool, freqs: tuple[float, float] | None = None):
         """Onset and offset of the run's tone from its demodulated envelope.
 
-        Without ``want_end`` the offset is the newest sample seen, for a tone
+        Without ``want_end`` the offset is the newest sample seen of a tone
         still sounding.
         """
         freqs = (
@@ -334,7 +334,11 @@ class DtmfDetector:
             )
         )
         lo = run.first_window * self.hop - self.window
-        hi = run.last_window * self.hop + 2 * self.window if want_end else self._history_end
+        # A tone still sounding is measured up to the newest sample, but never past the run's own
+        # windows: a large piece may hold the next tone of the same key after it.
+        hi = run.last_window * self.hop + 2 * self.window
+        if not want_end:
+            hi = min(hi, self._history_end)
         x, lo = self._recall(lo, hi)
         if x.size < self._lowpass.size:
             return None, lo

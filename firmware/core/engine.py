@@ -15,6 +15,16 @@ keeps the newest ``HOLD_BACK_SECONDS`` of its output unreleased and cuts it at
 the onset when the key turns out to be an end key. Everything else ends at the
 sample where its condition is met.
 
+DTMF key sequences (``sequences``) use the same buffer: while the keys heard
+so far begin a sequence, no recording releases output from the first key's
+onset on (``sequences.KeySequences.pending``), so a stop or pause sequence can
+take effect at that onset, and a resume sequence at its last key's end, as if
+the control had come there: the held output from that point is cut and the
+span rendered again in the new state from the input ring. No sequence tone is
+in a file. The hold then lasts as long as the sequence takes to key, at most
+(keys - 1) x ``[dtmf] key_timeout`` plus the last tone and its proof, and
+never more than the input ring (``MAX_PRE_ROLL``) holds.
+
 Controls (``Recorder.send``) act at their ``at`` sample. One stamped "now" is
 applied at once and raises ``ControlError`` when it cannot be; one stamped in
 the future is kept, the next ``feed`` splits the audio at its sample, and a
@@ -35,10 +45,14 @@ from . import events as ev
 from . import tracks, vad
 from .dtmf import DtmfDetector, KeyDown, KeyUp
 from .options import MAX_PRE_ROLL, PauseBehavior, RecordingOptions, Track, Trim
+from .sequences import KeySequences, Match
 from .states import EndReason, State, StateError, Trigger, next_state, status_of
 from .tones import ToneKind, render
 
 HOLD_BACK_SECONDS = 0.2
+#: A start or resume after a key sequence begins this long after the last key's tone ended: the
+#: detector measures the end to about a millisecond, so no tail of the tone is in the file.
+KEY_GUARD_SECONDS = 0.005
 #: Audio kept around the speech when trimming silence.
 TRIM_PAD_SECONDS = 0.25
 
@@ -57,6 +71,7 @@ class _Hold:
     """Rendered output not yet released: (input position, frames) pieces."""
 
     pieces: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    released: int = 0  # input position up to which output has been released
 
     def add(self, at: int, frames: np.ndarray) -> None:
         if len(frames):
@@ -77,6 +92,8 @@ class _Hold:
     def release(self, before: int | None) -> list[np.ndarray]:
         """Take the frames standing for input before ``before`` (all with None)."""
         out = []
+        if before is not None:
+            self.released = max(self.released, before)
         while self.pieces:
             start, frames = self.pieces[0]
             if before is not None and start + len(frames) > before:
@@ -110,6 +127,10 @@ class _Ring:
         self._buf[at : at + first] = frames[:first]
         self._buf[: n - first] = frames[first:]
         self._end += n
+
+    @property
+    def end(self) -> int:
+        return self._end
 
     def last(self, n: int) -> np.ndarray:
         at = self._end % self.capacity
@@ -154,6 +175,8 @@ class Recorder:
         layout: tracks.InputLayout,
         *,
         button_options: RecordingOptions | None = None,
+        sequences: KeySequences | None = None,
+        sequence_track: str = "both",
         new_id: Callable[[str], str] = new_sid,
     ) -> None:
         self.layout = layout
@@ -161,6 +184,10 @@ class Recorder:
         self.button_options = button_options or RecordingOptions()
         self.position = 0
         self.call_id: str | None = None
+        #: Why no recording may start now (storage full, no usable encryption key), or None.
+        self.refuse_starts: str | None = None
+        self.sequences = sequences
+        self.sequence_track = sequence_track
         self._new_id = new_id
         self._active: dict[str, _Active] = {}
         self._queue: list[tuple[int, int, c.Control]] = []
@@ -170,6 +197,7 @@ class Recorder:
         self._vad_history: dict[str, list[vad.Blocks]] = {name: [] for name in layout.tracks()}
         self._ring = _Ring(round(MAX_PRE_ROLL * self.rate), layout.channels)
         self._hold_back = round(HOLD_BACK_SECONDS * self.rate)
+        self._key_guard = round(KEY_GUARD_SECONDS * self.rate)
         self._tone_cache = {kind: render(kind, self.rate) for kind in ToneKind}
 
     # -- public -------------------------------------------------------------------
@@ -181,23 +209,22 @@ class Recorder:
         act = self._active.get(recording_id)
         return act.state if act else None
 
-    def first_speech(self, since: int, sensitivity: float) -> int | None:
-        """The end of the first 10 ms block after sample ``since`` that holds speech on any track, or None.
-
-        The daemon's call detection reads this instead of running a detector of its own.
-        """
-        found: int | None = None
+    def speech_span(self, since: int, sensitivity: float) -> tuple[int, int] | None:
+        """The ends of the first and the last 10 ms blocks after sample ``since`` that hold speech on any
+        track, or None. Call detection (``session``) reads this instead of running a detector of its own."""
+        first: int | None = None
+        last: int | None = None
         for history in self._vad_history.values():
             for blocks in reversed(history):
                 if not blocks.ends.size:
                     continue
                 if blocks.ends[-1] <= since:
                     break
-                heard = blocks.speech(sensitivity) & (blocks.ends > since)
-                if heard.any():
-                    at = int(blocks.ends[int(np.argmax(heard))])
-                    found = at if found is None else min(found, at)
-        return found
+                heard = blocks.ends[blocks.speech(sensitivity) & (blocks.ends > since)]
+                if heard.size:
+                    first = int(heard[0]) if first is None else min(first, int(heard[0]))
+                    last = int(heard[-1]) if last is None else max(last, int(heard[-1]))
+        return None if first is None or last is None else (first, last)
 
     def feed(self, frames: np.ndarray) -> list[ev.Event]:
         """Process the next input frames (int16, shape (n,) or (n, channels))."""
@@ -231,8 +258,11 @@ class Recorder:
         """End of input: close sounding keys and end every recording with ``reason``."""
         out: list[ev.Event] = []
         downs: list[tuple[str, KeyDown]] = []
-        for name, det in self._dtmf.items():
-            out += self._keys(name, det.flush(), downs)
+        found = {name: det.flush() for name, det in self._dtmf.items()}
+        for name, items in found.items():
+            out += self._keys(name, items, downs)
+        for match in self._follow_sequences(found):
+            out += self._sequence(match)
         for act in list(self._active.values()):
             key = self._end_key(act, downs)
             if key is not None:
@@ -292,6 +322,8 @@ class Recorder:
     def _start(
         self, options: RecordingOptions, source: str, call_id: str | None, since: int | None = None
     ) -> list[ev.Event]:
+        if self.refuse_starts:
+            raise ControlError(self.refuse_starts)
         try:
             self.layout.check(options)
         except tracks.LayoutError as exc:
@@ -303,9 +335,9 @@ class Recorder:
         elif self.call_id is None:
             self.call_id = self._new_id("CA")
         rid = self._new_id("RE")
-        at = self.position
-        late = 0 if since is None else max(0, at - since)
-        pre = min(round(options.pre_roll * self.rate) + late, at, self._ring.capacity)
+        # A start decided on audio already fed (``since``) begins there, as if it had come in time.
+        at = self.position if since is None else min(self.position, max(since, self.position - self._ring.capacity))
+        pre = min(round(options.pre_roll * self.rate), at, self._ring.capacity - (self.position - at))
         info = ev.Recording(rid, options.name or rid, self.call_id, source, options, at, at - pre)
         act = _Active(info, silence_from=at)
         out: list[ev.Event] = [ev.Started(info, at, pre)]
@@ -314,23 +346,39 @@ class Recorder:
             out.append(ev.Tone(ToneKind.BEEP, at, self._tone_cache[ToneKind.BEEP]))
         if options.warning_tone_interval > 0:
             act.next_warning = at + round(options.warning_tone_interval * self.rate)
-        if pre:
-            self._pre_roll(act, pre)
+        if self.position > info.first:
+            self._catch_up(act)
         self._active[rid] = act
         return out
 
-    def _pre_roll(self, act: _Active, pre: int) -> None:
-        frames = self._ring.last(pre)
-        act.hold.add(act.info.first, tracks.render(self.layout, act.options, frames, None))
-        act.frames = pre
-        # Speech heard in the pre-roll counts, for trimming and no-input.
+    def _catch_up(self, act: _Active) -> None:
+        """Render the audio from the recording's first sample up to now from the ring: its pre-roll, and
+        what came after a start decided late."""
+        n = self.position - act.info.first
+        act.hold.add(
+            act.info.first,
+            tracks.render(self.layout, act.options, self._ring.last(n), self._tone_span(act, act.info.first, n)),
+        )
+        act.frames = n
+        last = self._speech_between(act, act.info.first, self.position, 0)  # counts, for trimming and no-input
+        if last is not None and last > act.info.start:
+            act.silence_from = last
+
+    def _speech_between(self, act: _Active, lo: int, hi: int, out_at_lo: int) -> int | None:
+        """Count the speech already detected in input ``[lo, hi)``, which became output from ``out_at_lo``
+        on; return the input sample where the last of it ended."""
+        last = None
         for name in self._tracks_of(act):
+            block = self._vad[name].block
             for blocks in self._vad_history[name]:
-                mask = (blocks.ends - self._vad[name].block >= act.info.first) & (blocks.ends <= act.info.start)
+                mask = (blocks.ends - block >= lo) & (blocks.ends <= hi)
                 speech = blocks.speech(act.options.input_sensitivity) & mask
                 if speech.any():
-                    hits = blocks.ends[speech] - act.info.first
-                    self._heard(act, int(hits[0]) - self._vad[name].block, int(hits[-1]))
+                    hits = blocks.ends[speech] - lo + out_at_lo
+                    self._heard(act, int(hits[0]) - block, int(hits[-1]))
+                    end = int(blocks.ends[speech][-1])
+                    last = end if last is None else max(last, end)
+        return last
 
     def _pause(self, act: _Active, behavior: PauseBehavior) -> list[ev.Event]:
         act.state = self._step(act, Trigger.PAUSE)
@@ -341,6 +389,38 @@ class Recorder:
         act.state = self._step(act, Trigger.RESUME)
         act.silence_from = self.position
         return [ev.Resumed(act.info, self.position)]
+
+    def _rewind(self, act: _Active, at: int) -> int:
+        """Drop the held output that stands for input from ``at`` on; return where it was cut.
+
+        Output already released cannot be taken back: the cut is then where the release ended.
+        """
+        at = max(at, act.info.first, act.hold.released)
+        act.frames -= act.hold.cut_from(at)
+        if act.last_speech is not None and act.last_speech > act.frames:
+            act.last_speech = act.frames
+        if act.first_speech is not None and act.first_speech >= act.frames:
+            act.first_speech = act.last_speech = None
+        return at
+
+    def _pause_since(self, act: _Active, at: int, behavior: PauseBehavior) -> list[ev.Event]:
+        """Pause as if the control had come at input sample ``at`` (within the hold)."""
+        state = self._step(act, Trigger.PAUSE)
+        at = self._rewind(act, at)
+        act.state, act.behavior = state, behavior
+        self._render(act, np.zeros((self.position - at, self.layout.channels), np.int16), at)
+        return [ev.Paused(act.info, at, behavior)]
+
+    def _resume_since(self, act: _Active, at: int) -> list[ev.Event]:
+        """Resume as if the control had come at input sample ``at`` (within the hold and the ring)."""
+        state = self._step(act, Trigger.RESUME)
+        at = max(self._rewind(act, at), self.position - self._ring.capacity)
+        act.state = state
+        out_at = act.frames
+        self._render(act, self._ring.last(self.position - at), at)
+        last = self._speech_between(act, at, self.position, out_at)
+        act.silence_from = last if last is not None else at
+        return [ev.Resumed(act.info, at)]
 
     @staticmethod
     def _step(act: _Active, trigger: Trigger) -> State:
@@ -358,8 +438,10 @@ class Recorder:
         out: list[ev.Event] = []
         downs: list[tuple[str, KeyDown]] = []
         speech: dict[str, vad.Blocks] = {}
+        found: dict[str, list[KeyDown | KeyUp]] = {}
         for name, signal in signals.items():
-            out += self._keys(name, self._dtmf[name].process(signal), downs)
+            found[name] = self._dtmf[name].process(signal)
+            out += self._keys(name, found[name], downs)
             blocks = self._vad[name].process(signal)
             speech[name] = blocks
             hist = self._vad_history[name]
@@ -367,8 +449,65 @@ class Recorder:
             while len(hist) > 2 and hist[1].ends.size and hist[1].ends[0] < end - self._ring.capacity:
                 hist.pop(0)
         self.position = end
+        matches = self._follow_sequences(found)
+        hold = end - self._hold_back
+        # Hold from the first key of a sequence being keyed, or of one just completed (it acts below).
+        pins = [m.first for m in matches]
+        if self.sequences and self.sequences.pending is not None:
+            pins.append(self.sequences.pending)
+        pins = [pin for pin in pins if end - pin <= self._ring.capacity]
+        if pins:
+            hold = min(hold, *pins)
         for act in list(self._active.values()):
-            out += self._advance(act, frames, start, speech, downs)
+            out += self._advance(act, frames, start, speech, downs, hold)
+        for match in matches:
+            out += self._sequence(match)
+        if self.sequences:
+            self.sequences.expire(end)
+        return out
+
+    # -- key sequences -------------------------------------------------------------------
+    def _follow_sequences(self, found: dict[str, list[KeyDown | KeyUp]]) -> list[Match]:
+        """Tell the sequences the keys heard on their track, in the order they were heard."""
+        if not self.sequences or not self.sequences.sequences:
+            return []
+        items = [
+            item
+            for name, keys in found.items()
+            if self.sequence_track == "both" or name in (self.sequence_track, "both")
+            for item in keys
+        ]
+        items.sort(key=lambda k: k.start if isinstance(k, KeyDown) else k.end)
+        matches = []
+        for item in items:
+            if isinstance(item, KeyDown):
+                self.sequences.down(item.key, item.start)
+            else:
+                match = self.sequences.up(item.key, item.start, item.end)
+                if match is not None:
+                    matches.append(match)
+        return matches
+
+    def _sequence(self, match: Match) -> list[ev.Event]:
+        """What a complete key sequence does, at the samples where its keys were."""
+        acts = list(self._active.values())
+        out: list[ev.Event] = []
+        try:
+            if match.action == "start":
+                return self._start(self.button_options, "dtmf", None, since=match.end + self._key_guard)
+            if match.action == "stop":
+                for act in acts:
+                    out += self._finish(act, max(match.first, act.info.first, act.hold.released), EndReason.STOP)
+            elif match.action == "pause":
+                for act in acts:
+                    if act.state is State.RECORDING:
+                        out += self._pause_since(act, match.first, PauseBehavior.SILENCE)
+            elif match.action == "resume":
+                for act in acts:
+                    if act.state is State.PAUSED:
+                        out += self._resume_since(act, match.end + self._key_guard)
+        except ControlError as exc:
+            out.append(ev.Rejected(match, str(exc)))
         return out
 
     @staticmethod
@@ -397,7 +536,7 @@ class Recorder:
             return self.layout.tracks()
         return (act.options.track.value,)
 
-    def _advance(self, act, frames, start, speech, downs) -> list[ev.Event]:
+    def _advance(self, act, frames, start, speech, downs, hold) -> list[ev.Event]:
         end = start + len(frames)
         stop_at, reason, key = self._end_condition(act, start, end, speech, downs)
         upto = min(stop_at, end) if stop_at is not None else end
@@ -405,7 +544,7 @@ class Recorder:
         self._render(act, frames[: max(0, upto - start)], start)
         if stop_at is not None:
             return out + self._finish(act, stop_at, reason, key)
-        for piece in act.hold.release(end - self._hold_back):
+        for piece in act.hold.release(hold):
             out.append(ev.Audio(act.info, piece))
         return out
 

@@ -63,6 +63,7 @@ class Finished:
     sample_rate: int
     key: str | None = None
     trim: tuple[int, int] | None = None  # frames to keep when trimming silence
+    discarded: str | None = None  # why the audio was not kept (status absent), e.g. shorter than min_length
 
     @property
     def duration(self) -> float:
@@ -91,10 +92,26 @@ class Key:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A control stamped in the future that could not be applied when reached."""
+    """A control stamped in the future, or a key sequence, that could not be applied when reached."""
 
     control: object
     reason: str
 
 
-Event = Started | Paused | Resumed | Audio | Finished | Tone | Key | Rejected
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    """A call began at input sample ``at`` (hook switch or speech)."""
+
+    call_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """The call ended at input sample ``at``; its recordings ended with ``call_end``."""
+
+    call_id: str
+    at: int
+
+
+Event = Started | Paused | Resumed | Audio | Finished | Tone | Key | Rejected | CallStarted | CallEnded

@@ -54,37 +54,34 @@ from ..control import Control
 from ..core import (
     Audio,
     ButtonPress,
-    CallEnd,
+    CallEnded,
+    CallStarted,
     ControlError,
     EndReason,
     Finished,
+    Hook,
     InputLayout,
     Key,
-    Pause,
     Paused,
-    Recorder,
     RecordingOptions,
     Rejected,
-    Resume,
     Resumed,
+    Session,
     Start,
     Started,
     State,
     Status,
     Stop,
     Tone,
-    new_sid,
 )
 from ..delivery.commands import Commands
 from ..delivery.service import Delivery
 from ..media.partfile import write_atomic
 from ..spool import Take, Takes, WriteFailed, delete_media, safe_name
 from . import recovery
-from .calls import Action, CallTracker
 from .capture import Back, CaptureThread, Ended, Failed, Lost
 from .hardware import Hardware, build
 from .notify import Notifier
-from .sequences import SequenceMatcher
 from .system import boot_id, clock_synchronized
 
 log = logging.getLogger("edge-recorder.box")
@@ -130,7 +127,7 @@ class Box:
         # the capture decides the input's shape (a simulated WAV brings its own)
         self.rate = self.hw.capture.sample_rate
         self.layout = InputLayout(self.rate, self.hw.capture.channels, a["inbound_channel"], a["outbound_channel"])
-        self.core = Recorder(self.layout, button_options=config.recording)
+        self.core = Session(self.layout, options=config.recording)
         self.spool_dir = Path(config.spool["directory"])
         self.encrypt_to, self.encryption_problem = _recipient(config)
         self.takes = Takes(
@@ -180,21 +177,14 @@ class Box:
 
             self.api = ApiServer(self)
         self._apply_settings(config)
+        self._refuse_starts()
         self._wire_panel()
 
     # -- settings that SIGHUP can change ------------------------------------------------
     def _apply_settings(self, config: cfg.Config) -> None:
         self.config = config
-        self.core.button_options = config.recording
-        c, d = config.call, config.dtmf
-        detect = c["detect"]
-        if detect == "auto":
-            detect = "hook" if self.hw.panel is not None and config.gpio["hook_switch"] is not None else "audio"
-        self.calls = CallTracker(
-            detect=detect, auto_record=c["auto_record"], idle_timeout=c["idle_timeout"], stop_hold=c["stop_hold"]
-        )
-        self.sequences = SequenceMatcher({k: d[k] for k in ("start", "stop", "pause", "resume")}, d["key_timeout"])
-        self._needs_speech = detect == "audio" or c["auto_record"] == "voice"
+        wired = self.hw.panel is not None and config.gpio["hook_switch"] is not None
+        self.core.configure(config.recording, config.session_rules(hook_switch=wired))
         logging.getLogger().setLevel(config.log["level"].upper())
 
     def reload(self) -> None:
@@ -255,30 +245,26 @@ class Box:
         )
         self._device_event("device.error", problem["code"], problem["message"])
 
-    def _refuse_unencrypted(self) -> None:
+    def _refuse_starts(self) -> None:
+        """Tell the core whether recordings may start (it refuses every start, from any source, while not)."""
         if self.encryption_problem:
-            raise ControlError(
-                f"encryption is on but its key cannot be used ({self.encryption_problem}); not recording"
-            )
+            reason = f"encryption is on but its key cannot be used ({self.encryption_problem}); not recording"
+        elif self._space_low:
+            reason = f"storage is full: less than {self.config.spool['min_free_mb']} MB free in {self.spool_dir}"
+        else:
+            reason = None
+        self.core.refuse_starts = reason
 
-    def start_recording(self, options: RecordingOptions, source: str, since: int | None = None) -> dict[str, Any]:
-        self._refuse_unencrypted()
+    def start_recording(self, options: RecordingOptions, source: str) -> dict[str, Any]:
         self._check_space(force=True)
-        if self._space_low:
-            raise ControlError(
-                f"storage is full: less than {self.config.spool['min_free_mb']} MB free in {self.spool_dir}"
-            )
-        events = self.core.send(Start(options, source, call_id=self.core.call_id, since=since))
+        events = self.core.send(Start(options, source, call_id=self.core.call_id))
         self._handle(events)
         started = next(e for e in events if isinstance(e, Started))
         return self._catalog("get", started.recording.id) or {}
 
     def control(self, control) -> list:
         if isinstance(control, ButtonPress) and not self.core.active:
-            self._refuse_unencrypted()
             self._check_space(force=True)
-            if self._space_low:
-                raise ControlError("storage is full: the recording was not started")
         events = self.core.send(control)
         self._handle(events)
         return events
@@ -428,13 +414,8 @@ class Box:
 
     def _feed(self, frames: np.ndarray) -> None:
         events = self.core.feed(frames)
-        start = self.position
         self.position += len(frames)
         self._handle(events)
-        if self._needs_speech:  # the core's own speech detection, on every track
-            at = self.core.first_speech(start, self.config.recording.input_sensitivity)
-            if at is not None:
-                self._call_steps(self.calls.speech(at / self.rate))
         if self.hw.scenario is not None:
             self.hw.scenario.advance(self.audio_seconds())
         if self.position / self.rate - self._level_at >= 1.0:  # the input level, once a second
@@ -442,8 +423,6 @@ class Box:
             self._level_db = level_dbfs(frames[-self.rate // 10 :])
 
     def _tick(self) -> None:
-        now = self.audio_seconds()
-        self._call_steps(self.calls.tick(now))
         outage = self._outage
         if (
             outage is not None
@@ -495,14 +474,17 @@ class Box:
                 self._emit(self.cloud.of(event), row, update={"status": status.value, "state": state.value})
             elif isinstance(event, Key):
                 self._emit(self.cloud.of(event))
-                self._key(event)
+            elif isinstance(event, CallStarted):
+                log.info("call %s started at %.2f s", event.call_id, event.at / self.rate)
+            elif isinstance(event, CallEnded):
+                log.info("call %s ended at %.2f s", event.call_id, event.at / self.rate)
             elif isinstance(event, Tone):
                 if self.hw.playback is not None:
                     self.hw.playback.play(event.samples)
                 if self.hw.panel is not None:
                     self.hw.panel.beep(len(event.samples) / self.rate)
             elif isinstance(event, Rejected):
-                log.error("control not applied: %s", event.reason)
+                log.error("not applied: %s", event.reason)
             elif isinstance(event, Audio):
                 pass
 
@@ -534,17 +516,6 @@ class Box:
             if take.written is not None:  # what reached the card, not what the core counted
                 rate = self.rate if take.encryption else rec.options.sample_rate
                 data["duration"] = round(take.written.frames / rate, 4)
-        min_length = self.config.call["min_length"]
-        if rec.source == "auto" and take.written is not None and done.duration < min_length:
-            take.written.path.unlink(missing_ok=True)
-            data.update(
-                status=Status.ABSENT.value,
-                size=0,
-                sha256=None,
-                media_url=None,
-                error_message=f"shorter than [call] min_length ({done.duration:.2f} s < {min_length:g} s); discarded",
-            )
-            take = Take(done, None, take.error)
         row = {
             k: data.get(k)
             for k in (
@@ -610,50 +581,6 @@ class Box:
         if any(r.id == exc.recording_id for r in self.core.active):
             self._handle(self.core.send(Stop(exc.recording_id, EndReason.ERROR)))
 
-    # -- calls and keys ------------------------------------------------------------------
-    def _call_steps(self, steps) -> None:
-        for step in steps:
-            if step.action is Action.CALL_START:
-                self.core.call_id = new_sid("CA")
-                log.info("call %s started at %.2f s", self.core.call_id, step.at)
-            elif step.action is Action.CALL_END:
-                log.info("call %s ended at %.2f s", self.core.call_id, step.at)
-                self._handle(self.core.send(CallEnd()))
-            elif step.action is Action.RECORD:
-                options = RecordingOptions.from_mapping(
-                    {"pre_roll": self.config.call["pre_roll"]}, self.config.recording
-                )
-                try:
-                    self.start_recording(options, "auto")
-                except ControlError as exc:
-                    log.error("automatic recording not started: %s", exc)
-
-    def _key(self, event: Key) -> None:
-        track = self.config.dtmf["track"]
-        if track != "both" and event.track not in (track, "both"):
-            return
-        action = self.sequences.feed(event.key, event.start / self.rate)
-        if action is None:
-            return
-        log.info("DTMF sequence for %s", action)
-        try:
-            if action == "start":
-                # From the end of the sequence's last key, however far the loop has fed the core since.
-                self.start_recording(self.config.recording, "dtmf", since=event.end)
-            elif action == "stop":
-                for rec in self.core.active:
-                    self._handle(self.core.send(Stop(rec.id)))
-            elif action == "pause":
-                for rec in self.core.active:
-                    if self.core.state_of(rec.id) is State.RECORDING:
-                        self._handle(self.core.send(Pause(rec.id)))
-            elif action == "resume":
-                for rec in self.core.active:
-                    if self.core.state_of(rec.id) is State.PAUSED:
-                        self._handle(self.core.send(Resume(rec.id)))
-        except ControlError as exc:
-            log.error("DTMF %s refused: %s", action, exc)
-
     # -- panel ---------------------------------------------------------------------------
     def _wire_panel(self) -> None:
         """The panel's buttons and hook switch go through the control API like every front end."""
@@ -676,7 +603,7 @@ class Box:
         panel.on_hook = later(control.hook)
 
     def hook(self, off_hook: bool) -> None:
-        self._call_steps(self.calls.hook(off_hook, self.audio_seconds()))
+        self._handle(self.core.send(Hook(off_hook)))
 
     def _set_led(self) -> None:
         panel = self.hw.panel
@@ -709,6 +636,7 @@ class Box:
             for rec in self.core.active:
                 self._handle(self.core.send(Stop(rec.id, EndReason.ERROR)))
         self._space_low = low
+        self._refuse_starts()
 
     # -- events --------------------------------------------------------------------------
     def _emit(
