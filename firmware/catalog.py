@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .cloudevents import rfc3339
+from .core import ControlError, lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,13 @@ class OutboxItem:
     recording_id: str | None = None
 
 
-UNFINISHED = ("in-progress", "paused", "processing")
+UNFINISHED = tuple(sorted(lifecycle.UNFINISHED))
+#: Recordings whose every upload is confirmed, oldest confirmation first: what retention may delete.
+_UPLOADED = (
+    "SELECT r.id, r.path, MAX(u.date_updated) AS uploaded FROM recordings r JOIN uploads u ON u.recording_id = r.id "
+    "WHERE r.status = 'completed' AND r.path IS NOT NULL GROUP BY r.id "
+    "HAVING SUM(u.state != 'done') = 0 ORDER BY uploaded, r.date_created"
+)
 
 
 class CatalogError(Exception):
@@ -229,7 +236,7 @@ class Catalog:
             self._db.execute("COMMIT")
 
     def query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        """A read for the catalog's other tables (the outbox, uploads)."""
+        """A read of any table, for diagnostics and tests; the firmware reads through the methods below."""
         with self._lock:
             return self._db.execute(sql, tuple(args)).fetchall()
 
@@ -350,10 +357,185 @@ class Catalog:
     def audit(self, action: str, actor: str, target: str | None = None, detail: str | None = None) -> None:
         """Note who downloaded, deleted or changed what, and failed logins."""
         with self.transaction() as db:
+            self._audit(db, action, actor, target, detail)
+
+    @staticmethod
+    def _audit(db: sqlite3.Connection, action: str, actor: str, target: str | None, detail: str | None) -> None:
+        db.execute(
+            "INSERT INTO audit (time, action, actor, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (now(), action, actor, target, detail),
+        )
+
+    def trim_audit(self, before: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM audit WHERE time < ?", (before,))
+
+    # -- deleting ------------------------------------------------------------------------
+    def soft_delete(
+        self,
+        recording_id: str,
+        *,
+        force: bool,
+        actor: str,
+        announce: Callable[[dict[str, Any], list[tuple[str, str]]], Iterable[OutboxItem]],
+        deleted_at: str | None = None,
+        detail: str | None = None,
+    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """Delete a recording's media as ``lifecycle.delete_refusal`` allows, in one transaction: its row
+        becomes ``deleted`` (metadata kept), uploads not confirmed yet are cancelled (when ``force``), the
+        audit log notes who, and ``announce(row, cancelled)`` gives the deliveries that report it.
+
+        Returns the row as it was and the (destination, state) of the uploads cancelled. The caller removes
+        the files after (``spool.delete_media``): a crash between leaves a file that reconcile removes,
+        never a row that points to nothing. Raises ``LookupError`` or ``ControlError`` (refused).
+        """
+        with self.transaction() as db:
+            found = db.execute("SELECT * FROM recordings WHERE id = ?", (recording_id,)).fetchone()
+            if found is None:
+                raise LookupError(f"no recording {recording_id!r}")
+            row = _decode(found)
+            pending = self._pending_uploads(db, recording_id)
+            refusal = lifecycle.delete_refusal(recording_id, row["status"], pending, force)
+            if refusal:
+                raise ControlError(refusal)
+            if pending:
+                db.execute("DELETE FROM outbox WHERE kind = 'upload' AND recording_id = ?", (recording_id,))
+                db.execute(
+                    "UPDATE uploads SET state = 'cancelled', date_updated = ? WHERE recording_id = ? AND state != 'done'",
+                    (now(), recording_id),
+                )
+            fields = lifecycle.deleted_fields(deleted_at or now())
+            values = _encode({**fields, "date_updated": now()})
             db.execute(
-                "INSERT INTO audit (time, action, actor, target, detail) VALUES (?, ?, ?, ?, ?)",
-                (now(), action, actor, target, detail),
+                f"UPDATE recordings SET {', '.join(f'{c} = ?' for c in values)} WHERE id = ?",
+                [*values.values(), recording_id],
             )
+            cancelled = ", ".join(f"upload to {dest} ({state}) cancelled" for dest, state in pending)
+            self._audit(db, "delete", actor, recording_id, "; ".join(x for x in (detail, cancelled) if x) or None)
+            self._enqueue(db, announce({**row, **fields}, pending))
+        return row, pending
+
+    def forget_deleted(self, before: str) -> int:
+        """Drop the metadata of recordings deleted before ``before``; returns how many."""
+        with self.transaction() as db:
+            gone = db.execute("SELECT id FROM recordings WHERE status = 'deleted' AND deleted_at < ?", (before,))
+            ids = [rid for (rid,) in gone.fetchall()]
+            for rid in ids:
+                db.execute("DELETE FROM uploads WHERE recording_id = ?", (rid,))
+                db.execute("DELETE FROM recordings WHERE id = ?", (rid,))
+        return len(ids)
+
+    def uploaded_media(self) -> list[dict[str, Any]]:
+        """Completed recordings with media whose every upload is confirmed, oldest confirmation first
+        (``id``, ``path``, ``uploaded``)."""
+        with self._lock:
+            return [dict(r) for r in self._db.execute(_UPLOADED).fetchall()]
+
+    # -- uploads ---------------------------------------------------------------------------
+    def uploads(self, recording_id: str) -> list[dict[str, Any]]:
+        """Each destination's upload state of a recording."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT destination, state, attempts, last_error, location FROM uploads WHERE recording_id = ?",
+                (recording_id,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def pending_uploads(self, recording_id: str) -> list[tuple[str, str]]:
+        """(destination, state) of a recording's uploads not confirmed yet: queued, pending, uploading, failed."""
+        with self._lock:
+            return self._pending_uploads(self._db, recording_id)
+
+    @staticmethod
+    def _pending_uploads(db: sqlite3.Connection, recording_id: str) -> list[tuple[str, str]]:
+        states = {
+            dest: state
+            for dest, state in db.execute(
+                "SELECT destination, state FROM uploads WHERE recording_id = ? AND state NOT IN ('done', 'cancelled')",
+                (recording_id,),
+            )
+        }
+        for (dest,) in db.execute(
+            "SELECT target FROM outbox WHERE kind = 'upload' AND recording_id = ? ORDER BY seq", (recording_id,)
+        ):
+            states.setdefault(dest, "queued")
+        return sorted(states.items())
+
+    def set_upload(
+        self,
+        recording_id: str,
+        destination: str,
+        state: str,
+        attempts: int,
+        last_error: str | None = None,
+        location: str | None = None,
+    ) -> None:
+        """Note how a recording's upload to ``destination`` stands (a location, once known, stays)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO uploads (recording_id, destination, state, attempts, last_error, location, date_updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (recording_id, destination) DO UPDATE SET "
+                "state = excluded.state, attempts = excluded.attempts, last_error = excluded.last_error, "
+                "location = COALESCE(excluded.location, uploads.location), date_updated = excluded.date_updated "
+                "WHERE uploads.state != 'cancelled' OR excluded.state = 'done'",  # a late retry keeps it cancelled
+                (recording_id, destination, state, attempts, last_error, location, now()),
+            )
+
+    # -- the outbox ------------------------------------------------------------------------
+    def outbox_due(self, kind: str, now: float, limit: int) -> list[tuple[int, str, str | None, str, str, int]]:
+        """(seq, kind, recording_id, target, payload JSON, attempts) of rows due at ``now``, oldest first."""
+        with self._lock:
+            return [
+                tuple(r)
+                for r in self._db.execute(
+                    "SELECT seq, kind, recording_id, target, payload, attempts FROM outbox "
+                    "WHERE kind = ? AND next_attempt <= ? ORDER BY seq LIMIT ?",
+                    (kind, now, limit),
+                ).fetchall()
+            ]
+
+    def outbox_next_due(self, kind: str) -> float | None:
+        with self._lock:
+            return self._db.execute("SELECT MIN(next_attempt) FROM outbox WHERE kind = ?", (kind,)).fetchone()[0]
+
+    def outbox_remove(self, seqs: Iterable[int]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+    def outbox_retry(self, seq: int, next_attempt: float, error: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? WHERE seq = ?",
+                (next_attempt, error[:500], seq),
+            )
+
+    def outbox_depth(self, kind: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM outbox", ()
+        if kind:
+            sql, args = sql + " WHERE kind = ?", (kind,)
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()[0]
+
+    def outbox_drop_oldest_events(self, count: int) -> int:
+        """Drop the ``count`` oldest undelivered events (never uploads or callbacks); returns how many went."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE kind = 'event' ORDER BY seq LIMIT ?)",
+                (count,),
+            )
+        return cur.rowcount
+
+    # -- figures ---------------------------------------------------------------------------
+    def count_by_status(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT status, COUNT(*) FROM recordings GROUP BY status").fetchall())
+
+    def stored_bytes(self) -> int:
+        """Bytes of media the catalog knows to be in the spool."""
+        with self._lock:
+            return self._db.execute("SELECT COALESCE(SUM(size), 0) FROM recordings WHERE path IS NOT NULL").fetchone()[
+                0
+            ]
 
     def unfinished(self) -> list[dict[str, Any]]:
         marks = ", ".join("?" * len(UNFINISHED))

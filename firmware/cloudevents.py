@@ -11,16 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .core import Key, Paused, Recording, Resumed, Started, State
+from .core import Key, Paused, Recording, Resumed, Started
+from .core.lifecycle import EVENT_TYPES, finished_event_type
 from .spool import Take
 
 SPECVERSION = "1.0"
-
-_FINISHED_TYPES = {
-    State.FINISHED: "recording.finished",
-    State.NO_INPUT: "recording.no_input",
-    State.ERROR: "recording.error",
-}
 
 
 def rfc3339(moment: datetime) -> str:
@@ -72,18 +67,17 @@ class CloudEvents:
 
     def of(self, event) -> dict[str, Any] | None:
         """The CloudEvent for a core event, or None for events that are not published."""
-        if isinstance(event, Started):
-            data = self.recording_fields(event.recording, "recording", "in-progress")
-            data["pre_roll"] = event.pre_roll / self.timebase.sample_rate
-            return self.envelope("recording.started", event.at, data)
-        if isinstance(event, Paused):
-            data = self.recording_fields(event.recording, "paused", "paused")
-            data["pause_behavior"] = event.behavior.value
-            return self.envelope("recording.paused", event.at, data)
-        if isinstance(event, Resumed):
-            return self.envelope(
-                "recording.resumed", event.at, self.recording_fields(event.recording, "recording", "in-progress")
-            )
+        if isinstance(event, Started | Paused | Resumed):
+            data = self.recording_fields(event.recording, event.state.value, event.status.value)
+            if isinstance(event, Started):
+                data["pre_roll"] = event.pre_roll / self.timebase.sample_rate
+                kind = EVENT_TYPES["started"]
+            elif isinstance(event, Paused):
+                data["pause_behavior"] = event.behavior.value
+                kind = EVENT_TYPES["paused"]
+            else:
+                kind = EVENT_TYPES["resumed"]
+            return self.envelope(kind, event.at, data)
         if isinstance(event, Key):
             rate = self.timebase.sample_rate
             data = {"key": event.key, "track": event.track, "start": event.start / rate, "end": event.end / rate}
@@ -105,4 +99,4 @@ class CloudEvents:
             data["key"] = done.key
         if done.discarded:
             data["error_message"] = done.discarded
-        return self.envelope(_FINISHED_TYPES[done.state], done.at, data)
+        return self.envelope(finished_event_type(done.state), done.at, data)

@@ -27,6 +27,7 @@ from .core import (
     PauseButtonPress,
     RecordingOptions,
     Resume,
+    StateError,
     Stop,
 )
 from .core.events import Finished, Paused, Resumed
@@ -34,9 +35,17 @@ from .core.events import Finished, Paused, Resumed
 if TYPE_CHECKING:
     from .daemon.box import Box
 
-__all__ = ["Control", "ControlError", "OptionError"]
+__all__ = ["Control", "ControlError", "OptionError", "error_fields"]
 
 SOURCES = ("button", "dtmf", "mqtt", "api", "cli", "auto")
+
+
+def error_fields(exc: Exception) -> dict[str, str]:
+    """What an error answer carries besides its message: for a state clash, the recording's ``state``, the
+    ``trigger`` it did not allow and the ``recording``, so HTTP and MQTT callers can tell which clashed."""
+    if isinstance(exc, StateError):
+        return {"state": exc.state.value, "trigger": exc.trigger.value, "recording": exc.recording}
+    return {}
 
 
 def start_request(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | None, list[dict[str, Any]]]:
@@ -120,9 +129,10 @@ class Control:
     def list(self, **filters: Any) -> list[dict[str, Any]]:
         return self.box.catalog.list(**filters)
 
-    def delete(self, recording_id: str) -> dict[str, Any]:
-        """Remove a finished recording's media; its metadata stay 40 days with status ``deleted``."""
-        return self.box.call(lambda: self.box.delete_recording(recording_id))
+    def delete(self, recording_id: str, *, force: bool = False, actor: str = "?") -> dict[str, Any]:
+        """Remove a finished recording's media; its metadata stay 40 days with status ``deleted``. A recording
+        whose upload is not confirmed is refused unless ``force`` (which cancels the upload)."""
+        return self.box.call(lambda: self.box.delete_recording(recording_id, force=force, actor=actor))
 
     def get(self, recording_id: str) -> dict[str, Any]:
         row = self.box.catalog.get(recording_id)

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 PART_SUFFIX = ".part.wav"
+#: Where converted copies of finished recordings are kept (``.mp3`` of a ``.wav``, a downmix).
+CACHE_DIR = ".cache"
 ENCRYPTED_PART_SUFFIX = f".part{encrypted.SUFFIX}"
 
 
@@ -62,13 +64,18 @@ def is_encrypted(path: Path) -> bool:
     return Path(path).name.endswith(encrypted.SUFFIX)
 
 
-def delete_media(path: str | Path | None) -> None:
-    """Remove a finished recording's media and its ``.json`` beside it (metadata stay in the catalog)."""
+def delete_media(path: str | Path | None, recording_id: str | None = None) -> None:
+    """Remove a finished recording's media, its ``.json`` beside it and the converted copies the API made
+    of it (``CACHE_DIR``); the metadata stay in the catalog."""
     if not path:
         return
     media = Path(path)
     media.unlink(missing_ok=True)
     media.with_suffix(".json").unlink(missing_ok=True)
+    cache = media.parent / CACHE_DIR
+    if recording_id and cache.is_dir():
+        for copy in cache.glob(f"{recording_id}-*"):
+            copy.unlink(missing_ok=True)
 
 
 def parts(directory: Path) -> Iterator[tuple[str, Path]]:

@@ -106,6 +106,13 @@ def test_start_pause_resume_stop_and_current(api):
     assert rec["source"] == "api" and rec["status"] == "in-progress" and rec["name"] == "monitor"
     paused = api.post("/v1/recordings/current", {"status": "paused", "pause_behavior": "skip"})
     assert paused.status_code == 200 and paused.json()["status"] == "paused"
+    again = api.post(f"/v1/recordings/{rec['id']}", {"status": "paused"}).json()  # says which state clashed
+    assert (again["status"], again["state"], again["trigger"], again["recording"]) == (
+        409,
+        "paused",
+        "pause",
+        "monitor",
+    )
     api.post("/v1/recordings", {"name": "second", "format": "wav", "sample_rate": 8000})
     both = api.post("/v1/recordings/current", {"status": "stopped"})
     assert both.status_code == 409 and "2 are active" in both.json()["message"]

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from firmware import config as cfg
+from firmware import journal
 from firmware.catalog import Catalog, OutboxItem
 from firmware.delivery import retention
 from firmware.delivery.outbox import Outbox
@@ -211,27 +212,24 @@ def test_retention_deletes_media_30_days_after_upload_and_never_before(tmp_path)
     assert catalog.get("REold") is None and catalog.get("REnew")["status"] == "deleted"
 
 
-def test_low_space_deletes_uploaded_media_oldest_first_and_never_what_waits_for_upload(tmp_path):
+def test_low_space_deletes_uploaded_media_oldest_first_and_never_what_waits_for_upload(tmp_path, monkeypatch):
     delivery, catalog, space = _retention_box(tmp_path, free=100 * 10**6)
     first = _recording(catalog, tmp_path, "RE1", "2026-01-01T00:00:00.000Z", uploaded="2026-01-01T01:00:00.000Z")
     second = _recording(catalog, tmp_path, "RE2", "2026-01-02T00:00:00.000Z", uploaded="2026-01-02T01:00:00.000Z")
     waiting = _recording(catalog, tmp_path, "RE3", "2025-01-01T00:00:00.000Z", uploaded=False)
-    real_delete = retention.delete_media
+    real_delete = journal.delete_media
 
-    def freeing(path):
-        real_delete(path)
-        space["free"] += 300 * 10**6  # each file frees 300 MB in this story
+    def freeing(path, recording_id=None):
+        real_delete(path, recording_id)
+        space["free"] += 300 * 10**6  # each file frees 300 MB in this story (a fake: the disk is not that big)
 
-    retention.delete_media = freeing
-    try:
-        now = 1767312000.0  # 2026-01-02: nothing is 30 days past its upload
-        assert retention.run(delivery, now) == ["RE1", "RE2"]  # 100 -> 400 -> 700 MB, above the 500 MB floor
-        assert not first.exists() and not second.exists() and waiting.exists()
-        space["free"] = 0
-        assert retention.run(delivery, now) == []  # only media not yet uploaded are left: never deleted
-        assert waiting.exists()
-    finally:
-        retention.delete_media = real_delete
+    monkeypatch.setattr(journal, "delete_media", freeing)
+    now = 1767312000.0  # 2026-01-02: nothing is 30 days past its upload
+    assert retention.run(delivery, now) == ["RE1", "RE2"]  # 100 -> 400 -> 700 MB, above the 500 MB floor
+    assert not first.exists() and not second.exists() and waiting.exists()
+    space["free"] = 0
+    assert retention.run(delivery, now) == []  # only media not yet uploaded are left: never deleted
+    assert waiting.exists()
 
 
 def test_retention_does_nothing_while_the_clock_is_not_synchronised(tmp_path):

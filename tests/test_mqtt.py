@@ -128,6 +128,13 @@ def test_commands_start_stop_and_errors(tmp_path, broker, central):
         for request, message in bad:
             answer = central.command(request)
             assert answer["ok"] is False and message in answer["error"], (request, answer)
+        clash = central.command({"op": "pause", "target": "monitor"})  # says which state and trigger clashed
+        assert (clash["ok"], clash["state"], clash["trigger"], clash["recording"]) == (
+            False,
+            "paused",
+            "pause",
+            "monitor",
+        )
         stopped = central.command({"op": "stop", "target": "monitor"})
         assert stopped["recording"]["end_reason"] == "stop"
         listed = central.command({"op": "list"})

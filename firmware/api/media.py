@@ -17,8 +17,8 @@ import soundfile as sf
 
 from ..media.partfile import publish
 from ..media.writers import open_writer
+from ..spool import CACHE_DIR
 
-CACHE_DIR = ".cache"
 CACHE_FILES = 32
 _PIECE = 16000
 _lock = threading.Lock()
@@ -71,11 +71,3 @@ def _trim_cache(cache: Path) -> None:
     files = sorted((p for p in cache.iterdir() if p.is_file()), key=lambda p: p.stat().st_mtime)
     for old in files[:-CACHE_FILES]:
         old.unlink(missing_ok=True)
-
-
-def drop_cached(spool: Path, recording_id: str) -> None:
-    """Forget converted copies of a deleted recording."""
-    cache = spool / CACHE_DIR
-    if cache.is_dir():
-        for path in cache.glob(f"{recording_id}-*"):
-            path.unlink(missing_ok=True)

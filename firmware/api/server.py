@@ -27,9 +27,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .. import __version__
-from ..control import Control, ControlError, OptionError, start_request
+from ..control import Control, ControlError, OptionError, error_fields, start_request
 from .auth import Auth, Limiter, LinkSigner, parse_tokens
-from .media import NoMedia, drop_cached, media_for
+from .media import NoMedia, media_for
 
 if TYPE_CHECKING:
     from ..daemon.box import Box
@@ -147,7 +147,7 @@ class ApiServer:
         except TimeoutError:
             return _error(503, "busy", "the box did not answer within 5 s; try again", {"Retry-After": "1"})
         except ControlError as exc:  # a ValueError too: before the others
-            return _error(409, "conflict", str(exc))
+            return _error(409, "conflict", str(exc), extra=error_fields(exc))
         except (OptionError, ValueError) as exc:
             return _error(422 if isinstance(exc, OptionError) else 400, "invalid", str(exc))
         except LookupError as exc:
@@ -282,9 +282,8 @@ class ApiServer:
         rid, fmt = _name(request.match_info["name"])
         if fmt is not None:
             raise ApiError(404, "not_found", f"{request.path}: delete the recording, not one of its media")
-        await self._run(self.control.delete, rid)
-        await self._run(drop_cached, self.box.spool_dir, rid)
-        await self._run(self.box.catalog.audit, "delete", request.get(ACTOR, "?"), rid, None)
+        force = _bool(request.query.get("force", "false"), "force")
+        await self._run(lambda: self.control.delete(rid, force=force, actor=request.get(ACTOR, "?")))
         return web.Response(status=204)
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -313,10 +312,10 @@ class _Metrics:
     def collect(self):
         box = self.box
         counts = GaugeMetricFamily("edge_recorder_recordings", "Recordings in the catalog by status", labels=["status"])
-        for status, count in box.catalog.query("SELECT status, COUNT(*) FROM recordings GROUP BY status"):
+        for status, count in box.catalog.count_by_status().items():
             counts.add_metric([status], count)
         yield counts
-        stored = box.catalog.query("SELECT COALESCE(SUM(size), 0) FROM recordings WHERE path IS NOT NULL")[0][0]
+        stored = box.catalog.stored_bytes()
         yield GaugeMetricFamily("edge_recorder_recording_bytes", "Bytes of media kept in the spool", value=stored)
         yield GaugeMetricFamily("edge_recorder_active_recordings", "Recordings in progress", value=len(box.core.active))
         status = box.delivery.status()
@@ -339,8 +338,11 @@ class _Metrics:
             )
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"status": status, "code": code, "message": message}, status=status, headers=headers)
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, extra: dict[str, str] | None = None
+) -> web.Response:
+    body = {"status": status, "code": code, "message": message, **(extra or {})}
+    return web.json_response(body, status=status, headers=headers)
 
 
 def _dumps(value: Any) -> str:

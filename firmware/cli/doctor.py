@@ -56,7 +56,7 @@ from ..core import InputLayout
 from ..daemon.hardware import open_capture_for
 from ..daemon.system import clock_synchronized
 from ..delivery.errors import DeliveryError
-from ..delivery.service import upload_destination
+from ..delivery.routes import upload_destination
 from .run import add_config_argument
 
 if TYPE_CHECKING:

@@ -6,12 +6,15 @@ import argparse
 import json
 import shutil
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import config as cfg
-from ..catalog import Catalog, CatalogError, now
-from ..daemon.box import public
-from ..spool import delete_media
+from ..catalog import Catalog, CatalogError
+from ..cloudevents import CloudEvents, Timebase, rfc3339
+from ..core import ControlError
+from ..delivery.routes import Routes
+from ..journal import delete_recording, public
 from . import exits
 from .run import add_config_argument
 
@@ -36,8 +39,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("id")
     export.add_argument("dest", type=Path, help="file or directory to copy to")
     export.set_defaults(run=run_export)
-    delete = verbs.add_parser("delete", help="delete a completed recording's media; its metadata stays as deleted")
+    delete = verbs.add_parser(
+        "delete",
+        help="delete a finished recording's media; its metadata stays as deleted",
+        description="Delete a finished recording's media; its metadata stay 40 days with status deleted. The "
+        "deletion is reported as recording.deleted (through the running box's MQTT and webhooks) and audited. "
+        "A recording whose upload is not confirmed yet is refused: its media would be lost.",
+    )
     delete.add_argument("id")
+    delete.add_argument(
+        "--force", action="store_true", help="delete also when its upload is not confirmed: the upload is cancelled"
+    )
     delete.set_defaults(run=run_delete)
 
 
@@ -125,11 +137,25 @@ def run_export(args: argparse.Namespace, catalog: Catalog) -> int:
 
 @_with_catalog
 def run_delete(args: argparse.Namespace, catalog: Catalog) -> int:
-    row = _get(catalog, args.id)
-    if row["status"] not in ("completed", "absent", "failed"):
-        return exits.fail(exits.USAGE, f"{args.id} is {row['status']}; only finished recordings can be deleted")
-    delete_media(row.get("path"))
-    catalog.update(args.id, status="deleted", path=None, deleted_at=now())
-    catalog.audit("delete", "cli", args.id, None)
-    print(f"{args.id}: deleted (metadata kept 40 days)")
+    try:
+        config = cfg.load(args.config)
+    except cfg.ConfigError as exc:
+        return exits.fail(exits.CONFIG, str(exc))
+    device_id = config.device_id
+    cloud = CloudEvents(device_id, Timebase(datetime.now(UTC), 1))
+    try:
+        row, event = delete_recording(
+            catalog,
+            args.id,
+            actor="cli",
+            force=args.force,
+            envelope=lambda kind, data: cloud.envelope(kind, 0, data) | {"time": rfc3339(datetime.now(UTC))},
+            public=lambda r: public(r, uploads=catalog.uploads(r["id"])),
+            routes=Routes(config, device_id).items,
+        )
+    except ControlError as exc:
+        return exits.fail(exits.USAGE, str(exc))
+    cancelled = event["data"]["cancelled_uploads"]
+    note = "; ".join(f"upload to {u['destination']} ({u['state']}) cancelled" for u in cancelled)
+    print(f"{row['id']}: deleted (metadata kept 40 days){'; ' + note if note else ''}")
     return exits.OK

@@ -7,7 +7,7 @@ The daemon, ``edge-recorder record`` and the tests all drive this same core.
 """
 
 from .controls import CURRENT, ButtonPress, CallEnd, Control, Hook, Pause, PauseButtonPress, Resume, Start, Stop
-from .engine import ControlError, Recorder, new_sid
+from .engine import Recorder, new_sid
 from .events import (
     Audio,
     CallEnded,
@@ -22,6 +22,7 @@ from .events import (
     Started,
     Tone,
 )
+from .lifecycle import ControlError, EndReason, State, StateError, Status
 from .options import (
     Channels,
     Format,
@@ -32,7 +33,6 @@ from .options import (
     Trim,
 )
 from .session import Session, SessionRules
-from .states import EndReason, State, Status
 from .tones import ToneKind
 from .tracks import InputLayout, LayoutError
 
@@ -70,6 +70,7 @@ __all__ = [
     "Start",
     "Started",
     "State",
+    "StateError",
     "Status",
     "Stop",
     "Tone",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .lifecycle import EndReason
 from .options import PauseBehavior, RecordingOptions
-from .states import EndReason
 
 CURRENT = "current"
 

@@ -37,16 +37,17 @@ import bisect
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from . import controls as c
 from . import events as ev
-from . import tracks, vad
+from . import lifecycle, tracks, vad
 from .dtmf import DtmfDetector, KeyDown, KeyUp
+from .lifecycle import ControlError, EndReason, State, Trigger, finished_status, next_state
 from .options import MAX_PRE_ROLL, PauseBehavior, RecordingOptions, Track, Trim
 from .sequences import KeySequences, Match
-from .states import EndReason, State, StateError, Trigger, next_state, status_of
 from .tones import ToneKind, render
 
 HOLD_BACK_SECONDS = 0.2
@@ -55,10 +56,6 @@ HOLD_BACK_SECONDS = 0.2
 KEY_GUARD_SECONDS = 0.005
 #: Audio kept around the speech when trimming silence.
 TRIM_PAD_SECONDS = 0.25
-
-
-class ControlError(ValueError):
-    """A control that cannot be applied; the message says why."""
 
 
 def new_sid(prefix: str) -> str:
@@ -283,31 +280,49 @@ class Recorder:
         return out
 
     def _apply(self, control: c.Control) -> list[ev.Event]:
-        at = self.position
-        if isinstance(control, c.Start):
-            return self._start(control.options, control.source, control.call_id, control.since)
-        if isinstance(control, c.Stop):
-            return self._finish(self._find(control.target), at, control.reason)
-        if isinstance(control, c.Pause):
-            return self._pause(self._find(control.target), control.behavior)
-        if isinstance(control, c.Resume):
-            return self._resume(self._find(control.target))
-        if isinstance(control, c.ButtonPress):
-            if self._active:
-                return [e for act in list(self._active.values()) for e in self._finish(act, at, EndReason.BUTTON)]
+        handler = self._HANDLERS.get(type(control))
+        if handler is None:
+            raise ControlError(f"unknown control {control!r}")
+        return handler(self, control)
+
+    def _on_start(self, control: c.Start) -> list[ev.Event]:
+        return self._start(control.options, control.source, control.call_id, control.since)
+
+    def _on_stop(self, control: c.Stop) -> list[ev.Event]:
+        return self._finish(self._find(control.target), self.position, control.reason)
+
+    def _on_pause(self, control: c.Pause) -> list[ev.Event]:
+        return self._pause(self._find(control.target), control.behavior)
+
+    def _on_resume(self, control: c.Resume) -> list[ev.Event]:
+        return self._resume(self._find(control.target))
+
+    def _on_button(self, control: c.ButtonPress) -> list[ev.Event]:
+        acts = list(self._active.values())
+        if lifecycle.record_button(len(acts)) == "start":
             return self._start(self.button_options, "button", None)
-        if isinstance(control, c.PauseButtonPress):
-            acts = list(self._active.values())
-            if not acts:
-                raise ControlError("nothing to pause: no recording is active")
-            if all(a.state is State.PAUSED for a in acts):
-                return [e for a in acts for e in self._resume(a)]
-            return [e for a in acts if a.state is State.RECORDING for e in self._pause(a, PauseBehavior.SILENCE)]
-        if isinstance(control, c.CallEnd):
-            out = [e for act in list(self._active.values()) for e in self._finish(act, at, EndReason.CALL_END)]
-            self.call_id = None
-            return out
-        raise ControlError(f"unknown control {control!r}")
+        return [e for act in acts for e in self._finish(act, self.position, EndReason.BUTTON)]
+
+    def _on_pause_button(self, control: c.PauseButtonPress) -> list[ev.Event]:
+        acts = list(self._active.values())
+        if lifecycle.pause_button([a.state for a in acts]) is Trigger.RESUME:
+            return [e for a in acts for e in self._resume(a)]
+        return [e for a in acts if a.state is State.RECORDING for e in self._pause(a, PauseBehavior.SILENCE)]
+
+    def _on_call_end(self, control: c.CallEnd) -> list[ev.Event]:
+        out = [e for act in list(self._active.values()) for e in self._finish(act, self.position, EndReason.CALL_END)]
+        self.call_id = None
+        return out
+
+    _HANDLERS: ClassVar[dict[type, Callable[[Recorder, c.Control], list[ev.Event]]]] = {
+        c.Start: _on_start,
+        c.Stop: _on_stop,
+        c.Pause: _on_pause,
+        c.Resume: _on_resume,
+        c.ButtonPress: _on_button,
+        c.PauseButtonPress: _on_pause_button,
+        c.CallEnd: _on_call_end,
+    }
 
     def _find(self, target: str) -> _Active:
         if target == c.CURRENT:
@@ -340,7 +355,7 @@ class Recorder:
         pre = min(round(options.pre_roll * self.rate), at, self._ring.capacity - (self.position - at))
         info = ev.Recording(rid, options.name or rid, self.call_id, source, options, at, at - pre)
         act = _Active(info, silence_from=at)
-        out: list[ev.Event] = [ev.Started(info, at, pre)]
+        out: list[ev.Event] = [ev.Started(info, at, pre, State.RECORDING)]
         if options.beep:
             act.tones.append((at, self._tone_cache[ToneKind.BEEP]))
             out.append(ev.Tone(ToneKind.BEEP, at, self._tone_cache[ToneKind.BEEP]))
@@ -383,12 +398,12 @@ class Recorder:
     def _pause(self, act: _Active, behavior: PauseBehavior) -> list[ev.Event]:
         act.state = self._step(act, Trigger.PAUSE)
         act.behavior = behavior
-        return [ev.Paused(act.info, self.position, behavior)]
+        return [ev.Paused(act.info, self.position, behavior, act.state)]
 
     def _resume(self, act: _Active) -> list[ev.Event]:
         act.state = self._step(act, Trigger.RESUME)
         act.silence_from = self.position
-        return [ev.Resumed(act.info, self.position)]
+        return [ev.Resumed(act.info, self.position, act.state)]
 
     def _rewind(self, act: _Active, at: int) -> int:
         """Drop the held output that stands for input from ``at`` on; return where it was cut.
@@ -409,7 +424,7 @@ class Recorder:
         at = self._rewind(act, at)
         act.state, act.behavior = state, behavior
         self._render(act, np.zeros((self.position - at, self.layout.channels), np.int16), at)
-        return [ev.Paused(act.info, at, behavior)]
+        return [ev.Paused(act.info, at, behavior, act.state)]
 
     def _resume_since(self, act: _Active, at: int) -> list[ev.Event]:
         """Resume as if the control had come at input sample ``at`` (within the hold and the ring)."""
@@ -420,14 +435,11 @@ class Recorder:
         self._render(act, self._ring.last(self.position - at), at)
         last = self._speech_between(act, at, self.position, out_at)
         act.silence_from = last if last is not None else at
-        return [ev.Resumed(act.info, at)]
+        return [ev.Resumed(act.info, at, act.state)]
 
     @staticmethod
     def _step(act: _Active, trigger: Trigger) -> State:
-        try:
-            return next_state(act.state, trigger, act.info.name)
-        except StateError as exc:
-            raise ControlError(str(exc)) from None
+        return next_state(act.state, trigger, act.info.name)  # StateError (a ControlError) names both
 
     # -- audio -------------------------------------------------------------------------
     def _process(self, frames: np.ndarray) -> list[ev.Event]:
@@ -663,8 +675,7 @@ class Recorder:
         act.last_speech = max(act.last_speech or 0, last_out)
 
     def _finish(self, act: _Active, at: int, reason: EndReason, key: str | None = None) -> list[ev.Event]:
-        trigger = {EndReason.NO_INPUT: Trigger.NO_INPUT, EndReason.ERROR: Trigger.FAIL}.get(reason, Trigger.END)
-        act.state = self._step(act, trigger)
+        act.state = self._step(act, lifecycle.ending(reason))
         act.frames -= act.hold.cut_from(at)
         del self._active[act.info.id]
         out: list[ev.Event] = [ev.Audio(act.info, piece) for piece in act.hold.release(None)]
@@ -680,6 +691,6 @@ class Recorder:
                 hi = min(act.frames, (act.last_speech or 0) + pad)
                 empty = hi <= lo
                 trim = (lo, max(lo, hi))
-        status = status_of(act.state, empty=empty)
+        status = finished_status(act.state, empty=empty)
         out.append(ev.Finished(act.info, at, act.state, status, reason, act.frames, self.rate, key=key, trim=trim))
         return out

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .lifecycle import STATUS, EndReason, State, Status
 from .options import PauseBehavior, RecordingOptions
-from .states import EndReason, State, Status
 from .tones import ToneKind
 
 
@@ -29,6 +29,11 @@ class Started:
     recording: Recording
     at: int
     pre_roll: int  # frames of audio from before the trigger
+    state: State = State.RECORDING
+
+    @property
+    def status(self) -> Status:
+        return STATUS[self.state]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +41,22 @@ class Paused:
     recording: Recording
     at: int
     behavior: PauseBehavior
+    state: State = State.PAUSED
+
+    @property
+    def status(self) -> Status:
+        return STATUS[self.state]
 
 
 @dataclass(frozen=True, slots=True)
 class Resumed:
     recording: Recording
     at: int
+    state: State = State.RECORDING
+
+    @property
+    def status(self) -> Status:
+        return STATUS[self.state]
 
 
 @dataclass(frozen=True, slots=True, eq=False)

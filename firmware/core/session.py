@@ -31,10 +31,10 @@ import numpy as np
 from . import controls as c
 from . import events as ev
 from .calls import Action, CallTracker, Step
-from .engine import ControlError, Recorder, new_sid
+from .engine import Recorder, new_sid
+from .lifecycle import ControlError, EndReason, Status
 from .options import RecordingOptions
 from .sequences import KeySequences
-from .states import EndReason, Status
 from .tracks import InputLayout
 
 

@@ -47,7 +47,6 @@ from hal.gpio import LedPattern
 
 from .. import __version__
 from .. import config as cfg
-from ..catalog import now as catalog_now
 from ..catalog import open_catalog
 from ..cloudevents import CloudEvents, Timebase, rfc3339
 from ..control import Control
@@ -56,7 +55,6 @@ from ..core import (
     ButtonPress,
     CallEnded,
     CallStarted,
-    ControlError,
     EndReason,
     Finished,
     Hook,
@@ -74,10 +72,12 @@ from ..core import (
     Stop,
     Tone,
 )
+from ..core.lifecycle import finished_event_type
 from ..delivery.commands import Commands
 from ..delivery.service import Delivery
+from ..journal import delete_recording, public
 from ..media.partfile import write_atomic
-from ..spool import Take, Takes, WriteFailed, delete_media, safe_name
+from ..spool import Take, Takes, WriteFailed
 from . import recovery
 from .capture import Back, CaptureThread, Ended, Failed, Lost
 from .hardware import Hardware, build
@@ -284,7 +284,7 @@ class Box:
             )
         self._report_provisioning()
         for row in recovery.recover(self):
-            self._emit(self._envelope_now(_finished_type(row), self.public_row(row)), row)
+            self._emit(self._envelope_now(finished_event_type(row.get("state")), self.public_row(row)), row)
         self._open_capture()
         if self._stopping.is_set():
             return self._shutdown()
@@ -468,10 +468,8 @@ class Box:
             elif isinstance(event, Finished) and take is not None:
                 self._finished(take)
             elif isinstance(event, Paused | Resumed):
-                status = Status.PAUSED if isinstance(event, Paused) else Status.IN_PROGRESS
-                state = State.PAUSED if isinstance(event, Paused) else State.RECORDING
                 row = self._started_rows.get(event.recording.id)
-                self._emit(self.cloud.of(event), row, update={"status": status.value, "state": state.value})
+                self._emit(self.cloud.of(event), row, update={"status": event.status.value, "state": event.state.value})
             elif isinstance(event, Key):
                 self._emit(self.cloud.of(event))
             elif isinstance(event, CallStarted):
@@ -536,7 +534,7 @@ class Box:
         data["encryption"] = take.encryption
         started = self._started_rows.pop(rec.id, None) or self._catalog("get", rec.id) or {}
         full = {**started, **{k: v for k, v in data.items() if k in started}, **row}
-        event = self.cloud.envelope(_finished_type(full), done.at, self.public_row(full))
+        event = self.cloud.envelope(finished_event_type(full.get("state")), done.at, self.public_row(full))
         self._emit(event, full, update=row)
         full = self._catalog("get", rec.id) or full
         if take.written is not None:
@@ -679,29 +677,26 @@ class Box:
 
     def public_row(self, row: dict[str, Any]) -> dict[str, Any]:
         """A catalog row as SPEC section 3's fields, with its uploads and a signed media link."""
-        out = public(row, self.api.media_url(row) if self.api is not None else None)
+        uploads = None
         if row.get("id"):
             with contextlib.suppress(sqlite3.Error):  # a failing catalog must not stop an event
-                out["uploads"] = [
-                    dict(u)
-                    for u in self.catalog.query(
-                        "SELECT destination, state, attempts, last_error, location FROM uploads WHERE recording_id = ?",
-                        (row["id"],),
-                    )
-                ]
-        return out
+                uploads = self.catalog.uploads(row["id"])
+        return public(row, self.api.media_url(row) if self.api is not None else None, uploads)
 
-    def delete_recording(self, recording_id: str) -> dict[str, Any]:
-        """Soft delete: the media go, the metadata stay (status ``deleted``) for 40 days."""
-        row = self.catalog.get(recording_id)
-        if row is None:
-            raise LookupError(f"no recording {recording_id!r}")
-        if row["status"] not in ("completed", "absent", "failed"):
-            raise ControlError(f"{recording_id} is {row['status']}; only completed recordings can be deleted")
-        delete_media(row.get("path"))
-        fields = {"status": "deleted", "path": None, "deleted_at": catalog_now()}
-        self._emit(self._envelope_now("recording.deleted", self.public_row({**row, **fields})), row, update=fields)
-        return self.catalog.get(recording_id) or {}
+    def delete_recording(self, recording_id: str, *, force: bool = False, actor: str = "?") -> dict[str, Any]:
+        """Soft delete (``journal.delete_recording``): the media go, the metadata stay (status ``deleted``)."""
+        row, event = delete_recording(
+            self.catalog,
+            recording_id,
+            actor=actor,
+            force=force,
+            envelope=self._envelope_now,
+            public=self.public_row,
+            routes=self.delivery.items,
+        )
+        self.delivery.wake()
+        self._publish(event)
+        return row
 
     def _publish(self, event: dict[str, Any] | None) -> None:
         """Hand an event to the local sinks (log, stdout); delivery workers call this too."""
@@ -765,17 +760,6 @@ class Box:
         return 0
 
 
-def public(row: dict[str, Any], media_url: str | None = None) -> dict[str, Any]:
-    """A catalog row as the fields SPEC section 3 lists; ``media_url`` a signed link when the API serves one."""
-    hidden = {"options", "path", "start_monotonic", "boot_id", "deleted_at"}
-    out = {k: v for k, v in row.items() if k not in hidden}
-    if media_url is None and row.get("path"):
-        media_url = Path(row["path"]).absolute().as_uri()  # no API: where the file is on the box
-    out["media_url"] = media_url
-    out.setdefault("uploads", [])
-    return out
-
-
 def _recipient(config: cfg.Config) -> tuple[str | None, str | None]:
     """The age recipient recordings are encrypted to, or the reason the configured one cannot be used."""
     value = config.encryption["public_key"]
@@ -787,12 +771,6 @@ def _recipient(config: cfg.Config) -> tuple[str | None, str | None]:
         return check_recipient(value), None
     except ValueError as exc:
         return None, str(exc)
-
-
-def _finished_type(row: dict[str, Any]) -> str:
-    return {"no_input": "recording.no_input", "error": "recording.error"}.get(
-        row.get("state") or "", "recording.finished"
-    )
 
 
 def _seconds(value: float):
@@ -807,4 +785,4 @@ def _log_failure(future: Future) -> None:
         log.warning("panel action refused: %s", exc)
 
 
-__all__ = ["Box", "public", "safe_name"]
+__all__ = ["Box", "public"]

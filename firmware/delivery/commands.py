@@ -16,7 +16,9 @@ resume      ``target``                                       ``recording``
 button      (none): press the record button                  ``state``
 list        ``status``, ``call_id``, ``limit`` (<= 1000)     ``recordings``
 get         ``id``                                           ``recording``
-delete      ``id`` (completed recordings only)               ``recording``
+delete      ``id`` (finished recordings only), ``force``     ``recording``
+            (also when its upload is not confirmed: the
+            upload is cancelled)
 ==========  ===============================================  =======================
 
 A ``request_id`` is echoed in the answer, for clients without MQTT 5
@@ -30,7 +32,7 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-from ..control import Control, ControlError, OptionError, start_request
+from ..control import Control, ControlError, OptionError, error_fields, start_request
 
 OPS = ("start", "stop", "pause", "resume", "button", "list", "get", "delete")
 _FIELDS = {
@@ -41,7 +43,7 @@ _FIELDS = {
     "button": set(),
     "list": {"status", "call_id", "limit"},
     "get": {"id"},
-    "delete": {"id"},
+    "delete": {"id", "force"},
 }
 _ALWAYS = {"op", "token", "request_id"}
 
@@ -66,7 +68,7 @@ class Commands:
         try:
             return {"ok": True, **getattr(self, "_" + op)(request)}
         except (ControlError, OptionError, LookupError, ValueError) as exc:
-            return _error(str(exc.args[0]) if isinstance(exc, LookupError) else str(exc))
+            return _error(str(exc.args[0]) if isinstance(exc, LookupError) else str(exc), **error_fields(exc))
 
     def _start(self, r: dict) -> dict:
         document = {k: v for k, v in r.items() if k not in _ALWAYS}
@@ -107,7 +109,10 @@ class Commands:
         return {"recording": self.public(self.control.get(_id(r)))}
 
     def _delete(self, r: dict) -> dict:
-        return {"recording": self.public(self.control.delete(_id(r)))}
+        force = r.get("force", False)
+        if not isinstance(force, bool):
+            raise ValueError(f"delete: force {force!r} must be true or false")
+        return {"recording": self.public(self.control.delete(_id(r), force=force, actor="mqtt"))}
 
 
 def _id(r: dict) -> str:
@@ -117,5 +122,5 @@ def _id(r: dict) -> str:
     return rid
 
 
-def _error(message: str) -> dict[str, Any]:
-    return {"ok": False, "error": message}
+def _error(message: str, **fields: str) -> dict[str, Any]:
+    return {"ok": False, "error": message, **fields}

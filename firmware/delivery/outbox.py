@@ -66,32 +66,22 @@ class Outbox:
 
     def due(self, kind: str, limit: int = 100) -> list[Entry]:
         """Rows of ``kind`` whose time has come, oldest first."""
-        rows = self.catalog.query(
-            "SELECT seq, kind, recording_id, target, payload, attempts FROM outbox "
-            "WHERE kind = ? AND next_attempt <= ? ORDER BY seq LIMIT ?",
-            (kind, self.clock(), limit),
-        )
+        rows = self.catalog.outbox_due(kind, self.clock(), limit)
         return [Entry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
     def next_due(self, kind: str) -> float | None:
         """When the next row of ``kind`` is due (wall-clock seconds), None when there is none."""
-        return self.catalog.query("SELECT MIN(next_attempt) FROM outbox WHERE kind = ?", (kind,))[0][0]
+        return self.catalog.outbox_next_due(kind)
 
     def delivered(self, seqs: Iterable[int]) -> None:
         seqs = list(seqs)
-        if not seqs:
-            return
-        with self.catalog.transaction() as db:
-            db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+        if seqs:
+            self.catalog.outbox_remove(seqs)
 
     def retry(self, entry: Entry, error: str) -> float:
         """Schedule ``entry`` again after a transient failure; returns the delay."""
         delay = backoff(entry.attempts)
-        with self.catalog.transaction() as db:
-            db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? WHERE seq = ?",
-                (self.clock() + delay, error[:500], entry.seq),
-            )
+        self.catalog.outbox_retry(entry.seq, self.clock() + delay, error)
         return delay
 
     def give_up(self, entry: Entry, error: str) -> None:
@@ -99,22 +89,14 @@ class Outbox:
         self.delivered([entry.seq])
 
     def depth(self, kind: str | None = None) -> int:
-        sql, args = "SELECT COUNT(*) FROM outbox", ()
-        if kind:
-            sql, args = sql + " WHERE kind = ?", (kind,)
-        return self.catalog.query(sql, args)[0][0]
+        return self.catalog.outbox_depth(kind)
 
     def trim(self) -> int:
         """Keep the outbox within its limit by dropping the oldest events; returns how many went."""
         excess = self.depth() - self.limit
         if excess <= 0:
             return 0
-        with self.catalog.transaction() as db:
-            cur = db.execute(
-                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE kind = 'event' ORDER BY seq LIMIT ?)",
-                (excess,),
-            )
-        dropped = cur.rowcount
+        dropped = self.catalog.outbox_drop_oldest_events(excess)
         if dropped:
             self.dropped += dropped
             log.error("outbox full (%d rows): dropped the %d oldest undelivered events", self.limit, dropped)

@@ -18,21 +18,16 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..cloudevents import rfc3339
-from ..spool import delete_media
+from ..core import ControlError
+from ..journal import delete_recording
 
 if TYPE_CHECKING:
     from .service import Delivery
 
 log = logging.getLogger("edge-recorder.retention")
-
-_UPLOADED = (
-    "SELECT r.id, r.path, MAX(u.date_updated) AS uploaded FROM recordings r JOIN uploads u ON u.recording_id = r.id "
-    "WHERE r.status = 'completed' AND r.path IS NOT NULL GROUP BY r.id "
-    "HAVING SUM(u.state != 'done') = 0 ORDER BY uploaded, r.date_created"
-)
 
 
 def run(delivery: Delivery, now: float) -> list[str]:
@@ -44,39 +39,44 @@ def run(delivery: Delivery, now: float) -> list[str]:
     catalog = delivery.catalog
     moment = datetime.fromtimestamp(now, UTC)
     deleted: list[str] = []
-    uploaded = catalog.query(_UPLOADED)
+    uploaded = catalog.uploaded_media()
     if r["days"] > 0:
         cutoff = rfc3339(moment - timedelta(days=r["days"]))
         for row in uploaded:
             if row["uploaded"] < cutoff:
-                deleted.append(_delete(delivery, row["id"], moment, f"{r['days']:g} days after its upload"))
+                _delete(delivery, row["id"], moment, f"{r['days']:g} days after its upload", deleted)
     if delivery.free_bytes is not None:
         floor = r["low_space_mb"] * 1_000_000
         for row in uploaded:
             if delivery.free_bytes() >= floor:
                 break
             if row["id"] not in deleted:
-                deleted.append(_delete(delivery, row["id"], moment, "storage is low; it was uploaded"))
+                _delete(delivery, row["id"], moment, "storage is low; it was uploaded", deleted)
     cutoff = rfc3339(moment - timedelta(days=r["deleted_metadata_days"]))
-    with catalog.transaction() as db:
-        gone = db.execute("SELECT id FROM recordings WHERE status = 'deleted' AND deleted_at < ?", (cutoff,)).fetchall()
-        for (rid,) in gone:
-            db.execute("DELETE FROM uploads WHERE recording_id = ?", (rid,))
-            db.execute("DELETE FROM recordings WHERE id = ?", (rid,))
+    gone = catalog.forget_deleted(cutoff)
     if gone:
-        log.info("forgot %d deleted recording(s) older than %g days", len(gone), r["deleted_metadata_days"])
+        log.info("forgot %d deleted recording(s) older than %g days", gone, r["deleted_metadata_days"])
     if r["days"] > 0:  # the audit log is kept as long as the recordings it speaks of can exist
         keep = rfc3339(moment - timedelta(days=r["days"] + r["deleted_metadata_days"]))
-        with catalog.transaction() as db:
-            db.execute("DELETE FROM audit WHERE time < ?", (keep,))
+        catalog.trim_audit(keep)
     return deleted
 
 
-def _delete(delivery: Delivery, rid: str, moment: datetime, why: str) -> str:
-    row: dict[str, Any] = delivery.catalog.get(rid) or {}
-    delete_media(row.get("path"))
-    fields = {"status": "deleted", "path": None, "deleted_at": rfc3339(moment)}
-    event = delivery.envelope("recording.deleted", delivery.public({**row, **fields}) | {"reason": why})
-    delivery.catalog.update(rid, outbox=delivery.items(event, None), **fields)
+def _delete(delivery: Delivery, rid: str, moment: datetime, why: str, deleted: list[str]) -> None:
+    """Delete through the one delete rule: never media whose upload is not confirmed (not forced)."""
+    try:
+        delete_recording(
+            delivery.catalog,
+            rid,
+            actor="retention",
+            envelope=delivery.envelope,
+            public=delivery.public,
+            routes=lambda event, row: delivery.items(event, None),
+            reason=why,
+            deleted_at=rfc3339(moment),
+        )
+    except (ControlError, LookupError) as exc:  # it changed since it was listed: a new upload, a user's delete
+        log.info("retention left %s: %s", rid, exc)
+        return
     log.info("deleted the media of %s: %s", rid, why)
-    return rid
+    deleted.append(rid)

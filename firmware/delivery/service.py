@@ -1,10 +1,8 @@
 """Delivery as the daemon runs it: what to queue for each event, and the workers that send it.
 
-``Delivery.items(event, row)`` decides, for one CloudEvent, which outbox rows
-go with it: the event itself for MQTT (when a broker is configured), a status
-callback for each webhook that wants it, and an upload when a recording has
-finished with media and a destination. The daemon writes those rows in the
-same catalog transaction as the change the event reports.
+``Delivery.items(event, row)`` (``routes``) decides, for one CloudEvent, which
+outbox rows go with it. The daemon writes those rows in the same catalog
+transaction as the change the event reports.
 
 Three threads then work the outbox: the MQTT link publishes events; a worker
 sends status callbacks; another uploads files (HTTP, S3 or MQTT) and, once an
@@ -18,36 +16,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import config as cfg
-from ..catalog import Catalog, OutboxItem, now
+from ..catalog import Catalog, OutboxItem
 from . import retention
 from .errors import DeliveryError
 from .outbox import Entry, Outbox
+from .routes import Routes
 
 log = logging.getLogger("edge-recorder.delivery")
 
 HOUSEKEEPING_SECONDS = 300.0
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
-
-
-def upload_destination(config: cfg.Config, options: Mapping[str, Any] | None = None) -> str:
-    """Where a finished recording is uploaded: its ``destination`` start option, else ``[upload] destination``.
-
-    ``options`` are the recording's start options as the catalog keeps them;
-    without them, the recordings the box starts itself (the record button, a
-    DTMF key sequence, ``[call] auto_record``), which start with
-    ``[recording]``'s. "" means nowhere: the file stays in the spool.
-
-    >>> config = cfg.parse({"recording": {"destination": "s3://calls/box-7/"}, "upload": {"destination": "s3://x/"}})
-    >>> upload_destination(config), upload_destination(config, {"destination": ""})
-    ('s3://calls/box-7/', 's3://x/')
-    """
-    own = config.recording.destination if options is None else options.get("destination")
-    return own or config.upload["destination"]
 
 
 class Worker:
@@ -159,6 +142,7 @@ class Delivery:
         self.free_bytes = free_bytes
         self.notify = notify or (lambda event: None)
         self.outbox = Outbox(catalog, limit=config.events["outbox_max"])
+        self.routes = Routes(config, device_id)
         self.link = None
         self.files = None
         if config.mqtt["url"]:
@@ -266,65 +250,7 @@ class Delivery:
 
     # -- what goes with an event ------------------------------------------------------------------
     def items(self, event: dict[str, Any], row: dict[str, Any] | None = None) -> list[OutboxItem]:
-        rid = (row or {}).get("id") or event.get("data", {}).get("id")
-        out: list[OutboxItem] = []
-        if self.link is not None:
-            out.append(OutboxItem("event", "mqtt", event, rid))
-        if row is not None:
-            out += self._callbacks(event, row)
-            upload = self._upload_item(event, row)
-            if upload is not None:
-                out.append(upload)
-        return out
-
-    def _callbacks(self, event: dict[str, Any], row: dict[str, Any]) -> list[OutboxItem]:
-        from .webhooks import Callback, wanted
-
-        e = self.config.events
-        fmt = e["callback_format"]
-        callbacks = []
-        options = row.get("options") or {}
-        if options.get("status_callback"):
-            try:
-                callbacks.append(
-                    Callback.from_options(
-                        options["status_callback"],
-                        options.get("status_callback_method"),
-                        options.get("status_callback_events"),
-                        fmt,
-                    )
-                )
-            except ValueError as exc:  # checked at start; a config-given one may still be wrong
-                log.error("status_callback of %s not used: %s", row.get("id"), exc)
-        if e["webhook"]:
-            events = tuple(e["webhook_events"].replace(",", " ").split())
-            callbacks.append(Callback(e["webhook"], e["webhook_method"].upper(), fmt, events))
-        return [
-            OutboxItem(
-                "webhook",
-                cb.url,
-                {"callback": cb.__dict__ | {"events": list(cb.events)}, "event": event},
-                row.get("id"),
-            )
-            for cb in callbacks
-            if wanted(cb, event)
-        ]
-
-    def _upload_item(self, event: dict[str, Any], row: dict[str, Any]) -> OutboxItem | None:
-        if event["type"] not in ("recording.finished", "recording.error") or not row.get("path"):
-            return None
-        destination = upload_destination(self.config, row.get("options") or {})
-        if not destination:
-            return None
-        from .uploads import remote_name
-
-        fields = {**row, "device_id": self.device_id}
-        name = remote_name(self.config.upload["name_template"], fields)
-        fmt = row["format"]
-        if row.get("encryption"):  # sealed on the box: the central side decrypts it into <format>
-            name, fmt = f"{name}.era", "era"
-        payload = {"path": row["path"], "name": name, "sha256": row["sha256"], "format": fmt}
-        return OutboxItem("upload", destination, payload, row["id"])
+        return self.routes.items(event, row)
 
     # -- workers ----------------------------------------------------------------------------------
     def _send_webhook(self, entry: Entry) -> None:
@@ -337,6 +263,10 @@ class Delivery:
     def _upload(self, entry: Entry) -> None:
         p = entry.payload
         path = Path(p["path"])
+        row = self.catalog.get(entry.recording_id) if entry.recording_id else None
+        if row is not None and row["status"] == "deleted":  # deleted with force: its upload was cancelled
+            log.info("upload of %s to %s cancelled: the recording was deleted", entry.recording_id, entry.target)
+            return
         if not path.exists():
             raise DeliveryError(f"{path}: the media file is gone", permanent=True)
         self._set_upload(entry, "uploading")
@@ -368,29 +298,21 @@ class Delivery:
         self._uploaded(entry, location)
 
     def _set_upload(self, entry: Entry, state: str, **fields: Any) -> None:
-        with self.catalog.transaction() as db:
-            db.execute(
-                "INSERT INTO uploads (recording_id, destination, state, attempts, last_error, location, date_updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (recording_id, destination) DO UPDATE SET "
-                "state = excluded.state, attempts = excluded.attempts, last_error = excluded.last_error, "
-                "location = COALESCE(excluded.location, uploads.location), date_updated = excluded.date_updated",
-                (
-                    entry.recording_id,
-                    entry.target,
-                    state,
-                    entry.attempts + (state != "uploading"),
-                    fields.get("last_error"),
-                    fields.get("location"),
-                    now(),
-                ),
-            )
+        self.catalog.set_upload(
+            entry.recording_id,
+            entry.target,
+            state,
+            entry.attempts + (state != "uploading"),
+            fields.get("last_error"),
+            fields.get("location"),
+        )
 
     def _uploaded(self, entry: Entry, location: str) -> None:
         self._set_upload(entry, "done", location=location)
         row = self.catalog.get(entry.recording_id) or {}
         data = self.public(row) | {"location": location, "destination": entry.target}
         event = self.envelope("recording.available", data)
-        self.catalog.update(entry.recording_id, outbox=self.items(event, None) + self._callbacks(event, row))
+        self.catalog.update(entry.recording_id, outbox=self.items(event, None) + self.routes.callbacks(event, row))
         self.notify(event)
         log.info("uploaded %s to %s", entry.recording_id, location)
         self.wake()
