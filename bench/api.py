@@ -349,7 +349,7 @@ def list_latency(daemon: Daemon, filled: dict) -> dict:
 
 # The arguments the API passes to Catalog.page for each kind.
 def _page_args(filled: dict, bottom_url: str) -> dict[str, dict]:
-    from firmware.api.server import _created_filters, _page_token
+    from firmware.frontends.http.server import _created_filters, _page_token
 
     token = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(bottom_url).query))["page_token"]
     lo, hi = _window(random.Random(11), filled["times"])

@@ -1,7 +1,9 @@
 """Real-time factor of the core and ``edge-recorder record`` on one hour of call audio.
 
 Reports: the core alone fed 1 s pieces (DTMF and speech detection on both
-tracks, one dual recording); the whole ``record`` command writing WAV and MP3
+tracks, one dual recording); the recording session the box runs (the same
+recorder with four DTMF key sequences and audio call detection); the whole
+``record`` command writing WAV and MP3
 (reading, core, spool, finalising); the cost of one 20 ms period (p50, p99,
 p99.9); DTMF detection alone; and the command's peak memory.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from firmware.core import InputLayout, Recorder, RecordingOptions, Start
+from firmware.core import InputLayout, Recorder, RecordingOptions, Session, SessionRules, Start
 from firmware.core.dtmf import DtmfDetector
 
 from .calls import write_call
@@ -43,6 +45,27 @@ def core_alone(path: Path) -> tuple[float, float]:
             spent += t1 - t0
             dtmf += time.process_time() - t1
     return spent, dtmf
+
+
+#: The box's session as an installer would set it up: key sequences and calls noticed from speech.
+BOX_RULES = SessionRules(
+    sequences={"start": "*1", "stop": "*2", "pause": "*3", "resume": "*4"},
+    detect="audio",
+    idle_timeout=10.0,
+)
+
+
+def session_alone(path: Path, piece: int = RATE) -> float:
+    """CPU seconds for the session the box runs, fed ``piece`` frames at a time."""
+    session = Session(InputLayout(RATE, 2), rules=BOX_RULES)
+    session.send(Start(RecordingOptions.from_mapping({"channels": "dual", "end_on_silence": 0})))
+    spent = 0.0
+    with sf.SoundFile(path) as fh:
+        for block in fh.blocks(piece, dtype="int16", always_2d=True):
+            t0 = time.process_time()
+            session.feed(block)
+            spent += time.process_time() - t0
+    return spent
 
 
 def periods(path: Path, count: int = 30000) -> np.ndarray:
@@ -95,6 +118,10 @@ def main() -> None:
         core, dtmf = core_alone(path)
         print(f"core alone (1 s pieces):     {SECONDS / core:7.0f}x real time ({core:.2f} CPU s)")
         print(f"DTMF alone, both tracks:     {dtmf * 3600 / SECONDS:7.2f} CPU s per hour of audio")
+        session = session_alone(path)
+        print(f"session (1 s pieces):        {SECONDS / session:7.0f}x real time ({session:.2f} CPU s)")
+        live = session_alone(path, RATE // 50)
+        print(f"session (20 ms periods):     {SECONDS / live:7.0f}x real time ({live:.2f} CPU s)")
         for fmt in ("wav", "mp3"):
             cpu, rss = record_command(path, fmt, Path(tmp) / fmt)
             print(

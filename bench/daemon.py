@@ -15,7 +15,13 @@ Reports:
 4. bytes the daemon wrote to storage (``/proc/<pid>/io`` ``write_bytes``) per
    byte of audio recorded, in the WAV run, at the default fsync cadence;
 5. audio lost to ``kill -9`` at a random moment of a realtime recording
-   (``BENCH_KILLS`` kills, 4 at a time), after the restart recovered it.
+   (``BENCH_KILLS`` kills, 4 at a time), after the restart recovered it;
+6. the daemon at real-time pace, as a box spends its life: CPU per second of
+   audio over ``BENCH_REALTIME_SECONDS`` (30) of a WAV line fed in real time,
+   recording (the button at 1 s) with the four DTMF key sequences and audio
+   call detection configured, beside the same daemon idle (no recording, no
+   sequences) in the same run; both include the start-up, so their difference
+   is what recording costs.
 
 Run: ``PYTHONPATH=. .venv/bin/python -m bench.daemon``.
 """
@@ -51,6 +57,7 @@ from .calls import write_call
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", 3600))
 KILLS = int(os.environ.get("BENCH_KILLS", 100))
+REALTIME_SECONDS = float(os.environ.get("BENCH_REALTIME_SECONDS", 30))
 READY_RUNS = 10
 RATE = 16000
 BUTTON_AT = 1.0
@@ -248,6 +255,38 @@ def kill_losses(tmp: Path) -> list[dict]:
         return list(pool.map(_kill_and_recover, roots, range(KILLS)))
 
 
+def realtime_cpu(tmp: Path, wav: Path, recording: bool) -> float:
+    """CPU seconds per second of audio of the daemon fed ``wav`` at real-time pace."""
+    state = tmp / f"realtime-{'recording' if recording else 'idle'}"
+    state.mkdir()
+    sections = {
+        "device": {"id": "bench-box"},
+        "audio": {"sample_rate": RATE, "channels": 2},
+        "recording": {"format": "wav", "channels": "dual"},
+        "spool": {"directory": str(state / "spool")},
+        "catalog": {"path": str(state / "catalog.sqlite3")},
+        "sim": {"enabled": True, "audio": str(wav), "pace": "realtime", "scenario": ""},
+    }
+    if recording:
+        sections["sim"]["scenario"] = f"{BUTTON_AT}=button"
+        sections["dtmf"] = {"start": "*1", "stop": "*2", "pause": "*3", "resume": "*4"}
+        sections["call"] = {"detect": "audio"}
+    config = write_toml(state / "config.toml", sections)
+    with open(state / "stderr.txt", "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware.cli.main", "run", "--config", str(config)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"edge-recorder run (real time) failed: {(state / 'stderr.txt').read_text()[-1500:]}")
+    if recording and [r["status"] for r in _rows(state / "catalog.sqlite3")] != ["completed"]:
+        raise RuntimeError("the real-time recording did not complete")
+    return (usage.ru_utime + usage.ru_stime) / REALTIME_SECONDS
+
+
 def core_pieces(path: Path, piece: int, seconds: float) -> float:
     """CPU seconds per hour of audio for the core alone, fed ``piece`` frames at a time, as the daemon's core is set up."""
     core = Recorder(InputLayout(RATE, 2))
@@ -279,7 +318,17 @@ def main() -> None:
             f"({3600 / periods:.0f}x), {seconds:.1f} CPU s fed 1 s pieces ({3600 / seconds:.0f}x)",
             flush=True,
         )
+        live = tmp / "live.wav"
+        sf.write(live, sf.read(wav, frames=int(REALTIME_SECONDS * RATE), dtype="int16")[0], RATE, subtype="PCM_16")
         wav.unlink()
+        idle, busy = realtime_cpu(tmp, live, recording=False), realtime_cpu(tmp, live, recording=True)
+        print(
+            f"run at real-time pace ({REALTIME_SECONDS:.0f} s of audio, start-up included): recording with key "
+            f"sequences and call detection {busy * 1000:.1f} ms CPU per second of audio ({busy * 100:.2f} % of one "
+            f"core); idle {idle * 1000:.1f} ms per second; recording costs {(busy - idle) * 1000:.1f} ms per second "
+            f"more ({(busy - idle) * 20:.3f} ms per 20 ms period); ratio {busy / idle:.2f}",
+            flush=True,
+        )
         for fmt in ("wav", "mp3"):
             r = daemon_run(tmp, alsa, fmt)
             print(

@@ -102,7 +102,7 @@ def _pct(values: list[float], q: float) -> float:
 # -- 1. recording end to recording.finished at a subscriber ---------------------------------------
 
 # The daemon's own command line, with the --events writer noting (CLOCK_MONOTONIC) when the
-# catalog transaction behind the event committed (Box._emit wakes delivery right after it) and
+# catalog transaction behind the event committed (the journal wakes delivery right after it) and
 # when the line was written. The event line itself is unchanged; the note follows it.
 _WRAPPED = """
 import json, sys, time

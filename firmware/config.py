@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api.auth import MIN_TOKEN_BITS, TokenError, parse_tokens
 from .core import OptionError, RecordingOptions, SessionRules, Track
 from .core.options import CALLBACK_EVENTS, OPTION_HELP, accepted, destination
 
@@ -46,6 +45,42 @@ class ConfigError(ValueError):
         where = f"[{section}]" + (f" {key} = {value!r}" if key else "")
         prefix = f"{source}: " if source else ""
         super().__init__(f"{prefix}{where}: {allowed}")
+
+
+# -- API tokens (``[http] tokens``; the HTTP front end checks requests against them) ---------------
+
+MIN_TOKEN_BITS = 128
+
+
+class TokenError(ValueError):
+    """A configured token that is too weak to use."""
+
+
+def token_bits(token: str) -> float:
+    """Rough entropy of a token from its length and alphabet (hex, base64 or anything).
+
+    >>> round(token_bits("0123456789abcdef0123456789abcdef"))
+    128
+    """
+    alphabet = set(token)
+    if alphabet <= set("0123456789abcdef") or alphabet <= set("0123456789ABCDEF"):
+        per = 4.0
+    elif alphabet <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/="):
+        per = 6.0
+    else:
+        per = math.log2(max(2, len(alphabet)))
+    return len(token.rstrip("=")) * per
+
+
+def parse_tokens(text: str) -> list[str]:
+    tokens = [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
+    for token in tokens:
+        if token_bits(token) < MIN_TOKEN_BITS:
+            raise TokenError(
+                f"a token of {len(token)} characters has fewer than {MIN_TOKEN_BITS} random bits; "
+                'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+    return tokens
 
 
 # -- value parsers: each returns the parsed value or raises ValueError(allowed) --------

@@ -1,10 +1,17 @@
 """The control API: the one way in for every front end.
 
-The GPIO panel, DTMF sequences, MQTT commands, the HTTP API and the CLI all
-start, stop, pause and resume recordings through ``Control``, so they behave
-the same and fail with the same messages. Calls may come from any thread; the
-ones that change recordings run on the daemon's loop between two audio periods
-(``Box.call``) and wait for its answer. Reads go straight to the catalog.
+The GPIO panel, MQTT commands and the HTTP API get a ``Control`` and nothing
+else: they start, stop, pause, resume and delete recordings, read the catalog,
+the state and the media through it, so they behave the same and fail with the
+same messages. (DTMF key sequences and calls are the recording session's own,
+in the core; the CLI's ``recordings delete`` uses the same delete rule,
+``journal.delete_recording``.)
+
+``Control`` is built on two small contracts: ``Recordings``, what the audio
+loop offers (``daemon.loop.AudioLoop``: changes run on the loop between two
+audio periods, through ``call``, and wait for its answer), and the journal
+(``firmware.journal.Journal``: the catalog, the delete rule, the audit log).
+Tests hand it the same loop run inline, without threads or sleeping.
 
 Errors are ``ControlError`` (the request cannot be done now: nothing active,
 an unknown name, storage full), ``OptionError`` (a bad start option) and
@@ -14,8 +21,9 @@ problem.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 from .core import (
     CURRENT,
@@ -30,12 +38,12 @@ from .core import (
     StateError,
     Stop,
 )
+from .core.controls import Control as CoreControl
 from .core.events import Finished, Paused, Resumed
+from .journal import Journal
+from .media.convert import media_for
 
-if TYPE_CHECKING:
-    from .daemon.box import Box
-
-__all__ = ["Control", "ControlError", "OptionError", "error_fields"]
+__all__ = ["Control", "ControlError", "OptionError", "Recordings", "error_fields"]
 
 SOURCES = ("button", "dtmf", "mqtt", "api", "cli", "auto")
 
@@ -66,26 +74,56 @@ def start_request(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | N
     return translation.action, dict(translation.options), translation.target, unsupported
 
 
+class Recordings(Protocol):
+    """What the audio loop offers the control API."""
+
+    overruns: int
+
+    def call(self, action: Callable[[], Any]) -> Any:
+        """Run ``action`` on the loop, between two audio periods, and return its result."""
+
+    def start(self, options: RecordingOptions, source: str) -> str:
+        """Start a recording now; its id."""
+
+    def apply(self, control: CoreControl) -> list:
+        """Apply a control to the session now; the events it made."""
+
+    def hook(self, off_hook: bool) -> None: ...
+
+    def active(self) -> list[dict[str, Any]]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+
 class Control:
     """Recordings on a running box.
 
     ``start`` returns the new recording's fields; ``stop``, ``pause`` and
-    ``resume`` the fields of the recording they acted on.
+    ``resume`` the fields of the recording they acted on. ``defaults`` gives the
+    ``[recording]`` options of the config in force (a reload changes them).
     """
 
-    def __init__(self, box: Box) -> None:
-        self.box = box
+    def __init__(
+        self,
+        recordings: Recordings,
+        journal: Journal,
+        defaults: Callable[[], RecordingOptions] = RecordingOptions,
+    ) -> None:
+        self.recordings = recordings
+        self.journal = journal
+        self.defaults = defaults
 
     # -- changes (run on the loop) ---------------------------------------------------------
     def start(self, options: Mapping[str, Any] | None = None, source: str = "api") -> dict[str, Any]:
         if source not in SOURCES:
             raise ControlError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
-        opts = RecordingOptions.from_mapping(dict(options or {}), self.box.config.recording)
+        opts = RecordingOptions.from_mapping(dict(options or {}), self.defaults())
         if opts.status_callback:  # refuse a bad callback now, not when the recording reports
             from .delivery.webhooks import Callback
 
             Callback.from_options(opts.status_callback, opts.status_callback_method, list(opts.status_callback_events))
-        return self.box.call(lambda: self.box.start_recording(opts, source))
+        rid = self.recordings.call(lambda: self.recordings.start(opts, source))
+        return self.get(rid)
 
     def stop(self, target: str = CURRENT) -> dict[str, Any]:
         return self._act(Stop(target), Finished)
@@ -101,41 +139,72 @@ class Control:
         return self._act(Resume(target), Resumed)
 
     def _act(self, control, kind) -> dict[str, Any]:
-        def run() -> dict[str, Any]:
-            events = self.box.control(control)
+        def run() -> str:
+            events = self.recordings.apply(control)
             done = next((e for e in events if isinstance(e, kind)), None)
             if done is None:
                 raise ControlError(f"{type(control).__name__.lower()} had no effect on {control.target!r}")
-            return self.box.catalog.get(done.recording.id) or {}
+            return done.recording.id
 
-        return self.box.call(run)
+        return self.get(self.recordings.call(run))
 
-    def button(self) -> list:
+    def button(self) -> None:
         """The record button: start with the ``[recording]`` options, or stop what is active."""
-        return self.box.call(lambda: self.box.control(ButtonPress()))
+        self.recordings.call(lambda: self.recordings.apply(ButtonPress()))
 
-    def pause_button(self) -> list:
+    def pause_button(self) -> None:
         """The pause button: pause what records, or resume when all are paused."""
-        return self.box.call(lambda: self.box.control(PauseButtonPress()))
+        self.recordings.call(lambda: self.recordings.apply(PauseButtonPress()))
 
     def hook(self, off_hook: bool) -> None:
         """The hook switch changed."""
-        self.box.call(lambda: self.box.hook(off_hook))
-
-    # -- reads -------------------------------------------------------------------------------
-    def active(self) -> list[dict[str, Any]]:
-        return self.box.call(lambda: self.box.snapshot()["recordings"])
-
-    def list(self, **filters: Any) -> list[dict[str, Any]]:
-        return self.box.catalog.list(**filters)
+        self.recordings.call(lambda: self.recordings.hook(off_hook))
 
     def delete(self, recording_id: str, *, force: bool = False, actor: str = "?") -> dict[str, Any]:
         """Remove a finished recording's media; its metadata stay 40 days with status ``deleted``. A recording
         whose upload is not confirmed is refused unless ``force`` (which cancels the upload)."""
-        return self.box.call(lambda: self.box.delete_recording(recording_id, force=force, actor=actor))
+        return self.recordings.call(lambda: self.journal.delete(recording_id, force=force, actor=actor))
+
+    # -- reads -------------------------------------------------------------------------------
+    def active(self) -> list[dict[str, Any]]:
+        return self.recordings.active()
+
+    def state(self) -> dict[str, Any]:
+        """The device state (``<prefix>/<device_id>/state``)."""
+        return self.recordings.state()
+
+    def list(self, **filters: Any) -> list[dict[str, Any]]:
+        return self.journal.catalog.list(**filters)
+
+    def page(self, **query: Any) -> tuple[list[dict[str, Any]], Any]:
+        return self.journal.catalog.page(**query)
 
     def get(self, recording_id: str) -> dict[str, Any]:
-        row = self.box.catalog.get(recording_id)
+        row = self.journal.catalog.get(recording_id)
         if row is None:
             raise LookupError(f"no recording {recording_id!r}")
         return row
+
+    def public(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A recording's fields as the outside sees them (SPEC section 3), with a signed media link."""
+        return self.journal.public_row(row)
+
+    def media(self, row: dict[str, Any], fmt: str, channels: int | None) -> Path:
+        """The recording's media as ``fmt`` with ``channels`` (converted once and cached)."""
+        return media_for(row, fmt, channels, self.journal.spool_dir)
+
+    def audit(self, action: str, actor: str, target: str | None = None, detail: str | None = None) -> None:
+        """Note a download, a failed login, a config reload in the audit log."""
+        self.journal.catalog.audit(action, actor, target, detail)
+
+    def figures(self) -> dict[str, Any]:
+        """The box's figures, for metrics."""
+        state = self.state()
+        return {
+            "by_status": self.journal.catalog.count_by_status(),
+            "stored_bytes": self.journal.catalog.stored_bytes(),
+            "active": len(state["recordings"]),
+            "overruns": self.recordings.overruns,
+            "delivery": state["delivery"],
+            "state": state,
+        }

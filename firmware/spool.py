@@ -35,6 +35,7 @@ from pathlib import Path
 
 from .core import Audio, Finished, RecordingOptions, Started, Status
 from .media import encrypted
+from .media.convert import CACHE_DIR
 from .media.encrypted import EncryptedPart, EncryptionInfo
 from .media.finalize import finalize
 from .media.partfile import HEADER, PartFile, WavShape, publish, read_header
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 PART_SUFFIX = ".part.wav"
-#: Where converted copies of finished recordings are kept (``.mp3`` of a ``.wav``, a downmix).
-CACHE_DIR = ".cache"
 ENCRYPTED_PART_SUFFIX = f".part{encrypted.SUFFIX}"
 
 

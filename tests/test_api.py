@@ -15,7 +15,7 @@ import requests
 
 from firmware import config as cfg
 from firmware.catalog import Catalog
-from firmware.daemon.box import Box
+from firmware.daemon.app import Box
 
 from .broker import _certificates, free_port
 from .daemon_run import Box as BoxFiles
@@ -236,7 +236,7 @@ def test_the_running_api_matches_its_openapi_document(api, tmp_path):
         [
             str(Path(sys.executable).with_name("st")),
             "run",
-            str(Path(__file__).resolve().parent.parent / "firmware" / "api" / "openapi.json"),
+            str(Path(__file__).resolve().parent.parent / "firmware" / "frontends" / "http" / "openapi.json"),
             "--url",
             api.url,
             "-H",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from firmware import config
-from firmware.api.auth import parse_tokens
 from firmware.cli.main import main
+from firmware.config import parse_tokens
 from firmware.core import Channels, Format, RecordingOptions
 
 

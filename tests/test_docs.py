@@ -42,8 +42,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from firmware.daemon.box import SILENCE_DBFS
-from firmware.delivery.commands import OPS
+from firmware.daemon.loop import SILENCE_DBFS
+from firmware.frontends.mqtt_commands import OPS
 from firmware.media.synth import dtmf_tone, mix
 
 from .broker import Broker, request_reply

@@ -223,12 +223,12 @@ def test_a_crash_leaves_every_sealed_segment_readable_and_the_file_reported_torn
     assert 0 < lost <= R, "the open-segment window is at most one second"
     assert list(parts(spool)) == [(run.rid, part.path)]
 
-    box = SimpleNamespace(spool_dir=spool, catalog=Catalog(tmp_path / "catalog.sqlite3"), takes=Takes(spool, R))
-    [row] = recover(box)
+    catalog, takes = Catalog(tmp_path / "catalog.sqlite3"), Takes(spool, R)
+    [row] = recover(spool, catalog, takes)
     assert (row["status"], row["end_reason"], row["path"]) == ("completed", "recovered", str(spool / f"{run.rid}.era"))
     assert row["duration"] == pytest.approx((len(run.audio) - lost) / R, abs=1e-4)
     assert list(parts(spool)) == []
-    assert recover(box) == [], "recovering twice changes nothing"
+    assert recover(spool, catalog, takes) == [], "recovering twice changes nothing"
     audio, found = decrypted(spool / f"{run.rid}.era", key)
     np.testing.assert_array_equal(audio, run.audio[: len(run.audio) - lost])
     assert found.torn == f"no final segment after segment {found.segments - 1}"

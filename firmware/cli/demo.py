@@ -29,11 +29,11 @@ import soundfile as sf
 
 from .. import config as cfg
 from ..catalog import Catalog
-from ..daemon.box import Box
+from ..daemon.app import Box
 from ..media.speech import SpeechUnavailable, speak
 from ..media.synth import dtmf_tone, mix
 from . import exits
-from .run import event_writer
+from .events import event_writer
 
 log = logging.getLogger("edge-recorder.demo")
 

@@ -39,8 +39,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
-from enum import Enum
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
@@ -57,6 +56,7 @@ from ..daemon.hardware import open_capture_for
 from ..daemon.system import clock_synchronized
 from ..delivery.errors import DeliveryError
 from ..delivery.routes import upload_destination
+from .checks import FULL_SCALE_SAMPLE, Check, Status, db_text
 from .run import add_config_argument
 
 if TYPE_CHECKING:
@@ -71,7 +71,6 @@ NO_SIGNAL_PEAK_DBFS = -40.0
 #: A channel with more than this share of its samples at full scale is clipping.
 CLIPPING_SHARE = 0.001
 #: Magnitude of an int16 sample at full scale (either rail: -32768 or 32767).
-FULL_SCALE_SAMPLE = 32767
 #: What the recordings of an hour take: 16-bit samples, as the spool's part files hold them.
 BYTES_PER_SAMPLE = 2
 MB = 1 << 20
@@ -92,30 +91,6 @@ EPILOG = (
     'same in "ok". Stop the daemon first (sudo systemctl stop edge-recorder): it holds the capture and playback '
     "devices and the GPIO pins."
 )
-
-
-class Status(Enum):
-    PASS = "PASS"
-    WARN = "WARN"
-    FAIL = "FAIL"
-    SKIP = "SKIP"  # nothing to test; does not fail the run
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """The outcome of one check: ``hint`` says how to fix a WARN or FAIL.
-
-    >>> Check("clock", Status.WARN, "not synchronised", "enable systemd-timesyncd").as_dict()["status"]
-    'WARN'
-    """
-
-    name: str
-    status: Status
-    detail: str
-    hint: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return {**asdict(self), "status": self.status.value}
 
 
 # -- the meter ------------------------------------------------------------------------------------------------
@@ -965,10 +940,6 @@ def format_check(check: Check) -> str:
 
 def _columns(status: str, name: str, detail: str) -> str:
     return f"{status:<4}  {name:<14}  {detail}"
-
-
-def db_text(value: float) -> str:
-    return "-inf" if value == -math.inf else f"{value:.1f}"
 
 
 def _size(size: float) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from ..core import InputLayout, Key, Recorder
 from ..core.dtmf import COL_FREQS, KEY_GRID, MIN_TONE_DBFS, ROW_FREQS
 from ..media.synth import dtmf_tone
-from .doctor import FULL_SCALE_SAMPLE, Check, Status, db_text
+from .checks import FULL_SCALE_SAMPLE, Check, Status, db_text
 
 #: The key the DTMF loop plays: D is on no telephone keypad, so nothing on the line acts on it.
 LOOP_KEY = "D"

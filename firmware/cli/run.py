@@ -8,15 +8,14 @@ by a scenario keyed to audio time, and state in a local directory.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 from pathlib import Path
 
 from .. import config as cfg
-from ..daemon.box import Box
+from ..daemon.app import Box
 from ..daemon.hardware import HardwareError
 from . import exits
+from .events import event_writer
 
 log = logging.getLogger("edge-recorder.run")
 
@@ -57,16 +56,6 @@ def load(args: argparse.Namespace) -> cfg.Config:
             sim["pace"] = "fast"
         changes["sim"] = sim
     return config.replace(**changes) if changes else config
-
-
-def event_writer(target: str):
-    stream = sys.stdout if target == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the daemon
-
-    def write(event: dict) -> None:
-        stream.write(json.dumps(event, default=str) + "\n")
-        stream.flush()
-
-    return write
 
 
 def log_event(event: dict) -> None:

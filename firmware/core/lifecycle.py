@@ -153,6 +153,14 @@ def finished_status(state: State, *, empty: bool = False) -> Status:
     return STATUS[state]
 
 
+def stored_status(status: Status, *, written: bool, failed: bool) -> str:
+    """The status once the file is made: a recording that left no file (and no storage failure to
+    explain it) is ``absent``."""
+    if not written and not failed:
+        return Status.ABSENT.value
+    return Status(status).value
+
+
 #: Statuses whose media may be deleted.
 DELETABLE = frozenset({Status.COMPLETED, Status.ABSENT, Status.FAILED})
 #: Statuses of a recording not finished yet.

@@ -35,28 +35,24 @@ import json
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..catalog import UNFINISHED
+from ..catalog import UNFINISHED, Catalog
 from ..cloudevents import rfc3339
 from ..core import RecordingOptions, new_sid
 from ..media import encrypted
 from ..media.partfile import HEADER, read_header, repair
-from ..spool import is_encrypted, parts
-
-if TYPE_CHECKING:
-    from .box import Box
+from ..spool import Takes, is_encrypted, parts
 
 log = logging.getLogger("edge-recorder.recovery")
 
 
-def recover(box: Box) -> list[dict[str, Any]]:
+def recover(spool: Path, catalog: Catalog, takes: Takes) -> list[dict[str, Any]]:
     """Run the four steps; return the rows of recordings finalised now (to announce)."""
-    spool, catalog = box.spool_dir, box.catalog
     done = []
     for rid, path in parts(spool):
         try:
-            row = _recover_part(box, rid, path)
+            row = _recover_part(catalog, takes, rid, path)
         except OSError as exc:  # e.g. the card is still full: keep the part for the next start
             log.error("%s: cannot be finalised now (%s); kept for the next start", path, exc)
             continue
@@ -97,8 +93,7 @@ def _final_files(spool: Path, rid: str) -> list[Path]:
     return [p for p in spool.glob(f"{rid}.*") if p.suffix in (".wav", ".mp3", encrypted.SUFFIX)]
 
 
-def _recover_part(box: Box, rid: str, path: Path) -> dict[str, Any] | None:
-    catalog = box.catalog
+def _recover_part(catalog: Catalog, takes: Takes, rid: str, path: Path) -> dict[str, Any] | None:
     if is_encrypted(path):
         try:
             scanned = encrypted.scan(path)
@@ -122,7 +117,7 @@ def _recover_part(box: Box, rid: str, path: Path) -> dict[str, Any] | None:
         fields = {"status": "absent", "state": "finished", "end_reason": "recovered", "duration": 0.0, "size": 0}
         written = None
     else:
-        written, problem = box.takes.finish_part(path, rid, options)
+        written, problem = takes.finish_part(path, rid, options)
         fields = {
             "status": "completed",
             "state": "finished",

@@ -17,17 +17,30 @@ Rules (SPEC section 6):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from .. import config as cfg
+from ..catalog import Catalog, OutboxItem
 from ..cloudevents import rfc3339
 from ..core import ControlError
 from ..journal import delete_recording
 
-if TYPE_CHECKING:
-    from .service import Delivery
-
 log = logging.getLogger("edge-recorder.retention")
+
+
+class Delivery(Protocol):
+    """What retention uses of the delivery service (``service.Delivery``)."""
+
+    config: cfg.Config
+    catalog: Catalog
+    clock_synced: Callable[[], bool]
+    free_bytes: Callable[[], int] | None
+    envelope: Callable[[str, dict[str, Any]], dict[str, Any]]
+    public: Callable[[dict[str, Any]], dict[str, Any]]
+
+    def items(self, event: dict[str, Any], row: dict[str, Any] | None = None) -> list[OutboxItem]: ...
 
 
 def run(delivery: Delivery, now: float) -> list[str]:

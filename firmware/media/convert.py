@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ..media.partfile import publish
-from ..media.writers import open_writer
-from ..spool import CACHE_DIR
+from .partfile import publish
+from .writers import open_writer
+
+#: Where converted copies of finished recordings are kept, in the spool (``.mp3`` of a ``.wav``, a downmix).
+CACHE_DIR = ".cache"
 
 CACHE_FILES = 32
 _PIECE = 16000

@@ -2,6 +2,5 @@
 
 ``server.ApiServer`` runs aiohttp in a thread of its own and calls the same
 control API as every other front end; ``auth`` holds tokens, Basic, the
-failed-login limiter and signed media links; ``media`` serves a recording in
-the format and channel count asked for.
+failed-login limiter and signed media links.
 """

@@ -1,7 +1,8 @@
 """The HTTP API (aiohttp), in a thread of its own beside the daemon's loop.
 
-Every change goes through the control API (``firmware.control``), the same as
-the GPIO panel and MQTT commands; reads go to the catalog. Blocking calls run
+Everything goes through the control API (``firmware.control``), the same as
+for the GPIO panel and MQTT commands: the server gets a ``Control`` and its
+``[http]`` config, nothing else. Blocking calls run
 in aiohttp's executor so the event loop never waits on the box. Errors are
 JSON ``{"status": <code>, "code": "<short>", "message": "<what is wrong>"}``.
 The routes and their parameters are described in ``openapi.json`` beside this
@@ -20,19 +21,16 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .. import __version__
-from ..control import Control, ControlError, OptionError, error_fields, start_request
+from ... import __version__
+from ...control import Control, ControlError, OptionError, error_fields, start_request
+from ...media.convert import NoMedia
 from .auth import Auth, Limiter, LinkSigner, parse_tokens
-from .media import NoMedia, media_for
-
-if TYPE_CHECKING:
-    from ..daemon.box import Box
 
 log = logging.getLogger("edge-recorder.api")
 
@@ -58,10 +56,9 @@ def listen_address(text: str) -> tuple[str, int]:
 class ApiServer:
     """``start()`` serves until ``stop()``; ``media_url(row)`` signs a link to a recording's media."""
 
-    def __init__(self, box: Box) -> None:
-        h = box.config.http
-        self.box = box
-        self.control = Control(box)
+    def __init__(self, control: Control, http: dict[str, Any]) -> None:
+        h = self.http = http
+        self.control = control
         self.host, self.port = listen_address(h["listen"])
         self.auth = Auth(parse_tokens(h["tokens"]), h["username"], h["password"])
         self.limiter = Limiter(h["failed_logins"])
@@ -123,7 +120,7 @@ class ApiServer:
         )
         context = None
         if self.tls:
-            h = self.box.config.http
+            h = self.http
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(h["tls_cert"], h["tls_key"] or None)
         self._runner = web.AppRunner(app, access_log=None)
@@ -179,7 +176,7 @@ class ApiServer:
         actor = self.auth.check(request.headers.get("Authorization"))
         if actor is None:
             self.limiter.failed(address)
-            await self._run(self.box.catalog.audit, "failed_login", address, request.path, None)
+            await self._run(self.control.audit, "failed_login", address, request.path, None)
             present = "Authorization" in request.headers
             raise ApiError(
                 401,
@@ -198,7 +195,7 @@ class ApiServer:
 
     # -- routes ----------------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        state = self.box.snapshot()
+        state = self.control.state()
         return web.json_response({"status": "ok", "state": state["state"], "version": __version__})
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -206,7 +203,7 @@ class ApiServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         registry = CollectorRegistry()
-        registry.register(_Metrics(self.box))
+        registry.register(_Metrics(self.control))
         body = await self._run(generate_latest, registry)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
@@ -219,7 +216,7 @@ class ApiServer:
         status = q.get("status")
         call_id = q.get("call_id") or q.get("call_sid")
         rows, position = await self._run(
-            lambda: self.box.catalog.page(
+            lambda: self.control.page(
                 status=status, call_id=call_id, include_deleted=include_deleted, created=created, size=size, after=after
             )
         )
@@ -247,12 +244,12 @@ class ApiServer:
         wanted = _int(channels, "RequestedChannels", 1, 2) if channels is not None else None
         row = await self._row(rid)
         try:
-            path = await self._run(media_for, row, fmt, wanted, self.box.spool_dir)
+            path = await self._run(self.control.media, row, fmt, wanted)
         except NoMedia as exc:
             raise ApiError(404, "no_media", str(exc)) from None
         if request.http_range.start in (None, 0):  # one audit row per download, not per Range request
             await self._run(
-                self.box.catalog.audit, "download", request.get(ACTOR, "?"), rid, f"{fmt} {wanted or row['channels']}ch"
+                self.control.audit, "download", request.get(ACTOR, "?"), rid, f"{fmt} {wanted or row['channels']}ch"
             )
         response = web.FileResponse(path, headers={"Content-Type": MEDIA_TYPES[fmt]})
         response.headers["Content-Disposition"] = f'inline; filename="{rid}.{fmt}"'
@@ -288,13 +285,10 @@ class ApiServer:
 
     # -- helpers -----------------------------------------------------------------------------------
     async def _row(self, rid: str) -> dict[str, Any]:
-        row = await self._run(self.box.catalog.get, rid)
-        if row is None:
-            raise ApiError(404, "not_found", f"no recording {rid!r}")
-        return row
+        return await self._run(self.control.get, rid)  # LookupError: 404
 
     def view(self, row: dict[str, Any]) -> dict[str, Any]:
-        return self.box.public_row(row)  # with the signed media link
+        return self.control.public(row)  # with the signed media link
 
     def media_url(self, row: dict[str, Any]) -> str | None:
         if not row.get("path") or not row.get("id"):
@@ -306,28 +300,30 @@ class ApiServer:
 class _Metrics:
     """The box's figures as Prometheus metrics, read at each scrape."""
 
-    def __init__(self, box: Box) -> None:
-        self.box = box
+    def __init__(self, control: Control) -> None:
+        self.control = control
 
     def collect(self):
-        box = self.box
+        figures = self.control.figures()
         counts = GaugeMetricFamily("edge_recorder_recordings", "Recordings in the catalog by status", labels=["status"])
-        for status, count in box.catalog.count_by_status().items():
+        for status, count in figures["by_status"].items():
             counts.add_metric([status], count)
         yield counts
-        stored = box.catalog.stored_bytes()
+        stored = figures["stored_bytes"]
         yield GaugeMetricFamily("edge_recorder_recording_bytes", "Bytes of media kept in the spool", value=stored)
-        yield GaugeMetricFamily("edge_recorder_active_recordings", "Recordings in progress", value=len(box.core.active))
-        status = box.delivery.status()
+        yield GaugeMetricFamily("edge_recorder_active_recordings", "Recordings in progress", value=figures["active"])
+        status = figures["delivery"]
         yield GaugeMetricFamily("edge_recorder_upload_backlog", "Uploads waiting", value=status["upload_backlog"])
         yield GaugeMetricFamily(
             "edge_recorder_outbox_depth", "Deliveries waiting in the outbox", value=status["outbox"]
         )
-        yield CounterMetricFamily("edge_recorder_xruns", "Capture overruns filled with silence", value=box.overruns)
+        yield CounterMetricFamily(
+            "edge_recorder_xruns", "Capture overruns filled with silence", value=figures["overruns"]
+        )
         yield CounterMetricFamily(
             "edge_recorder_events_dropped", "Events dropped from a full outbox", value=status["events_dropped"]
         )
-        state = box.snapshot()
+        state = figures["state"]
         if state["input_level"] is not None:
             yield GaugeMetricFamily(
                 "edge_recorder_input_level_dbfs", "Input level over the last 0.1 s", value=state["input_level"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import math
 import secrets
 import threading
 import time
@@ -20,38 +19,9 @@ from collections import deque
 from collections.abc import Callable
 from urllib.parse import urlencode
 
-MIN_TOKEN_BITS = 128
+from ...config import MIN_TOKEN_BITS, TokenError, parse_tokens, token_bits
 
-
-class TokenError(ValueError):
-    """A configured token that is too weak to use."""
-
-
-def token_bits(token: str) -> float:
-    """Rough entropy of a token from its length and alphabet (hex, base64 or anything).
-
-    >>> round(token_bits("0123456789abcdef0123456789abcdef"))
-    128
-    """
-    alphabet = set(token)
-    if alphabet <= set("0123456789abcdef") or alphabet <= set("0123456789ABCDEF"):
-        per = 4.0
-    elif alphabet <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/="):
-        per = 6.0
-    else:
-        per = math.log2(max(2, len(alphabet)))
-    return len(token.rstrip("=")) * per
-
-
-def parse_tokens(text: str) -> list[str]:
-    tokens = [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
-    for token in tokens:
-        if token_bits(token) < MIN_TOKEN_BITS:
-            raise TokenError(
-                f"a token of {len(token)} characters has fewer than {MIN_TOKEN_BITS} random bits; "
-                'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
-            )
-    return tokens
+__all__ = ["MIN_TOKEN_BITS", "Auth", "Limiter", "LinkSigner", "TokenError", "parse_tokens", "token_bits"]
 
 
 class Auth:

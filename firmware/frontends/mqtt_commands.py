@@ -29,7 +29,6 @@ a missing or wrong token is refused as unauthorised.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from typing import Any
 
 from ..control import Control, ControlError, OptionError, error_fields, start_request
@@ -49,10 +48,10 @@ _ALWAYS = {"op", "token", "request_id"}
 
 
 class Commands:
-    def __init__(self, control: Control, *, token: str = "", public: Callable[[dict], dict] = dict) -> None:
+    def __init__(self, control: Control, *, token: str = "") -> None:
         self.control = control
         self.token = token
-        self.public = public
+        self.public = control.public
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.token and not hmac.compare_digest(str(request.get("token", "")).encode(), self.token.encode()):
@@ -96,7 +95,7 @@ class Commands:
 
     def _button(self, r: dict) -> dict:
         self.control.button()
-        return {"state": self.control.box.snapshot()}
+        return {"state": self.control.state()}
 
     def _list(self, r: dict) -> dict:
         limit = r.get("limit", 50)

@@ -1,0 +1,280 @@
+"""The box: the one composition root. It builds every piece and hands each only what it uses.
+
+Read ``Box.__init__`` top to bottom: the hardware (``hal``, through
+``hardware``), the recording session (``firmware.core``), storage (the catalog,
+the spool and the journal that writes both), delivery (the outbox, MQTT,
+callbacks, uploads, retention), the audio loop that owns the session and the
+capture queue, the control API over the loop and the journal, and the front
+ends (MQTT commands, the HTTP API, the GPIO panel), each of which gets the
+control API and its own config section, nothing else.
+
+``Box.run`` then starts them in order: delivery, start-up recovery (part files
+a crash left, ``recovery``), the HTTP API, and the audio loop on this thread
+until SIGTERM or the end of a simulated input; on the way out the recordings
+end with ``shutdown`` and everything is closed in reverse. SIGHUP re-reads the
+config between two audio periods (``reload``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import config as cfg
+from ..catalog import open_catalog
+from ..cloudevents import CloudEvents, Timebase
+from ..control import Control
+from ..core import EndReason, InputLayout, Session, Started
+from ..delivery.routes import Routes
+from ..delivery.service import Delivery
+from ..frontends import panel as panel_front
+from ..frontends.mqtt_commands import Commands
+from ..journal import Journal
+from ..spool import Takes
+from . import recovery
+from .hardware import Hardware, build
+from .loop import SILENCE_DBFS, AudioLoop, LoopSettings
+from .notify import Notifier
+from .system import boot_id, clock_synchronized
+
+log = logging.getLogger("edge-recorder.box")
+
+__all__ = ["SILENCE_DBFS", "Box"]
+
+
+class Box:
+    """The daemon. ``Box(config).run()`` runs until SIGTERM (or the end of a simulated input)."""
+
+    def __init__(
+        self,
+        config: cfg.Config,
+        *,
+        hardware: Hardware | None = None,
+        sinks: list[Callable[[dict[str, Any]], None]] | None = None,
+        notifier: Notifier | None = None,
+        config_path: str | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.device_id = config.device_id
+        self.notifier = notifier or Notifier()
+        self._reload = threading.Event()
+
+        # hardware: the capture decides the input's shape (a simulated WAV brings its own)
+        self.hw = hardware or build(config, audio_seconds=lambda: self.loop.seconds())
+        a = config.audio
+        rate = self.hw.capture.sample_rate
+        layout = InputLayout(rate, self.hw.capture.channels, a["inbound_channel"], a["outbound_channel"])
+
+        # the recording session
+        self.session = Session(layout, options=config.recording)
+
+        # storage
+        self.spool_dir = Path(config.spool["directory"])
+        self.encrypt_to, self.encryption_problem = _recipient(config)
+        self.takes = Takes(
+            self.spool_dir,
+            rate,
+            file_names="id",
+            sync_seconds=config.spool["fsync_interval"],
+            encrypt_to=self.encrypt_to,
+        )
+        self.catalog, self.catalog_moved = open_catalog(Path(config.catalog["path"]))
+        sim = config.sim
+        unpaced = sim["enabled"] and (sim["capture"] == "alsa" or sim["pace"] == "fast")
+        clock_synced, boot = clock_synchronized(), boot_id()
+        self.journal = Journal(
+            self.catalog,
+            self.takes,
+            CloudEvents(self.device_id, Timebase(datetime.now(UTC), rate)),
+            routes=Routes(config, self.device_id).items,
+            device_id=self.device_id,
+            input_rate=rate,
+            row_extras=lambda event: self._row_extras(event, clock_synced, boot),
+            position=lambda: self.loop.position,
+            audio_clock=unpaced,
+            sinks=sinks or (),
+            on_change=self._changed,
+            state=lambda: self.loop.state(),
+        )
+
+        # the audio loop: the session, the capture queue, tones, the LED
+        self.loop = AudioLoop(
+            self.session,
+            self.journal,
+            self.hw,
+            LoopSettings(
+                self.spool_dir,
+                config.spool["min_free_mb"],
+                a["buffer_seconds"],
+                a["reconnect_grace"],
+                unpaced,
+            ),
+            notifier=self.notifier,
+            delivery_status=lambda: self.delivery.status(),
+            encryption_problem=self.encryption_problem,
+        )
+        self.loop.between = self._between_periods
+
+        # the control API, and the front ends on it
+        self.control = Control(self.loop, self.journal, defaults=lambda: self.config.recording)
+        self.delivery = Delivery(
+            config,
+            self.catalog,
+            device_id=self.device_id,
+            envelope=self.journal.envelope_now,
+            public=self.journal.public_row,
+            snapshot=self.loop.state,
+            commands=Commands(self.control, token=config.mqtt["command_token"]),
+            clock_synced=clock_synchronized,
+            free_bytes=lambda: shutil.disk_usage(self.spool_dir).free,
+            notify=self.journal.publish,
+        )
+        self.api = None
+        if config.http["listen"]:
+            from ..frontends.http.server import ApiServer
+
+            self.api = ApiServer(self.control, config.http)
+            self.journal.media_link = self.api.media_url
+        if self.hw.panel is not None:
+            panel_front.wire(
+                self.hw.panel,
+                self.control,
+                self.loop.submit,
+                pause_button=config.gpio["pause_button"] is not None,
+            )
+        self._apply_settings(config)
+
+    # -- what the pieces read of each other ---------------------------------------------------
+    @property
+    def position(self) -> int:
+        return self.loop.position
+
+    def _row_extras(self, event: Started, clock_synced: bool, boot: str | None) -> dict[str, Any]:
+        return {
+            "start_monotonic": self.loop.mono_origin + event.recording.first / self.loop.rate,
+            "clock_synced": clock_synced,
+            "boot_id": boot,
+        }
+
+    def _changed(self, event: dict[str, Any]) -> None:
+        self.delivery.wake()
+        if event["type"].startswith("recording."):
+            self.delivery.state_changed()
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signals()
+        self.delivery.start()
+        if self.encryption_problem:
+            log.error("encryption is on but its key cannot be used: %s; recording is refused", self.encryption_problem)
+            self._problem("encryption_key", f"[encryption] public_key: {self.encryption_problem}; recording is refused")
+        self._report_provisioning()
+        self.journal.announce_recovered(recovery.recover(self.spool_dir, self.catalog, self.takes))
+        if self.api is not None:
+            try:
+                self.api.start()
+            except OSError as exc:  # the box records without its API rather than not at all
+                log.error("HTTP API not started on %s: %s", self.config.http["listen"], exc)
+                self.journal.device_event("device.error", "api", f"HTTP API not started: {exc}")
+                self.api = None
+        ended = self.loop.run()
+        if ended:
+            self.loop.finish(EndReason.CALL_END)
+        return self._shutdown()
+
+    def stop(self) -> None:
+        """Ask the loop to finish active recordings (``shutdown``) and return."""
+        self.loop.stop()
+
+    def _shutdown(self) -> int:
+        self.notifier.stopping()
+        self.loop.finish(EndReason.SHUTDOWN)
+        try:
+            self.hw.close()
+            if self.api is not None:
+                self.api.stop()
+            self.delivery.stop()
+        finally:
+            self.catalog.close()
+        log.info("stopped")
+        return 0
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, lambda *_: self.loop.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.loop.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def _between_periods(self) -> None:
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload()
+
+    # -- problems that last until fixed ------------------------------------------------------------
+    def _problem(self, code: str, message: str) -> None:
+        self.loop.report(code, message)
+        self.journal.device_event("device.error", code, message)
+
+    def _report_provisioning(self) -> None:
+        """A config file on the boot partition that first-boot provisioning refused: say so until fixed."""
+        from ..provision import MARKER, read_marker
+
+        # the state directory holds the spool; on a box it is /var/lib/edge-recorder, where provisioning writes
+        problem = read_marker(self.spool_dir.parent / MARKER.name)
+        if problem is None:
+            return
+        applied = problem.get("code") == "provision_left_secrets"  # the new config is in use, its copy stayed
+        log.error(
+            "provisioning: %s (%s)",
+            problem["message"],
+            "config applied" if applied else "running on the previous config",
+        )
+        self._problem(problem["code"], problem["message"])
+
+    # -- settings that SIGHUP can change -------------------------------------------------------------
+    def _apply_settings(self, config: cfg.Config) -> None:
+        self.config = config
+        wired = self.hw.panel is not None and config.gpio["hook_switch"] is not None
+        self.session.configure(config.recording, config.session_rules(hook_switch=wired))
+        logging.getLogger().setLevel(config.log["level"].upper())
+
+    def reload(self) -> None:
+        """Re-read the config; apply what is safe while running, name the rest."""
+        try:
+            new = cfg.load(self.config_path)
+        except cfg.ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        fixed = [
+            f"[{s}]"
+            for s in cfg.SCHEMA
+            if s not in cfg.RELOADABLE_SECTIONS and getattr(new, s) != getattr(self.config, s)
+        ]
+        if fixed:
+            log.warning("reload: %s change only at restart", ", ".join(fixed))
+            new = self.config.replace(**{s: new.raw.get(s, {}) for s in cfg.RELOADABLE_SECTIONS})
+        changed = [name for name in cfg.RELOADABLE_SECTIONS if getattr(new, name) != getattr(self.config, name)]
+        self._apply_settings(new)
+        log.info("config reloaded from %s", new.source)
+        self.journal.audit("config_reload", "sighup", new.source, ", ".join(changed) or "no change")
+
+
+def _recipient(config: cfg.Config) -> tuple[str | None, str | None]:
+    """The age recipient recordings are encrypted to, or the reason the configured one cannot be used."""
+    value = config.encryption["public_key"]
+    if not value:
+        return None, None
+    from ..media.encrypted import check_recipient
+
+    try:
+        return check_recipient(value), None
+    except ValueError as exc:
+        return None, str(exc)
