@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .cloudevents import rfc3339
 from .core import ControlError, lifecycle
 
 log = logging.getLogger(__name__)
@@ -580,6 +579,10 @@ def _filters(status: str | None, call_id: str | None, include_deleted: bool) -> 
         where.append("call_id = ?")
         args.append(call_id)
     return where, args
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now() -> str:

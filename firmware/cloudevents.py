@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from .catalog import rfc3339
 from .core import Key, Paused, Recording, Resumed, Started
 from .core.lifecycle import EVENT_TYPES, finished_event_type
-from .spool import Take
 
 SPECVERSION = "1.0"
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +80,8 @@ class CloudEvents:
             return self.envelope("dtmf.key", event.start, data)
         return None
 
-    def finished(self, take: Take) -> dict[str, Any]:
+    def finished(self, take) -> dict[str, Any]:
+        """The CloudEvent for a recording's end: ``take`` is a ``spool.Take`` (the end and the file written)."""
         done = take.finished
         data = self.recording_fields(done.recording, done.state.value, done.status.value)
         data.update(

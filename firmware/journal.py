@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .catalog import Catalog, OutboxItem
-from .cloudevents import CloudEvents, rfc3339
+from .catalog import Catalog, OutboxItem, rfc3339
+from .cloudevents import CloudEvents
 from .core import Finished, Key, Paused, Resumed, Started
 from .core.lifecycle import EVENT_TYPES, Status, finished_event_type, stored_status
 from .media.partfile import write_atomic

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import config as cfg
-from ..catalog import Catalog, CatalogError
-from ..cloudevents import CloudEvents, Timebase, rfc3339
+from ..catalog import Catalog, CatalogError, rfc3339
+from ..cloudevents import CloudEvents, Timebase
 from ..core import ControlError
 from ..delivery.routes import Routes
 from ..journal import delete_recording, public

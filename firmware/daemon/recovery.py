@@ -37,8 +37,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..catalog import UNFINISHED, Catalog
-from ..cloudevents import rfc3339
+from ..catalog import UNFINISHED, Catalog, rfc3339
 from ..core import RecordingOptions, new_sid
 from ..media import encrypted
 from ..media.partfile import HEADER, read_header, repair

@@ -22,8 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from .. import config as cfg
-from ..catalog import Catalog, OutboxItem
-from ..cloudevents import rfc3339
+from ..catalog import Catalog, OutboxItem, rfc3339
 from ..core import ControlError
 from ..journal import delete_recording
 
