@@ -63,8 +63,7 @@ import pyrage
 import requests
 import soundfile as sf
 
-from firmware.catalog import COLUMNS, Catalog, _encode
-from firmware.catalog import rfc3339
+from firmware.catalog import COLUMNS, Catalog, _encode, rfc3339
 from firmware.core import EndReason, InputLayout, Recorder, RecordingOptions, Start
 from firmware.spool import Takes
 from tests.broker import free_port
