@@ -174,6 +174,30 @@ def test_a_finished_recording_is_processing_while_its_file_is_made(inline, monke
     assert seen == ["processing"]
 
 
+def test_every_report_of_a_change_carries_the_state_after_it(inline):
+    # What the journal's reports see (the MQTT link publishes the retained state from here).
+    seen = []
+    inline.journal.on_change = lambda event: seen.append((event["type"], inline.loop.state()["state"]))
+    inline.control.start({})
+    inline.feed(0.2)
+    inline.control.pause()
+    inline.control.stop()
+    assert seen == [("recording.started", "recording"), ("recording.paused", "paused"), ("recording.finished", "idle")]
+
+
+def test_a_claimed_loop_runs_calls_from_other_threads_only_when_it_takes_them(inline):
+    inline.loop.claim()  # as the box does first thing in run(): before delivery and the API start
+    answers = []
+    caller = threading.Thread(target=lambda: answers.append(inline.control.start({})["status"]))
+    caller.start()
+    caller.join(timeout=0.5)
+    assert caller.is_alive() and inline.catalog.list() == []  # queued, not run beside the loop
+    while caller.is_alive():
+        inline.loop._run_controls()  # the loop takes its queue between two periods
+        caller.join(timeout=0.05)
+    assert answers == ["in-progress"]
+
+
 @pytest.fixture
 def running(tmp_path):
     files = BoxFiles.make(tmp_path, counter_signal(6.0), RATE, sim={"pace": "realtime"})

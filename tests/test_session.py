@@ -11,8 +11,11 @@ from firmware.core import (
     CallStarted,
     EndReason,
     Hook,
+    Pause,
+    PauseBehavior,
     Paused,
     RecordingOptions,
+    Resume,
     Resumed,
     SessionRules,
     Start,
@@ -218,6 +221,7 @@ def test_record_and_the_box_make_the_same_recording_from_the_same_line(tmp_path)
     [path] = offline.glob("*.wav")
     recorded, _ = sf.read(path, dtype="int16", always_2d=True)
     np.testing.assert_array_equal(recorded, audio_of(row))
+    assert row["duration"] == pytest.approx(len(recorded) / R, abs=1e-4)  # the file's length, to 0.1 ms
 
     def story(events):
         fields = ("state", "status", "end_reason", "duration", "size", "sha256", "pause_behavior", "key", "track")
@@ -234,3 +238,47 @@ def test_record_and_the_box_make_the_same_recording_from_the_same_line(tmp_path)
         "recording.resumed",
         "recording.finished",
     ]
+
+
+def test_a_key_heard_on_both_tracks_is_one_press():
+    # Stereo with [dtmf] track = "both": the far party's *2 leaks into the handset channel 20 dB down.
+    inbound = sig.noise(5.0, R, -55)
+    outbound = sig.noise(5.0, R, -55, seed=7)
+    for k, at in (("*", 2.0), ("2", 2.3)):
+        sig.place(inbound, sig.key(k, R, 0.08), at, R)
+        sig.place(outbound, sig.key(k, R, 0.08) * 0.1, at + 0.001, R)
+    frames = sig.to_int16(inbound, outbound)
+    r = run(frames, 0.02, rules(sequence_track="both"), Start(dual(), "api"))
+    [done] = r.finished
+    assert done.end_reason is EndReason.STOP and abs(done.at - 2 * R) <= R // 1000
+
+
+def test_a_sequence_keyed_before_a_state_change_acts_after_it():
+    # Paused (skip) at 0.5 s, resumed over the API at 1.2 s, while someone keys the pause sequence from
+    # 1.0 s: the resume stands, and the pause takes effect after it, not at the key's onset.
+    frames = line(4.0, [("*", 1.0), ("3", 1.3)])
+    r = sig.Run(R, 2, rules=rules(), button_options=dual())
+    r.send(Start(dual(), "api"))
+    r.feed(frames[: R // 2]).send(Pause(behavior=PauseBehavior.SKIP))
+    r.feed(frames[R // 2 : round(1.2 * R)]).send(Resume())
+    r.feed(frames[round(1.2 * R) :]).close()
+    changes = [(type(e).__name__, e.at) for e in r.events if isinstance(e, Paused | Resumed)]
+    assert changes == [("Paused", R // 2), ("Resumed", round(1.2 * R)), ("Paused", round(1.2 * R))]
+    assert [e.at for e in r.events if isinstance(e, Paused | Resumed)] == sorted(e[1] for e in changes)
+
+
+def test_a_start_or_resume_sequence_completed_by_the_end_of_the_input_does_nothing():
+    frames = line(2.0, [("*", 1.6), ("1", 1.9)], tone=0.1)  # the 1 still sounds when the input ends
+    r = run(frames, 0.02, rules())
+    assert r.of(Started) == [] and r.finished == []
+
+
+def test_a_reload_during_a_call_keeps_the_call_going_and_ending():
+    frames = line(6.0, [])
+    session_rules = rules(sequences={}, detect="hook", auto_record="off-hook", stop_hold=1.0, call_pre_roll=0)
+    r = sig.Run(R, 2, rules=session_rules, button_options=dual())
+    r.send(Hook(True)).feed(frames[:R]).send(Hook(False)).feed(frames[R : round(1.5 * R)])
+    r.core.configure(dual(), session_rules)  # SIGHUP in the stop hold
+    r.feed(frames[round(1.5 * R) :])
+    [done] = r.finished
+    assert (done.end_reason, done.at) == (EndReason.CALL_END, 2 * R)

@@ -74,6 +74,10 @@ class CallTracker:
             return self._last_speech + self.idle_timeout
         return self._end_at
 
+    def carry(self, old: CallTracker) -> None:
+        """Take over where ``old`` was in the call going on (new rules, the same call)."""
+        self._end_at, self._last_speech = old._end_at, old._last_speech
+
     def hook(self, off_hook: bool, at: int) -> list[Step]:
         if self.detect != "hook":
             return []

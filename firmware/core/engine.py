@@ -148,6 +148,7 @@ class _Active:
     last_speech: int | None = None  # output frame index (exclusive)
     tones: list[tuple[int, np.ndarray]] = field(default_factory=list)
     next_warning: int | None = None
+    changed_at: int = 0  # input sample of the last state change (start, pause, resume)
 
     @property
     def options(self) -> RecordingOptions:
@@ -259,7 +260,8 @@ class Recorder:
         for name, items in found.items():
             out += self._keys(name, items, downs)
         for match in self._follow_sequences(found):
-            out += self._sequence(match)
+            if match.action in ("stop", "pause"):  # nothing is left to start or resume into
+                out += self._sequence(match)
         for act in list(self._active.values()):
             key = self._end_key(act, downs)
             if key is not None:
@@ -354,7 +356,7 @@ class Recorder:
         at = self.position if since is None else min(self.position, max(since, self.position - self._ring.capacity))
         pre = min(round(options.pre_roll * self.rate), at, self._ring.capacity - (self.position - at))
         info = ev.Recording(rid, options.name or rid, self.call_id, source, options, at, at - pre)
-        act = _Active(info, silence_from=at)
+        act = _Active(info, silence_from=at, changed_at=at)
         out: list[ev.Event] = [ev.Started(info, at, pre, State.RECORDING)]
         if options.beep:
             act.tones.append((at, self._tone_cache[ToneKind.BEEP]))
@@ -398,19 +400,21 @@ class Recorder:
     def _pause(self, act: _Active, behavior: PauseBehavior) -> list[ev.Event]:
         act.state = self._step(act, Trigger.PAUSE)
         act.behavior = behavior
+        act.changed_at = self.position
         return [ev.Paused(act.info, self.position, behavior, act.state)]
 
     def _resume(self, act: _Active) -> list[ev.Event]:
         act.state = self._step(act, Trigger.RESUME)
-        act.silence_from = self.position
+        act.silence_from = act.changed_at = self.position
         return [ev.Resumed(act.info, self.position, act.state)]
 
     def _rewind(self, act: _Active, at: int) -> int:
         """Drop the held output that stands for input from ``at`` on; return where it was cut.
 
-        Output already released cannot be taken back: the cut is then where the release ended.
+        Output already released cannot be taken back, and a state change in between is kept: the cut is
+        then where the release ended, or where the state last changed.
         """
-        at = max(at, act.info.first, act.hold.released)
+        at = max(at, act.info.first, act.hold.released, act.changed_at)
         act.frames -= act.hold.cut_from(at)
         if act.last_speech is not None and act.last_speech > act.frames:
             act.last_speech = act.frames
@@ -422,7 +426,7 @@ class Recorder:
         """Pause as if the control had come at input sample ``at`` (within the hold)."""
         state = self._step(act, Trigger.PAUSE)
         at = self._rewind(act, at)
-        act.state, act.behavior = state, behavior
+        act.state, act.behavior, act.changed_at = state, behavior, at
         self._render(act, np.zeros((self.position - at, self.layout.channels), np.int16), at)
         return [ev.Paused(act.info, at, behavior, act.state)]
 
@@ -430,7 +434,7 @@ class Recorder:
         """Resume as if the control had come at input sample ``at`` (within the hold and the ring)."""
         state = self._step(act, Trigger.RESUME)
         at = max(self._rewind(act, at), self.position - self._ring.capacity)
-        act.state = state
+        act.state, act.changed_at = state, at
         out_at = act.frames
         self._render(act, self._ring.last(self.position - at), at)
         last = self._speech_between(act, at, self.position, out_at)
@@ -475,7 +479,7 @@ class Recorder:
         for match in matches:
             out += self._sequence(match)
         if self.sequences:
-            self.sequences.expire(end)
+            self.sequences.expire(end - self._hold_back)  # a next key may begin here, not yet proven
         return out
 
     # -- key sequences -------------------------------------------------------------------
@@ -509,7 +513,8 @@ class Recorder:
                 return self._start(self.button_options, "dtmf", None, since=match.end + self._key_guard)
             if match.action == "stop":
                 for act in acts:
-                    out += self._finish(act, max(match.first, act.info.first, act.hold.released), EndReason.STOP)
+                    at = max(match.first, act.info.first, act.hold.released, act.changed_at)
+                    out += self._finish(act, at, EndReason.STOP)
             elif match.action == "pause":
                 for act in acts:
                     if act.state is State.RECORDING:

@@ -42,6 +42,9 @@ class KeySequences:
     """Keys in (as their tones begin and end), a ``Match`` out when a sequence is complete.
 
     ``timeout`` is in samples: the most allowed between the onsets of two keys.
+    ``same_key`` (samples): a key whose onset is this close to the same key's
+    just before is that key heard on the other track too (leakage between the
+    line and the handset), not a second press.
 
     >>> seq = KeySequences({"start": "*1", "stop": "*2"}, timeout=3000)
     >>> seq.down("*", 100); seq.pending
@@ -56,12 +59,13 @@ class KeySequences:
     True
     """
 
-    def __init__(self, sequences: Mapping[str, str], timeout: int) -> None:
+    def __init__(self, sequences: Mapping[str, str], timeout: int, same_key: int = 0) -> None:
         unknown = set(sequences) - set(ACTIONS)
         if unknown:
             raise ValueError(f"unknown sequence action {sorted(unknown)[0]!r}; expected one of {', '.join(ACTIONS)}")
         self.sequences = {action: keys for action, keys in sequences.items() if keys}
         self.timeout = timeout
+        self.same_key = same_key
         self._heard: list[tuple[str, int]] = []  # (key, onset) of the keys that may still spell a sequence
 
     @property
@@ -77,6 +81,8 @@ class KeySequences:
         """A key's tone began at ``start`` (it is proven, still sounding)."""
         if not self.sequences:
             return
+        if self._heard and self._heard[-1][0] == key and abs(start - self._heard[-1][1]) <= self.same_key:
+            return  # the same press, heard on the other track
         if self._heard and start - self._heard[-1][1] > self.timeout:
             self._heard = []
         heard = [*self._heard, (key, start)]

@@ -37,6 +37,10 @@ from .options import RecordingOptions
 from .sequences import KeySequences
 from .tracks import InputLayout
 
+#: Two onsets of the same key this close are one press heard on both tracks (a key lasts 40 ms or more
+#: and is followed by 40 ms of pause, so a second press begins 80 ms later at the soonest).
+SAME_KEY_SECONDS = 0.04
+
 
 @dataclass(frozen=True, slots=True)
 class SessionRules:
@@ -84,11 +88,16 @@ class Session:
         self.configure(options or RecordingOptions(), rules or SessionRules())
 
     def configure(self, options: RecordingOptions, rules: SessionRules) -> None:
-        """New ``[recording]`` defaults and rules (a config reload); a call going on carries on."""
+        """New ``[recording]`` defaults and rules (a config reload): a call going on carries on, and so does
+        a key sequence being keyed when the sequences stay the same."""
+        old_rules = getattr(self, "rules", None)
         self.options, self.rules = options, rules
         rate = self.rate
         self.recorder.button_options = options
-        self.recorder.sequences = KeySequences(rules.sequences, round(rules.key_timeout * rate))
+        if old_rules is None or (old_rules.sequences, old_rules.key_timeout) != (rules.sequences, rules.key_timeout):
+            self.recorder.sequences = KeySequences(
+                rules.sequences, round(rules.key_timeout * rate), same_key=round(SAME_KEY_SECONDS * rate)
+            )
         self.recorder.sequence_track = rules.sequence_track
         tracker = CallTracker(
             detect=rules.detect,
@@ -99,6 +108,7 @@ class Session:
         old = getattr(self, "calls", None)
         if old is not None and old.in_call and tracker.detect == old.detect:
             tracker.in_call, tracker.recorded = True, old.recorded
+            tracker.carry(old)
         self.calls = tracker
         self.auto_options = RecordingOptions.from_mapping({"pre_roll": rules.call_pre_roll}, options)
 

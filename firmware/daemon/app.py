@@ -170,6 +170,7 @@ class Box:
 
     # -- running ---------------------------------------------------------------------------------
     def run(self) -> int:
+        self.loop.claim()  # from here on the session is the loop's: early commands queue for it
         self._install_signals()
         self.delivery.start()
         if self.encryption_problem:

@@ -47,9 +47,12 @@ from ..core import (
     CallStarted,
     Control,
     EndReason,
+    Finished,
     Hook,
+    Paused,
     RecordingOptions,
     Rejected,
+    Resumed,
     Session,
     Start,
     Started,
@@ -71,6 +74,11 @@ SPACE_CHECK_SECONDS = 5.0
 SILENCE_DBFS = -100.0
 #: The most audio fed to the session in one call when the loop catches up.
 BATCH_SECONDS = 0.5
+#: How often the state others read is refreshed when nothing changed (the level, free space);
+#: a recording's change refreshes it at once.
+STATE_SECONDS = 0.25
+#: The session's events that change what the state says.
+_CHANGES = (Started, Paused, Resumed, Finished)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +138,7 @@ class AudioLoop:
         self._level_db: float | None = None
         self._level_at = 0.0
         self._published: dict[str, Any] = {}
+        self._published_at = 0.0
         self.mono_origin = time.monotonic()  # the monotonic clock at audio time 0
         self.capture_thread: CaptureThread | None = None
         #: Called on the loop after each period's controls (the composition root's SIGHUP reload).
@@ -144,8 +153,17 @@ class AudioLoop:
         self._controls.put((action, future))
         return future
 
+    def claim(self) -> None:
+        """This thread is the loop's from now on: calls from others queue, also before ``run`` takes them.
+
+        The composition root claims the loop before it starts delivery, recovery and the API, so that a
+        command which arrives while the box is starting waits for the loop instead of running beside it.
+        """
+        self._thread = threading.current_thread()
+
     def call(self, action: Callable[[], Any]) -> Any:
-        """Run ``action`` on the loop and wait for its answer (inline on the loop itself, or before it runs)."""
+        """Run ``action`` on the loop and wait for its answer (inline on the loop itself, or while no thread
+        has claimed the loop: in tests)."""
         if self._thread is None or threading.current_thread() is self._thread:
             return action()
         return self.submit(action).result(timeout=CONTROL_TIMEOUT)
@@ -159,7 +177,10 @@ class AudioLoop:
         return self._stopping.is_set()
 
     def state(self) -> dict[str, Any]:
-        """The device state as last published by the loop, with the delivery's figures."""
+        """The device state, with the delivery's figures: on the loop, as it is now; elsewhere, as the loop
+        last published it."""
+        if self._thread is None or threading.current_thread() is self._thread:
+            self._publish_state()
         delivery = self.delivery_status()
         return {**self._published, "upload_backlog": delivery.get("upload_backlog", 0), "delivery": delivery}
 
@@ -218,7 +239,7 @@ class AudioLoop:
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> bool:
         """Record until stopped; True when the simulated input ended (its recordings end ``call_end``)."""
-        self._thread = threading.current_thread()
+        self.claim()
         self._open_capture()
         if self._stopping.is_set():
             return False
@@ -357,7 +378,9 @@ class AudioLoop:
         if self.hw.panel is not None:
             self.hw.panel.tick()
         self.notifier.watchdog()
-        self._publish_state()
+        now = time.monotonic()
+        if now - self._published_at >= STATE_SECONDS:
+            self._publish_state()
 
     def _run_controls(self) -> None:
         while True:
@@ -374,6 +397,8 @@ class AudioLoop:
 
     # -- the session's events --------------------------------------------------------------------
     def _handle(self, events: list) -> None:
+        if any(isinstance(e, _CHANGES) for e in events):  # the state the journal's reports carry is the new one
+            self._publish_state()
         for failed in self.journal.record(events):
             self._error = f"storage: {failed.reason}"
             log.error(
@@ -396,8 +421,6 @@ class AudioLoop:
                 log.info("call %s ended at %.2f s", event.call_id, event.at / self.rate)
             elif isinstance(event, Rejected):
                 log.error("not applied: %s", event.reason)
-        if events:
-            self._publish_state()
 
     def _end_all(self, reason: EndReason) -> None:
         for rec in self.session.active:
@@ -427,6 +450,7 @@ class AudioLoop:
         states = {a["state"] for a in active}
         problems = dict(self.problems)
         error = self._error or self.journal.problem or next(iter(problems.values()), None)
+        self._published_at = time.monotonic()
         self._published = {
             "state": "recording" if "recording" in states else "paused" if states else "idle",
             "recordings": active,
