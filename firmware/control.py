@@ -125,6 +125,18 @@ class Control:
         rid = self.recordings.call(lambda: self.recordings.start(opts, source))
         return self.get(rid)
 
+    def request(self, body: Mapping[str, Any], source: str) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+        """A start request as a front end receives it: native options, or a vendor's document, which may
+        also stop a recording (TwiML's ``<Stop><Recording>``, Sinch's ``StopRecording``).
+
+        Returns the action taken ("start" or "stop"), the recording's fields and the document's fields the
+        box cannot honour (``start_request``).
+        """
+        action, options, target, unsupported = start_request(body)
+        if action == "stop":
+            return action, self.stop(target or CURRENT), unsupported
+        return action, self.start(options, source=source), unsupported
+
     def stop(self, target: str = CURRENT) -> dict[str, Any]:
         return self._act(Stop(target), Finished)
 

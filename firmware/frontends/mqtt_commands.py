@@ -31,7 +31,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from ..control import Control, ControlError, OptionError, error_fields, start_request
+from ..control import Control, ControlError, OptionError, error_fields
 
 OPS = ("start", "stop", "pause", "resume", "button", "list", "get", "delete")
 _FIELDS = {
@@ -73,10 +73,8 @@ class Commands:
         document = {k: v for k, v in r.items() if k not in _ALWAYS}
         if "options" in document and not isinstance(document["options"], dict):
             raise ValueError("start: options must be a JSON object of start options")
-        action, options, target, unsupported = start_request(document)
-        if action == "stop":
-            return {"recording": self.public(self.control.stop(target or "current")), "unsupported": unsupported}
-        return {"recording": self.public(self.control.start(options, source="mqtt")), "unsupported": unsupported}
+        _, row, unsupported = self.control.request(document, source="mqtt")
+        return {"recording": self.public(row), "unsupported": unsupported}
 
     def _target(self, r: dict) -> str:
         target = r.get("target", "current")

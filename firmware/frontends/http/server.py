@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ... import __version__
-from ...control import Control, ControlError, OptionError, error_fields, start_request
+from ...control import Control, ControlError, OptionError, error_fields
 from ...media.convert import NoMedia
 from .auth import Auth, Limiter, LinkSigner, parse_tokens
 
@@ -229,12 +229,9 @@ class ApiServer:
 
     async def create(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        action, options, target, unsupported = start_request(body)
-        if action == "stop":
-            row = await self._run(self.control.stop, target or "current")
-            return web.json_response({"recording": self.view(row), "unsupported": unsupported}, dumps=_dumps)
-        row = await self._run(lambda: self.control.start(options, source="api"))
-        return web.json_response({"recording": self.view(row), "unsupported": unsupported}, status=201, dumps=_dumps)
+        action, row, unsupported = await self._run(lambda: self.control.request(body, source="api"))
+        status = 201 if action == "start" else 200
+        return web.json_response({"recording": self.view(row), "unsupported": unsupported}, status=status, dumps=_dumps)
 
     async def fetch(self, request: web.Request) -> web.StreamResponse:
         rid, fmt = _name(request.match_info["name"])
