@@ -581,11 +581,11 @@ def _cross_checks(s: dict[str, Any], source: str) -> None:
         seen[pin] = role
     if s["call"]["detect"] == "hook" and gpio["hook_switch"] is None:
         raise ConfigError("call", "detect", "hook", "needs [gpio] hook_switch to be wired", source)
-    if s["call"]["auto_record"] == "off-hook" and s["call"]["detect"] == "none":
+    if s["call"]["auto_record"] != "none" and s["call"]["detect"] == "none":
         raise ConfigError(
             "call",
             "auto_record",
-            "off-hook",
+            s["call"]["auto_record"],
             'needs call detection; set [call] detect to "auto", "hook" or "audio"',
             source,
         )

@@ -43,7 +43,7 @@ from .core.events import Finished, Paused, Resumed
 from .journal import Journal
 from .media.convert import media_for
 
-__all__ = ["Control", "ControlError", "OptionError", "Recordings", "error_fields"]
+__all__ = ["Control", "ControlError", "Offline", "OptionError", "Recordings", "error_fields"]
 
 SOURCES = ("button", "dtmf", "mqtt", "api", "cli", "auto")
 
@@ -93,6 +93,31 @@ class Recordings(Protocol):
     def active(self) -> list[dict[str, Any]]: ...
 
     def state(self) -> dict[str, Any]: ...
+
+
+class Offline:
+    """``Recordings`` where no audio loop runs (``edge-recorder recordings`` beside a box, or a box that is
+    stopped): reading and deleting recordings work, recording does not."""
+
+    overruns = 0
+
+    def call(self, action: Callable[[], Any]) -> Any:
+        return action()
+
+    def start(self, options: RecordingOptions, source: str) -> str:
+        raise ControlError("nothing records here: start recordings on the running box")
+
+    def apply(self, control: CoreControl) -> list:
+        raise ControlError("nothing records here: control recordings on the running box")
+
+    def hook(self, off_hook: bool) -> None:
+        raise ControlError("nothing records here")
+
+    def active(self) -> list[dict[str, Any]]:
+        return []
+
+    def state(self) -> dict[str, Any]:
+        return {"state": "idle", "recordings": [], "delivery": {}}
 
 
 class Control:

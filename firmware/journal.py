@@ -123,13 +123,15 @@ class Journal:
     ``sinks`` are told every event as it happens (the log, ``--events``);
     ``on_change(event)`` after each one is written (the delivery workers wake);
     ``state()`` is the device state device events carry. ``problem`` is set when
-    the catalog cannot be written (the LED's fast blink says so).
+    the catalog cannot be written (the LED's fast blink says so). Without
+    ``takes`` (the CLI beside a box) it records no audio, but deletes, audits and
+    reports as the box does.
     """
 
     def __init__(
         self,
         catalog: Catalog,
-        takes: Takes,
+        takes: Takes | None,
         cloud: CloudEvents,
         *,
         routes: Routes,
@@ -160,6 +162,8 @@ class Journal:
 
     @property
     def spool_dir(self) -> Path:
+        if self.takes is None:
+            raise LookupError("no spool here: the media are on the box")
         return self.takes.directory
 
     # -- core events ---------------------------------------------------------------------

@@ -127,7 +127,7 @@ class Takes:
         sync_seconds: float | None = None,
         encrypt_to: str | None = None,
     ) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory).absolute()  # the catalog keeps paths that hold from any directory
         self.input_rate = input_rate
         self.file_names = file_names
         self.encrypt_to = encrypted.check_recipient(encrypt_to) if encrypt_to else None

@@ -111,10 +111,15 @@ def test_a_timeline_file_and_a_44k1_input(tmp_path):
         (["mono.wav", "--at", "x=start"], 64, "'x' is not a time in seconds"),
         (["mono.wav", "--at", "1=jump"], 64, "unknown action 'jump'"),
         (["mono.wav", "--format", "ogg"], 64, "format: 'ogg' is not valid; expected one of wav, mp3"),
+        (["mono.wav", "--at", "1=hook:maybe"], 64, "hook:maybe: expected hook:off (handset lifted) or hook:on"),
+        (["mono.wav", "--timeline", "nope.txt"], 66, "--timeline nope.txt: no such file"),
+        (["mono.wav", "--config", "nope.toml"], 78, "nope.toml: no such file"),
+        (["mono.wav", "--config", "voice.toml"], 78, "[call] auto_record = 'voice': needs call detection"),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, args, code, message):
     (tmp_path / "notaudio.wav").write_text("this is not a wav file")
+    (tmp_path / "voice.toml").write_text('[call]\ndetect = "none"\nauto_record = "voice"\n')
     sf.write(tmp_path / "mono.wav", np.zeros(R, np.int16), R)
     result = cli("record", *args, cwd=tmp_path)
     assert result.returncode == code
@@ -213,6 +218,8 @@ def test_recordings_list_show_export_delete(tmp_path):
     out.mkdir()
     assert rec("export", row["id"], out).returncode == 0
     assert (out / f"{row['id']}.wav").stat().st_size == row["size"]
+    assert [u["state"] for u in shown["uploads"]] == ["done"]  # the demo uploads over MQTT
+    assert Path(shown["path"]).is_absolute()  # a path that holds from any directory
     assert rec("delete", row["id"]).returncode == 0
     assert json.loads(rec("list", "--json").stdout) == []
     gone = json.loads(rec("show", row["id"]).stdout)

@@ -282,3 +282,19 @@ def test_a_reload_during_a_call_keeps_the_call_going_and_ending():
     r.feed(frames[round(1.5 * R) :])
     [done] = r.finished
     assert (done.end_reason, done.at) == (EndReason.CALL_END, 2 * R)
+
+
+def test_a_sequence_that_does_not_act_on_a_recording_leaves_silence_not_its_tones():
+    # Recording already: the start sequence starts no second recording, the resume sequence has
+    # nothing to resume; neither leaves its tones in the file, which keeps its length.
+    frames = line(5.0, [("*", 1.0), ("1", 1.3), ("*", 3.0), ("4", 3.3)])
+    r = run(frames, 0.02, rules(), Start(dual(), "api"))
+    [done] = r.finished
+    assert len(r.of(Started)) == 1 and keys_in(r.file()) == []
+    assert done.frames == len(r.file()) == 5 * R
+    [k1, k2, k3, k4] = r.keys
+    hushed = np.flatnonzero(r.file()[:, 1] == 0)  # the counter is 0 only where silence was put
+    assert hushed.size == (k2.end + GUARD - k1.start) + (k4.end + GUARD - k3.start) + 1  # + the counter's own 0
+    assert [e.reason for e in r.events if type(e).__name__ == "Rejected"] == [
+        "a recording is already active; the start sequence started none"
+    ]

@@ -121,8 +121,6 @@ def _options(args: argparse.Namespace, defaults: RecordingOptions | None) -> Rec
 def run(args: argparse.Namespace) -> int:
     rules, defaults = SessionRules(), None
     if args.config:
-        if not args.config.is_file():
-            return exits.fail(exits.NOINPUT, f"--config {args.config}: no such file")
         try:
             config = cfg.load(args.config)
         except cfg.ConfigError as exc:
@@ -138,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
             origin = origin.replace(tzinfo=UTC)
     except (OptionError, timeline.TimelineError) as exc:
         return exits.fail(exits.USAGE, str(exc))
+    except FileNotFoundError as exc:
+        return exits.fail(exits.NOINPUT, f"--timeline {exc.filename}: no such file")
     except ValueError as exc:
         return exits.fail(exits.USAGE, f"--start-time {args.start_time!r}: {exc}")
     try:
@@ -173,6 +173,11 @@ def _record(args, options, rules, entries, source, layout, origin) -> int:
     def start(name: str, at: int) -> Start:
         return Start(options if not name else RecordingOptions.from_mapping({"name": name}, options), "cli", at=at)
 
+    if rules.detect != "hook" and any(e.action == "hook" for e in entries):
+        log.warning("hook actions do nothing here: they need --config with a hook switch ([call] detect)")
+    late = [e for e in entries if e.seconds > source.duration]
+    if late:
+        log.warning("%d timeline action(s) after the end of the input (%.2f s) do nothing", len(late), source.duration)
     triggered = "start" in rules.sequences or (rules.auto_record != "none" and rules.detect != "none")
     if not triggered and not any(e.action in ("start", "button") for e in entries):
         entries.insert(0, timeline.Entry(0.0, "start", ()))
@@ -209,6 +214,8 @@ def emit(events, takes: Takes, cloud: CloudEvents) -> None:
         take = takes.handle(event)
         if take is not None:
             _print(cloud.finished(take))
+            if take.finished.discarded:
+                log.info("%s: %s", take.finished.recording.name, take.finished.discarded)
             if take.written:
                 log.info(
                     "%s: %s (%.2f s, %d bytes)",

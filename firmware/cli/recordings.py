@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import config as cfg
-from ..catalog import Catalog, CatalogError, rfc3339
+from ..catalog import Catalog, CatalogError
 from ..cloudevents import CloudEvents, Timebase
-from ..core import ControlError
+from ..control import Control, ControlError, Offline
 from ..delivery.routes import Routes
-from ..journal import delete_recording, public
+from ..journal import Journal, public
 from . import exits
 from .run import add_config_argument
 
@@ -85,7 +85,7 @@ def _with_catalog(fn):
 def run_list(args: argparse.Namespace, catalog: Catalog) -> int:
     rows = catalog.list(status=args.status, call_id=args.call_id, limit=args.limit)
     if args.json:
-        json.dump([public(r) for r in rows], sys.stdout, indent=2)
+        json.dump([public(r, uploads=catalog.uploads(r["id"])) for r in rows], sys.stdout, indent=2)
         sys.stdout.write("\n")
         return exits.OK
     if not rows:
@@ -116,7 +116,8 @@ def _get(catalog: Catalog, rid: str) -> dict:
 @_with_catalog
 def run_show(args: argparse.Namespace, catalog: Catalog) -> int:
     row = _get(catalog, args.id)
-    json.dump(public(row) | {"options": row["options"], "path": row["path"]}, sys.stdout, indent=2)
+    shown = public(row, uploads=catalog.uploads(row["id"])) | {"options": row["options"], "path": row["path"]}
+    json.dump(shown, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return exits.OK
 
@@ -137,25 +138,28 @@ def run_export(args: argparse.Namespace, catalog: Catalog) -> int:
 
 @_with_catalog
 def run_delete(args: argparse.Namespace, catalog: Catalog) -> int:
+    """Through the control API, as the box's front ends: the same rule, audit row and recording.deleted, which
+    the running box's delivery picks up from the outbox."""
     try:
         config = cfg.load(args.config)
     except cfg.ConfigError as exc:
         return exits.fail(exits.CONFIG, str(exc))
     device_id = config.device_id
-    cloud = CloudEvents(device_id, Timebase(datetime.now(UTC), 1))
+    reported: list[dict] = []
+    journal = Journal(
+        catalog,
+        None,
+        CloudEvents(device_id, Timebase(datetime.now(UTC), 1)),
+        routes=Routes(config, device_id).items,
+        device_id=device_id,
+        input_rate=1,
+        sinks=[reported.append],
+    )
     try:
-        row, event = delete_recording(
-            catalog,
-            args.id,
-            actor="cli",
-            force=args.force,
-            envelope=lambda kind, data: cloud.envelope(kind, 0, data) | {"time": rfc3339(datetime.now(UTC))},
-            public=lambda r: public(r, uploads=catalog.uploads(r["id"])),
-            routes=Routes(config, device_id).items,
-        )
+        row = Control(Offline(), journal).delete(args.id, force=args.force, actor="cli")
     except ControlError as exc:
         return exits.fail(exits.USAGE, str(exc))
-    cancelled = event["data"]["cancelled_uploads"]
+    cancelled = reported[-1]["data"]["cancelled_uploads"] if reported else []
     note = "; ".join(f"upload to {u['destination']} ({u['state']}) cancelled" for u in cancelled)
     print(f"{row['id']}: deleted (metadata kept 40 days){'; ' + note if note else ''}")
     return exits.OK

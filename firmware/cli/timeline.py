@@ -66,6 +66,8 @@ def parse_entry(text: str, origin: str = "--at") -> Entry:
 def read_file(path: Path) -> list[Entry]:
     try:
         lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        raise  # the command says: no input (66)
     except OSError as exc:
         raise TimelineError(f"timeline {path}: {exc.strerror}") from None
     entries = []
@@ -107,6 +109,7 @@ def to_control(entry: Entry, at: int, default_track: str, start=None):
         return controls.PauseButtonPress(at=at)
     if entry.action == "hook":
         if a not in (("off",), ("on",)):
-            raise TimelineError("hook needs off (handset lifted) or on (put down): hook:off, hook:on")
+            given = ":".join(a) or "nothing"
+            raise TimelineError(f"hook:{given}: expected hook:off (handset lifted) or hook:on (put down)")
         return controls.Hook(a[0] == "off", at=at)
     return controls.CallEnd(at=at)

@@ -441,6 +441,20 @@ class Recorder:
         act.silence_from = last if last is not None else at
         return [ev.Resumed(act.info, at, act.state)]
 
+    def _hush(self, act: _Active, lo: int, hi: int) -> None:
+        """Replace input ``[lo, hi)`` of a recording by silence (a key sequence that did not act on it),
+        as far as the hold still has it."""
+        if act.state is not State.RECORDING:
+            return  # paused: the span is silence already, or left out
+        lo = self._rewind(act, lo)
+        hi = max(lo, min(hi, self.position))
+        act.hold.add(lo, np.zeros((hi - lo, act.options.channel_count), np.int16))
+        act.frames += hi - lo
+        if self.position > hi:
+            out_at = act.frames
+            self._render(act, self._ring.last(self.position - hi), hi)
+            self._speech_between(act, hi, self.position, out_at)
+
     @staticmethod
     def _step(act: _Active, trigger: Trigger) -> State:
         return next_state(act.state, trigger, act.info.name)  # StateError (a ControlError) names both
@@ -508,9 +522,14 @@ class Recorder:
         """What a complete key sequence does, at the samples where its keys were."""
         acts = list(self._active.values())
         out: list[ev.Event] = []
+        keys = (match.first, match.end + self._key_guard)
         try:
             if match.action == "start":
-                return self._start(self.button_options, "dtmf", None, since=match.end + self._key_guard)
+                if acts:  # like the record button: a start sequence starts a recording when none runs
+                    for act in acts:
+                        self._hush(act, *keys)
+                    return [ev.Rejected(match, "a recording is already active; the start sequence started none")]
+                return self._start(self.button_options, "dtmf", None, since=keys[1])
             if match.action == "stop":
                 for act in acts:
                     at = max(match.first, act.info.first, act.hold.released, act.changed_at)
@@ -522,7 +541,9 @@ class Recorder:
             elif match.action == "resume":
                 for act in acts:
                     if act.state is State.PAUSED:
-                        out += self._resume_since(act, match.end + self._key_guard)
+                        out += self._resume_since(act, keys[1])
+                    else:  # recording already: its keys are not kept
+                        self._hush(act, *keys)
         except ControlError as exc:
             out.append(ev.Rejected(match, str(exc)))
         return out

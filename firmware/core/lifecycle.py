@@ -183,7 +183,7 @@ def delete_refusal(recording_id: str, status: str, pending: list[tuple[str, str]
         where = ", ".join(f"{dest} ({state})" for dest, state in pending)
         return (
             f"{recording_id} is not uploaded yet (to {where}): its media would be lost; "
-            "delete it with force to cancel the upload"
+            'delete it with force to cancel the upload (--force; force=true over HTTP, "force": true over MQTT)'
         )
     return None
 
