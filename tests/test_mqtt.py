@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import time
 import uuid
 
@@ -325,3 +326,74 @@ def test_a_start_command_may_carry_a_vendor_document(tmp_path, broker, central):
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+def test_no_message_on_the_command_topic_can_silence_the_box_or_aim_its_replies(tmp_path, broker, central):
+    # As an attacker who may publish on the broker: wildcard and foreign response topics, payloads nested
+    # 5000 deep, not JSON, over the size limit. The box answers each on its own cmd/reply, never on the
+    # topic asked for when that is a wildcard or another box's, and still takes the next real command.
+    box = _box(tmp_path, broker, 30.0, pace="realtime")
+    proc = box.start()
+    try:
+        central.wait_for(lambda t, p: t == f"{BASE}/status" and p == b"online")
+        central.client.subscribe("edge-recorder/other-box/#", qos=1)
+        central.client.subscribe("x/#", qos=1)
+        hostile = [
+            (b"[" * 5000, "x/#"),
+            (b"\xff\xfe not json", "x/#"),
+            (b"{" * 20 + b"}" * 20, "edge-recorder/other-box/cmd"),
+            (b"x" * 70000, "x/+"),
+            (json.dumps({"op": "list"}).encode(), "edge-recorder/other-box/cmd"),
+            (json.dumps({"op": "list"}).encode(), "$SYS/broker"),
+        ]
+        for payload, reply_to in hostile:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = reply_to
+            props.CorrelationData = b"attack"
+            central.client.publish(f"{BASE}/cmd", payload, qos=1, properties=props)
+        answers = []
+        deadline = time.monotonic() + 10
+        while len(answers) < len(hostile) and time.monotonic() < deadline:
+            answers = [json.loads(p) for t, p in central.log if t == f"{BASE}/cmd/reply"]
+            time.sleep(0.05)
+        assert len(answers) == len(hostile), answers
+        errors = [a.get("error", "") for a in answers]
+        assert any("nests JSON at most 16 deep" in e for e in errors)
+        assert any("not JSON" in e for e in errors) and any("over the 65536-byte limit" in e for e in errors)
+        assert [a["ok"] for a in answers].count(True) == 2  # the two lists, answered on the box's own topic
+        assert not [t for t, _ in central.log if t.startswith(("edge-recorder/other-box/", "x/"))]
+        assert central.command({"op": "list"})["ok"]  # the command path is alive
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err
+
+
+def test_with_a_command_token_a_sender_without_it_cannot_aim_the_replies(tmp_path, broker, central):
+    token = "k" * 8 + uuid.uuid4().hex + uuid.uuid4().hex
+    box = Box.make(
+        tmp_path,
+        np.resize(counter_signal(8.0), 30 * RATE),
+        RATE,
+        mqtt={"url": broker.url, "heartbeat": 1.0, "command_token": token},
+        sim={"pace": "realtime"},
+    )
+    proc = box.start()
+    try:
+        central.wait_for(lambda t, p: t == f"{BASE}/status" and p == b"online")
+        central.client.subscribe("somewhere/else", qos=1)
+        for payload in (b"not json", json.dumps({"op": "list", "token": "wrong"}).encode()):
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = "somewhere/else"
+            props.CorrelationData = b"x"
+            central.client.publish(f"{BASE}/cmd", payload, qos=1, properties=props)
+        deadline = time.monotonic() + 10
+        while len([t for t, _ in central.log if t == f"{BASE}/cmd/reply"]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answers = [json.loads(p) for t, p in central.log if t == f"{BASE}/cmd/reply"]
+        assert [a["ok"] for a in answers] == [False, False] and answers[1]["code"] == "unauthorised"
+        assert central.command({"op": "list", "token": token})["ok"]  # with the token, on its own topic
+        assert not [t for t, _ in central.log if t == "somewhere/else"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)

@@ -15,6 +15,16 @@ Topics under ``<prefix>/<device_id>/``:
 - ``cmd``: JSON commands; the reply goes to the MQTT 5 response topic with the
   correlation data, else to ``cmd/reply``.
 
+The command path cannot be killed by what arrives on it: every message is
+handled under a guard that logs and answers; a payload over the size limit, or
+nested deeper than ``MAX_JSON_DEPTH``, is refused before it is parsed. A
+response topic is used only when it is a plain topic name (no wildcards, not a
+``$`` topic) outside the box's own namespace (``<prefix>/...``) or under its
+own ``cmd/reply``. When commands need a token (``[mqtt] command_token``), only a
+command that carried the right one is answered on its response topic: one
+refused, or unreadable so its token is unknown, is answered on the box's own
+``cmd/reply``, so a sender without the token cannot aim the box's messages.
+
 The client id is the device id and the session persistent (``clean_start``
 false with a session expiry), so commands sent while the box was offline are
 delivered when it returns. One supervisor thread connects, runs paho's loop
@@ -50,6 +60,38 @@ RECONNECT_MAX = 60.0
 IN_FLIGHT = 100
 #: How long an acknowledgement may precede the recording of its message id (a race of microseconds).
 EARLY_ACK_SECONDS = 0.5
+#: The deepest nesting of JSON arrays and objects a command may have (real commands need 3).
+MAX_JSON_DEPTH = 16
+#: The answer's ``code`` when a command was refused before it was looked at (a missing or wrong token).
+REFUSED = "unauthorised"
+
+
+def json_depth(payload: bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep arrays and objects nest in ``payload`` (strings skipped), counting no further than ``limit + 1``.
+
+    >>> json_depth(b'{"op": "list", "x": [1, [2]]}'), json_depth(b'"[[[["'), json_depth(b"[" * 5000)
+    (3, 0, 17)
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in payload:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -95,6 +137,7 @@ class Link:
         max_command_bytes: int = 64 * 1024,
         extra_subscriptions: list[tuple[str, Callable[[mqtt.MQTTMessage], bool]]] | None = None,
         on_connected: Callable[[Link], None] | None = None,
+        token_required: bool = False,
     ) -> None:
         self.settings = settings
         self.device_id = device_id
@@ -106,6 +149,7 @@ class Link:
         self.max_command_bytes = max_command_bytes
         self.extra = extra_subscriptions if extra_subscriptions is not None else []
         self.on_connected = on_connected
+        self.token_required = token_required
         self.connected = threading.Event()
         self.last_error: str | None = None
         self.published = 0
@@ -242,12 +286,16 @@ class Link:
             self._wake.set()
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
-        if message.topic == self.topic("cmd"):
-            self._command(message)
-            return
-        for _, handler in self.extra:
-            if handler(message):
+        # paho's network thread: an exception here would end it, and with it every command and event
+        try:
+            if message.topic == self.topic("cmd"):
+                self._command(message)
                 return
+            for _, handler in self.extra:
+                if handler(message):
+                    return
+        except Exception:
+            log.exception("message on %s not handled", message.topic)
 
     # -- events --------------------------------------------------------------------------------
     def _pump(self) -> None:
@@ -310,25 +358,34 @@ class Link:
     # -- commands ----------------------------------------------------------------------------------
     def _command(self, message: mqtt.MQTTMessage) -> None:
         props = getattr(message, "properties", None)
-        reply_to = getattr(props, "ResponseTopic", None) or self.topic("cmd/reply")
+        asked = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)
-        if len(message.payload) > self.max_command_bytes:
-            self._reply(
-                reply_to,
-                correlation,
-                _error(f"command of {len(message.payload)} bytes is over the {self.max_command_bytes}-byte limit"),
+        own = self.topic("cmd/reply")
+        reply_to = asked if asked and self.reply_topic_allowed(asked) else own
+        if asked and reply_to != asked:
+            log.warning(
+                "command reply topic %r refused (a wildcard, a $ topic or another box's); replying on %s", asked, own
             )
+        unread = own if self.token_required else reply_to  # who sent it is unknown until it is read
+        size = len(message.payload)
+        if size > self.max_command_bytes:
+            self._reply(
+                unread, correlation, _error(f"command of {size} bytes is over the {self.max_command_bytes}-byte limit")
+            )
+            return
+        if json_depth(message.payload) > MAX_JSON_DEPTH:
+            self._reply(unread, correlation, _error(f"a command nests JSON at most {MAX_JSON_DEPTH} deep"))
             return
         try:
             request = json.loads(message.payload)
-        except (UnicodeDecodeError, ValueError) as exc:
-            self._reply(reply_to, correlation, _error(f"not JSON: {exc}"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            self._reply(unread, correlation, _error(f"not JSON: {exc}"))
             return
         if not isinstance(request, dict):
-            self._reply(reply_to, correlation, _error('a command is a JSON object with an "op"'))
+            self._reply(unread, correlation, _error('a command is a JSON object with an "op"'))
             return
         if self.commands is None:
-            self._reply(reply_to, correlation, _error("this box takes no commands"))
+            self._reply(unread, correlation, _error("this box takes no commands"))
             return
 
         def run() -> None:
@@ -336,19 +393,32 @@ class Link:
                 answer = self.commands(request)
             except Exception as exc:  # the handler names its own errors; anything else is ours
                 log.exception("command %r failed", request.get("op"))
-                answer = _error(f"internal error: {exc}")
-            if "request_id" in request:
+                answer = _error(f"internal error: {type(exc).__name__}")
+            if "request_id" in request and isinstance(request["request_id"], str | int):
                 answer["request_id"] = request["request_id"]
-            self._reply(reply_to, correlation, answer)
+            self._reply(own if answer.get("code") == REFUSED else reply_to, correlation, answer)
 
         self._commands.submit(run)
+
+    def reply_topic_allowed(self, topic: str) -> bool:
+        """Whether a command's MQTT 5 response topic may be published to (see the module's docstring)."""
+        if not topic or len(topic.encode()) > 65535 or any(c in topic for c in "+#\0") or topic.startswith("$"):
+            return False
+        prefix = self.base.rsplit("/", 1)[0]
+        own = self.topic("cmd/reply")
+        if topic == own or topic.startswith(own + "/"):
+            return True
+        return not (topic == prefix or topic.startswith(prefix + "/"))
 
     def _reply(self, topic: str, correlation: bytes | None, answer: dict[str, Any]) -> None:
         props = None
         if correlation is not None:
             props = Properties(PacketTypes.PUBLISH)
             props.CorrelationData = correlation
-        self.client.publish(topic, json.dumps(answer, default=str), qos=1, properties=props)
+        try:
+            self.client.publish(topic, json.dumps(answer, default=str), qos=1, properties=props)
+        except (ValueError, TypeError) as exc:  # a topic paho refuses; the answer is logged, not lost silently
+            log.warning("command reply to %r not sent: %s", topic, exc)
 
 
 def _error(message: str) -> dict[str, Any]:

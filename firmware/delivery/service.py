@@ -182,6 +182,7 @@ class Delivery:
             max_command_bytes=m["max_command_bytes"],
             extra_subscriptions=extra,
             on_connected=self._connected,
+            token_required=bool(m["command_token"]),
         )
         # Always, not only when the config's destinations say "mqtt": a recording started over MQTT or the
         # API may ask for destination "mqtt" in its own start options.

@@ -32,8 +32,10 @@ import hmac
 from typing import Any
 
 from ..control import Control, ControlError, OptionError, error_fields
+from ..core import Status
 
 OPS = ("start", "stop", "pause", "resume", "button", "list", "get", "delete")
+STATUSES = tuple(s.value for s in Status)
 _FIELDS = {
     "start": {"options", "ncco", "swml", "twiml", "sinch"},
     "stop": {"target"},
@@ -55,7 +57,7 @@ class Commands:
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.token and not hmac.compare_digest(str(request.get("token", "")).encode(), self.token.encode()):
-            return _error("unauthorised: the command's token is missing or wrong")
+            return _error("unauthorised: the command's token is missing or wrong", code="unauthorised")
         op = request.get("op")
         if op not in OPS:
             return _error(f"op {op!r} is not a command; expected one of {', '.join(OPS)}")
@@ -98,8 +100,13 @@ class Commands:
     def _list(self, r: dict) -> dict:
         limit = r.get("limit", 50)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
-            raise ValueError(f"list: limit {limit!r} must be a whole number from 1 to 1000")
-        rows = self.control.list(status=r.get("status"), call_id=r.get("call_id"), limit=limit)
+            raise ValueError(f"list: limit {_shown(limit)} must be a whole number from 1 to 1000")
+        status, call_id = r.get("status"), r.get("call_id")
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"list: status {_shown(status)} is not a status; expected one of {', '.join(STATUSES)}")
+        if call_id is not None and not isinstance(call_id, str):
+            raise ValueError(f"list: call_id {_shown(call_id)} must be a call id (CA + 32 hex digits)")
+        rows = self.control.list(status=status, call_id=call_id, limit=limit)
         return {"recordings": [self.public(row) for row in rows]}
 
     def _get(self, r: dict) -> dict:
@@ -110,6 +117,12 @@ class Commands:
         if not isinstance(force, bool):
             raise ValueError(f"delete: force {force!r} must be true or false")
         return {"recording": self.public(self.control.delete(_id(r), force=force, actor="mqtt"))}
+
+
+def _shown(value: Any) -> str:
+    """A value from a command, as an error message shows it: short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _id(r: dict) -> str:
