@@ -21,6 +21,7 @@ import hashlib
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -105,10 +106,11 @@ def _plain(number: float) -> str:
 
 def _number(low: float, high: float, integer: bool = False) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        if integer:
-            ok = ok and float(value).is_integer()
-        if not ok or not low <= value <= high:
+        # Range first, exactly (a 400-digit integer compares fine, but does not convert to a float).
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+        if ok and integer:
+            ok = isinstance(value, int) or float(value).is_integer()
+        if not ok:
             kind = "a whole number" if integer else "a number"
             raise ValueError(f"expected {kind} from {_plain(low)} to {_plain(high)}")
         return int(value) if integer else float(value)
@@ -193,6 +195,30 @@ def _topic_level(value: Any) -> str:
     return value.strip("/")
 
 
+#: The most a secret or key file may hold: a token list or a key is far smaller.
+SMALL_FILE_BYTES = 64 * 1024
+
+
+def read_small_file(path: str | Path, what: str = "the file") -> str:
+    """The UTF-8 text of a small regular file (a secret, a key); ValueError naming what is wrong.
+
+    Bounded: a device such as ``/dev/zero``, a FIFO or a huge file is refused, not read until memory ends.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: a FIFO would block the open
+            raise ValueError(f"{what} {path} is not a regular file")
+        with open(path, "rb") as fh:
+            data = fh.read(SMALL_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {what}: {exc.strerror}") from None
+    if len(data) > SMALL_FILE_BYTES:
+        raise ValueError(f"{what} {path} is over {SMALL_FILE_BYTES} bytes; it should hold a secret or a key")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not UTF-8 text") from None
+
+
 def _secret(value: Any) -> str:
     """A secret given inline, as ``file:/path`` or as ``env:NAME``.
 
@@ -202,10 +228,7 @@ def _secret(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError('expected a string, "file:/path" or "env:NAME"')
     if value.startswith("file:"):
-        try:
-            return Path(value[5:]).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read the secret file: {exc.strerror}") from None
+        return read_small_file(value[5:], "the secret file").strip()
     if value.startswith("env:"):
         if value[4:] not in os.environ:
             raise ValueError(f"the environment variable {value[4:]} is not set")
@@ -788,7 +811,8 @@ def reference() -> str:
         "running configuration stays.",
         "",
         'Secrets need not be written into the file: each of them may be given as `"file:/path"` (all of the '
-        "file's text, without the whitespace around it such as the final newline) or "
+        "file's text, without the whitespace around it such as the final newline; a regular file of at most "
+        "64 KiB of UTF-8) or "
         '`"env:NAME"` (an environment variable). They are ' + _join(secrets) + ".",
         "",
         "Sections: " + ", ".join(f"[`[{name}]`](#{name})" for name in SCHEMA) + ".",

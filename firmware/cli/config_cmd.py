@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .. import config as cfg
+from ..daemon.hardware import HardwareError, check_sim
 from . import exits
 
 
@@ -29,7 +30,8 @@ def _print(text: str) -> int:
 def run_check(args: argparse.Namespace) -> int:
     try:
         config = cfg.load(args.file)
-    except cfg.ConfigError as exc:
+        check_sim(config)
+    except (cfg.ConfigError, HardwareError) as exc:
         return exits.fail(exits.CONFIG, str(exc))
     print(
         f"{args.file}: ok (device id {config.device_id}, capture {config.audio['capture']}, spool {config.spool['directory']})"

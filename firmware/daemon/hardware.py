@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hal.audio import AlsaCapture, AlsaPlayback, Capture, FaultyCapture, Playback, WavCapture, WavPlayback, parse_faults
+from hal.audio.faults import FaultError
 from hal.gpio import Panel, Scenario, parse_scenario
+from hal.gpio.scenario import ScenarioError
 
 from .. import config as cfg
 
@@ -44,7 +46,22 @@ class Hardware:
                 log.debug("closing %r failed", part, exc_info=True)
 
 
+def check_sim(config: cfg.Config) -> None:
+    """The ``[sim]`` scenario and faults read as the simulated hardware will read them: HardwareError naming
+    the key and what is wrong (``config check`` and ``run`` say so before anything starts)."""
+    sim = config.sim
+    try:
+        parse_scenario(sim["scenario"])
+    except ScenarioError as exc:
+        raise HardwareError(f"[sim] scenario = {sim['scenario']!r}: {exc}") from None
+    try:
+        parse_faults(sim["faults"], config.audio["sample_rate"])
+    except FaultError as exc:
+        raise HardwareError(f"[sim] faults = {sim['faults']!r}: {exc}") from None
+
+
 def build(config: cfg.Config, *, audio_seconds: Callable[[], float]) -> Hardware:
+    check_sim(config)
     a, sim = config.audio, config.sim
     problems: list[str] = []
     capture, describe = open_capture_for(config)

@@ -153,10 +153,9 @@ def check_recipient(value: str | Path) -> str:
         if "/" in text or text.startswith((".", "~")):
             raise ValueError(f"{path}: file missing (expected an age recipient 'age1...' in it)")
         raise ValueError(f"{text!r} is neither an age recipient ('age1...') nor an existing file")
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot be read ({exc})") from exc
+    from ..config import read_small_file
+
+    lines = read_small_file(path, "the age recipient file").splitlines()
     keys = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     if any(k.startswith(_SECRET_PREFIX) for k in keys):
         raise ValueError(f"{path}: {_SECRET_ON_BOX}")

@@ -1,0 +1,71 @@
+"""A config file as an attacker or a slip of the keyboard writes it: every mistake is a ConfigError that
+names the key (exit 78), never a traceback, a hang or a read that fills the memory."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware import config as cfg
+from firmware.cli.main import main
+from firmware.media.encrypted import check_recipient
+
+VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats()
+    | st.text(max_size=30)
+    | st.sampled_from(["file:/dev/zero", "file:/nonexistent", "env:NOPE_NOT_SET", "age1xyz", "3=buton", ""]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def documents(draw) -> dict:
+    doc = {}
+    for section in draw(st.lists(st.sampled_from([*cfg.SCHEMA, "bogus"]), max_size=4, unique=True)):
+        keys = [*cfg.SCHEMA.get(section, {}), "bogus"]
+        doc[section] = draw(st.dictionaries(st.sampled_from(keys), VALUES, max_size=4))
+    return doc
+
+
+@settings(max_examples=500, deadline=None)
+@given(doc=documents())
+def test_any_document_is_a_config_or_a_config_error(doc):
+    try:
+        cfg.parse(doc, "fuzz.toml")
+    except cfg.ConfigError as exc:
+        assert str(exc).startswith("fuzz.toml: [")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[audio]\nperiod_ms = " + "9" * 400 + "\n", "[audio] period_ms = 9999"),
+        ('[mqtt]\nurl = "mqtt://127.0.0.1"\npassword = "file:/dev/zero"\n', "/dev/zero is not a regular file"),
+        ('[sim]\nscenario = "3=buton"\n', "[sim] scenario = '3=buton': scenario item '3=buton': unknown action"),
+        ('[sim]\nfaults = "1=unplug"\n', "[sim] faults = '1=unplug'"),
+    ],
+)
+def test_config_check_names_the_key_of_a_hostile_value(tmp_path, capsys, text, message):
+    path = tmp_path / "box.toml"
+    path.write_text(text)
+    assert main(["config", "check", str(path)]) == 78
+    assert message in capsys.readouterr().err
+
+
+def test_secret_and_key_files_are_read_bounded(tmp_path):
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (cfg.SMALL_FILE_BYTES + 1))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    for path, what in ((big, "over 65536 bytes"), (fifo, "not a regular file"), ("/dev/zero", "not a regular file")):
+        with pytest.raises(ValueError, match=what):
+            cfg.read_small_file(path)
+        with pytest.raises(ValueError, match=what):
+            check_recipient(str(path))
