@@ -140,6 +140,8 @@ def test_bad_requests_get_json_errors_with_fitting_codes(api):
         (api.get("/v1/recordings?page_token=garbage"), 422, "page_token"),
         (api.session.put(api.url + "/v1/recordings", timeout=5), 405, "PUT is not allowed"),
     ]
+    put = cases[-1][0]
+    assert set(put.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}  # what is allowed, on a 405
     for response, status, text in cases:
         assert response.status_code == status, (response.status_code, response.text)
         body = response.json()

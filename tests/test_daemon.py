@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +56,18 @@ def test_hook_switch_records_the_call_with_pre_roll(tmp_path):
     assert abs(kept[0] - 1.5 * RATE) <= 0.15 * RATE  # 0.5 s of pre-roll before going off hook at 2 s
     assert abs(kept[-1] - 4.5 * RATE) <= 0.15 * RATE  # on hook at 4 s plus 0.5 s of stop hold
     np.testing.assert_array_equal(np.diff(kept), 1)
+
+
+def test_what_the_box_writes_is_not_readable_by_others_however_it_was_started(tmp_path):
+    box = Box.make(tmp_path, counter_signal(2.0), RATE, sim={"scenario": "0.5=button, 1.5=button"})
+    old = os.umask(0o022)  # a shell's mask, which the daemon inherits
+    try:
+        assert box.run().code == 0
+    finally:
+        os.umask(old)
+    [row] = box.rows()
+    for path in (Path(row["path"]), Path(row["path"]).with_suffix(".json"), tmp_path / "catalog.sqlite3"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, (path, oct(path.stat().st_mode))
 
 
 def test_a_short_auto_recording_is_discarded(tmp_path):

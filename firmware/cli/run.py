@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from .. import config as cfg
@@ -63,7 +64,13 @@ def log_event(event: dict) -> None:
     log.info("event %s %s", event["type"], data.get("id") or data.get("code") or data.get("key") or "")
 
 
+#: The daemon's own file mode mask: recordings, the catalog and the cache are the box's and its group's
+#: only, however it was started (systemd sets the same; a shell's 022 would make them world-readable).
+UMASK = 0o027
+
+
 def run(args: argparse.Namespace) -> int:
+    os.umask(UMASK)
     try:
         config = load(args)
     except cfg.ConfigError as exc:

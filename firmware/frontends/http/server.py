@@ -139,7 +139,10 @@ class ApiServer:
         except web.HTTPException as exc:
             if exc.status >= 400:
                 reason = {404: "no such resource", 405: f"{request.method} is not allowed on {request.path}"}
-                return _error(exc.status, exc.reason.lower().replace(" ", "_"), reason.get(exc.status, exc.reason))
+                kept = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}  # 405: the methods that are
+                return _error(
+                    exc.status, exc.reason.lower().replace(" ", "_"), reason.get(exc.status, exc.reason), kept or None
+                )
             raise
         except TimeoutError:
             return _error(503, "busy", "the box did not answer within 5 s; try again", {"Retry-After": "1"})
