@@ -58,19 +58,35 @@ class TokenError(ValueError):
 
 
 def token_bits(token: str) -> float:
-    """Rough entropy of a token from its length and alphabet (hex, base64 or anything).
+    """Rough entropy of a token from its length and alphabet (hex, base64 or anything); 0 for one that is
+    not random: a shorter string repeated, or far fewer distinct characters than a random one would have.
 
-    >>> round(token_bits("0123456789abcdef0123456789abcdef"))
-    128
+    >>> round(token_bits("3f9c0a7e51d2b8641ce97a035fb2d864")), token_bits("a" * 32), token_bits("0123456789abcdef" * 2)
+    (128, 0.0, 0.0)
     """
     alphabet = set(token)
     if alphabet <= set("0123456789abcdef") or alphabet <= set("0123456789ABCDEF"):
-        per = 4.0
+        size = 16
     elif alphabet <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/="):
-        per = 6.0
+        size = 64
     else:
-        per = math.log2(max(2, len(alphabet)))
-    return len(token.rstrip("=")) * per
+        size = max(2, len(alphabet))
+    if patterned(token.rstrip("="), size):
+        return 0.0
+    return len(token.rstrip("=")) * math.log2(size)
+
+
+def patterned(text: str, alphabet: int = 64) -> bool:
+    """A string no random draw would give: a shorter string repeated, or under half the distinct characters a
+    random string of its length from ``alphabet`` characters has on average.
+
+    >>> patterned("abcabcabcabc"), patterned("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab"), patterned("kJ3n0Qz8Vt7pLw2sXy9bRf4mHc6dNa1e")
+    (True, True, False)
+    """
+    if len(text) > 1 and text in (text + text)[1:-1]:
+        return True
+    expected = alphabet * (1 - (1 - 1 / alphabet) ** len(text))
+    return len(set(text)) < expected / 2
 
 
 def parse_tokens(text: str) -> list[str]:
@@ -449,8 +465,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tokens": Key(
             "", _tokens, "bearer tokens for the API; while it listens it needs one, or a Basic username and password"
         ),
-        "username": Key("", _text, "HTTP Basic user (optional, beside the tokens)"),
-        "password": Key("", _secret, "HTTP Basic password"),
+        "username": Key(
+            "",
+            _text,
+            "HTTP Basic user (optional, beside the tokens); on a listen address other than 127.0.0.1 "
+            "only with tls_cert: Basic sends the password in clear",
+        ),
+        "password": Key("", _secret, "HTTP Basic password: at least 12 characters, not a repeated pattern"),
         "tls_cert": Key("", _text, "certificate (PEM) for HTTPS; empty: plain HTTP"),
         "tls_key": Key("", _text, "its private key (PEM)"),
         "media_link_seconds": Key(900, _number(10, 7 * 86400, integer=True), "how long signed media links stay valid"),
@@ -623,6 +644,8 @@ def _cross_checks(s: dict[str, Any], source: str) -> None:
             )
         if bool(http["tls_cert"]) != bool(http["tls_key"]) and not http["tls_cert"]:
             raise ConfigError("http", "tls_key", http["tls_key"], "needs tls_cert too", source)
+        if http["username"]:
+            _check_basic(http, source)
     sequences = {k: s["dtmf"][k] for k in ("start", "stop", "pause", "resume") if s["dtmf"][k]}
     for a, seq_a in sequences.items():
         for b, seq_b in sequences.items():
@@ -657,6 +680,34 @@ def load(path: Path | str | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("file", None, None, f"not valid TOML: {exc}", str(path)) from None
     return parse(raw, str(path))
+
+
+#: The shortest HTTP Basic password the API takes (tokens are the better way in).
+MIN_BASIC_PASSWORD = 12
+
+
+def _check_basic(http: Mapping[str, Any], source: str) -> None:
+    """HTTP Basic only with a password worth the name, and never in clear beyond this machine."""
+    password = http["password"]
+    if len(password) < MIN_BASIC_PASSWORD or patterned(password, max(2, len(set(password)))):
+        raise ConfigError(
+            "http",
+            "password",
+            "(hidden)",
+            f"a Basic password of at least {MIN_BASIC_PASSWORD} characters that is not a repeated pattern "
+            '(or bearer tokens: python3 -c "import secrets; print(secrets.token_urlsafe(32))")',
+            source,
+        )
+    host = http["listen"].rpartition(":")[0].strip("[]")
+    if not http["tls_cert"] and host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("127."):
+        raise ConfigError(
+            "http",
+            "username",
+            http["username"],
+            "HTTP Basic over plain HTTP sends the password in clear on the network: set tls_cert and tls_key, "
+            "or listen on 127.0.0.1",
+            source,
+        )
 
 
 def derived_device_id() -> str:

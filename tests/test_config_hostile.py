@@ -69,3 +69,31 @@ def test_secret_and_key_files_are_read_bounded(tmp_path):
             cfg.read_small_file(path)
         with pytest.raises(ValueError, match=what):
             check_recipient(str(path))
+
+
+@pytest.mark.parametrize(
+    ("http", "message"),
+    [
+        ({"tokens": "a" * 32}, "[http] tokens = '(hidden)': a token of 32 characters has fewer than 128 random bits"),
+        ({"tokens": "0123456789abcdef" * 2}, "fewer than 128 random bits"),
+        ({"listen": "127.0.0.1:8080", "username": "desk", "password": "x"}, "[http] password = '(hidden)': a Basic"),
+        ({"listen": "127.0.0.1:8080", "username": "desk", "password": "abcabcabcabcabc"}, "not a repeated pattern"),
+        (
+            {"listen": "0.0.0.0:8080", "username": "desk", "password": "v8Kq2mZt9Lw4"},
+            "[http] username = 'desk': HTTP Basic over plain HTTP sends the password in clear",
+        ),
+    ],
+)
+def test_weak_api_secrets_are_refused(http, message):
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.parse({"http": {"listen": "0.0.0.0:8080", **http}}, "box.toml")
+    assert message in str(err.value)
+
+
+def test_random_tokens_and_a_good_basic_password_on_loopback_are_taken():
+    import secrets
+
+    for _ in range(200):
+        cfg.parse({"http": {"listen": "0.0.0.0:8080", "tokens": secrets.token_urlsafe(32)}})
+        cfg.parse({"http": {"listen": "0.0.0.0:8080", "tokens": secrets.token_hex(16)}})
+    cfg.parse({"http": {"listen": "127.0.0.1:8080", "username": "desk", "password": "v8Kq2mZt9Lw4"}})
