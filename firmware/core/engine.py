@@ -397,17 +397,6 @@ class Recorder:
                     last = end if last is None else max(last, end)
         return last
 
-    def _pause(self, act: _Active, behavior: PauseBehavior) -> list[ev.Event]:
-        act.state = self._step(act, Trigger.PAUSE)
-        act.behavior = behavior
-        act.changed_at = self.position
-        return [ev.Paused(act.info, self.position, behavior, act.state)]
-
-    def _resume(self, act: _Active) -> list[ev.Event]:
-        act.state = self._step(act, Trigger.RESUME)
-        act.silence_from = act.changed_at = self.position
-        return [ev.Resumed(act.info, self.position, act.state)]
-
     def _rewind(self, act: _Active, at: int) -> int:
         """Drop the held output that stands for input from ``at`` on; return where it was cut.
 
@@ -422,16 +411,19 @@ class Recorder:
             act.first_speech = act.last_speech = None
         return at
 
-    def _pause_since(self, act: _Active, at: int, behavior: PauseBehavior) -> list[ev.Event]:
-        """Pause as if the control had come at input sample ``at`` (within the hold)."""
+    def _pause(self, act: _Active, behavior: PauseBehavior, at: int | None = None) -> list[ev.Event]:
+        """Pause now, or as if the control had come at the earlier input sample ``at`` (within the hold)."""
+        at = self.position if at is None else at
         state = self._step(act, Trigger.PAUSE)
         at = self._rewind(act, at)
         act.state, act.behavior, act.changed_at = state, behavior, at
         self._render(act, np.zeros((self.position - at, self.layout.channels), np.int16), at)
         return [ev.Paused(act.info, at, behavior, act.state)]
 
-    def _resume_since(self, act: _Active, at: int) -> list[ev.Event]:
-        """Resume as if the control had come at input sample ``at`` (within the hold and the ring)."""
+    def _resume(self, act: _Active, at: int | None = None) -> list[ev.Event]:
+        """Resume now, or as if the control had come at the earlier input sample ``at`` (within the hold and
+        the ring)."""
+        at = self.position if at is None else at
         state = self._step(act, Trigger.RESUME)
         at = max(self._rewind(act, at), self.position - self._ring.capacity)
         act.state, act.changed_at = state, at
@@ -537,11 +529,11 @@ class Recorder:
             elif match.action == "pause":
                 for act in acts:
                     if act.state is State.RECORDING:
-                        out += self._pause_since(act, match.first, PauseBehavior.SILENCE)
+                        out += self._pause(act, PauseBehavior.SILENCE, at=match.first)
             elif match.action == "resume":
                 for act in acts:
                     if act.state is State.PAUSED:
-                        out += self._resume_since(act, keys[1])
+                        out += self._resume(act, at=keys[1])
                     else:  # recording already: its keys are not kept
                         self._hush(act, *keys)
         except ControlError as exc:
