@@ -30,6 +30,7 @@ from typing import Any
 
 from .core import OptionError, RecordingOptions, SessionRules, Track
 from .core.options import CALLBACK_EVENTS, OPTION_HELP, accepted, destination
+from .destinations import DEFAULT, MQTT, NAME, Destinations, redact
 
 DEFAULT_PATH = Path("/etc/edge-recorder/config.toml")
 ENV_VAR = "EDGE_RECORDER_CONFIG"
@@ -267,11 +268,24 @@ def _tokens(value: Any) -> str:
     return text
 
 
+_UPLOAD_URL = 'an https:// URL (http:// on loopback), "s3://bucket/prefix/", "mqtt" (needs [mqtt] url), or "" for none'
+
+
 def _upload_destination(value: Any) -> str:
+    """``[upload] destination``: the default destination's URL (its credentials are ``[upload]``'s)."""
+    if isinstance(value, str) and value not in ("", "mqtt") and "://" not in value:
+        raise ValueError(f"expected {_UPLOAD_URL}")
     try:
         return destination("destination", value)
     except OptionError as exc:
-        raise ValueError(f"expected {exc.allowed}") from None
+        raise ValueError(f"expected {exc.allowed if '@' in str(exc.value) else _UPLOAD_URL}") from None
+
+
+def _destination_url(value: Any) -> str:
+    """A named destination's ``url``: like ``[upload] destination``, but one there must be."""
+    if value in ("", "mqtt"):
+        raise ValueError('expected an https:// URL (http:// on loopback) or "s3://bucket/prefix/"')
+    return _upload_destination(value)
 
 
 def _callback_events(value: Any) -> str:
@@ -415,6 +429,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "seconds the broker keeps the session (and commands) while the box is offline",
         ),
         "heartbeat": Key(60.0, _number(1, 3600), "seconds between state publications when nothing changes"),
+        "command_auth": Key(
+            "token",
+            _choice("token", "broker"),
+            'who may send commands: "token": each command carries command_token (with none set, only list and '
+            'get are answered); "broker": the broker\'s ACL decides who may publish on <prefix>/<device_id>/cmd',
+        ),
         "command_token": Key(
             "", _secret, 'commands must carry this "token" when set ("file:/path" or "env:NAME" allowed)'
         ),
@@ -496,6 +516,20 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+#: The keys of each ``[destinations.NAME]`` table: a destination of its own, with its own credentials, that
+#: start options may name (``firmware.destinations``).
+DESTINATION_SCHEMA: dict[str, Key] = {
+    "url": Key("", _destination_url, "where files sent to this destination go"),
+    "method": Key("PUT", _choice("PUT", "POST"), "HTTP method for an https:// url"),
+    "token": Key("", _secret, "bearer token for an https:// url"),
+    "username": Key("", _text, "HTTP Basic user for an https:// url"),
+    "password": Key("", _secret, "HTTP Basic password"),
+    "s3_endpoint": Key("", _text, "S3 endpoint of an s3:// url; empty: AWS"),
+    "s3_region": Key("", _text, "S3 region"),
+    "s3_access_key": Key("", _secret, "S3 access key (empty: AWS_ACCESS_KEY_ID)"),
+    "s3_secret_key": Key("", _secret, "S3 secret key (empty: AWS_SECRET_ACCESS_KEY)"),
+}
+
 
 @dataclass(frozen=True)
 class Config:
@@ -517,12 +551,19 @@ class Config:
     http: dict[str, Any]
     encryption: dict[str, Any]
     log: dict[str, Any]
+    #: ``[destinations.NAME]`` tables by name (``DESTINATION_SCHEMA``).
+    destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = field(default="defaults", compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def device_id(self) -> str:
         return self.device["id"] or derived_device_id()
+
+    def upload_destinations(self) -> Destinations:
+        """Every destination this config names, with its credentials: ``[upload]``, ``[destinations.NAME]``
+        and ``mqtt`` when a broker is set (``firmware.destinations``)."""
+        return Destinations.from_config(self.upload, self.destinations, mqtt=bool(self.mqtt["url"]))
 
     def session_rules(self, hook_switch: bool | None = None) -> SessionRules:
         """The ``[dtmf]`` and ``[call]`` rules for the recording session (``firmware.core.session``).
@@ -557,10 +598,14 @@ class Config:
 
 def parse(raw: Mapping[str, Any], source: str = "config") -> Config:
     """Check ``raw`` (a parsed TOML document) against the schema."""
-    unknown = sorted(set(raw) - set(SCHEMA))
+    unknown = sorted(set(raw) - set(SCHEMA) - {"destinations"})
     if unknown:
         raise ConfigError(
-            unknown[0], None, None, "unknown section; the sections are " + ", ".join(f"[{s}]" for s in SCHEMA), source
+            unknown[0],
+            None,
+            None,
+            "unknown section; the sections are " + ", ".join(f"[{s}]" for s in SCHEMA) + " and [destinations.NAME]",
+            source,
         )
     sections: dict[str, Any] = {}
     for name, keys in SCHEMA.items():
@@ -570,20 +615,48 @@ def parse(raw: Mapping[str, Any], source: str = "config") -> Config:
         if name == "recording":
             sections[name] = _recording(given, source)
             continue
-        extra = sorted(set(given) - set(keys))
-        if extra:
-            raise ConfigError(name, extra[0], given[extra[0]], "unknown key; the keys are " + ", ".join(keys), source)
-        values = {}
-        for key, spec in keys.items():
-            value = given.get(key, spec.default)
-            try:
-                values[key] = spec.parse(value)
-            except ValueError as exc:
-                shown = value if not spec.secret or str(value).startswith(("file:", "env:")) else "(hidden)"
-                raise ConfigError(name, key, shown, str(exc), source) from None
-        sections[name] = values
+        sections[name] = _keys_of(name, given, keys, source)
+    sections["destinations"] = _destinations(raw.get("destinations", {}), source)
     _cross_checks(sections, source)
     return Config(**sections, source=source, raw=raw)
+
+
+def _keys_of(section: str, given: Mapping[str, Any], keys: Mapping[str, Key], source: str) -> dict[str, Any]:
+    """The values of one table checked against its keys, with the defaults of those not given."""
+    extra = sorted(set(given) - set(keys))
+    if extra:
+        raise ConfigError(section, extra[0], given[extra[0]], "unknown key; the keys are " + ", ".join(keys), source)
+    values = {}
+    for key, spec in keys.items():
+        value = given.get(key, spec.default)
+        try:
+            values[key] = spec.parse(value)
+        except ValueError as exc:
+            shown = redact(value) if not spec.secret or str(value).startswith(("file:", "env:")) else "(hidden)"
+            raise ConfigError(section, key, shown, str(exc), source) from None
+    return values
+
+
+def _destinations(given: Any, source: str) -> dict[str, dict[str, Any]]:
+    """The ``[destinations.NAME]`` tables: each a name of its own and a url with its credentials."""
+    if not isinstance(given, Mapping):
+        raise ConfigError("destinations", None, given, "must hold tables: [destinations.NAME] with a url", source)
+    out = {}
+    for name, table in given.items():
+        section = f"destinations.{name}"
+        if not NAME.match(name) or name in (DEFAULT, MQTT):
+            raise ConfigError(
+                section,
+                None,
+                None,
+                f"a destination's name is lower-case letters, digits, - and _ (at most 32, starting with a letter), "
+                f"and not {DEFAULT!r} or {MQTT!r}",
+                source,
+            )
+        if not isinstance(table, Mapping):
+            raise ConfigError(section, None, table, "must be a table of keys, with a url", source)
+        out[name] = _keys_of(section, table, DESTINATION_SCHEMA, source)
+    return out
 
 
 def _recording(given: Mapping[str, Any], source: str) -> RecordingOptions:
@@ -633,9 +706,31 @@ def _cross_checks(s: dict[str, Any], source: str) -> None:
             'needs call detection; set [call] detect to "auto", "hook" or "audio"',
             source,
         )
-    for section, where in (("upload", s["upload"]["destination"]), ("recording", s["recording"].destination)):
-        if where == "mqtt" and not s["mqtt"]["url"]:
-            raise ConfigError(section, "destination", "mqtt", "needs [mqtt] url: files go over the broker", source)
+    if s["upload"]["destination"] == "mqtt" and not s["mqtt"]["url"]:
+        raise ConfigError("upload", "destination", "mqtt", "needs [mqtt] url: files go over the broker", source)
+    destinations = Destinations.from_config(s["upload"], s["destinations"], mqtt=bool(s["mqtt"]["url"]))
+    try:
+        destinations.resolve(s["recording"].destination)
+    except OptionError as exc:
+        raise ConfigError("recording", "destination", exc.value, f"expected {exc.allowed}", source) from None
+    m = s["mqtt"]
+    if m["command_auth"] == "broker" and m["command_token"]:
+        raise ConfigError(
+            "mqtt",
+            "command_auth",
+            "broker",
+            'command_token is set too: with "broker" no token is asked for; remove command_token, or use "token"',
+            source,
+        )
+    if m["ha_discovery"] and m["command_auth"] == "token":
+        raise ConfigError(
+            "mqtt",
+            "ha_discovery",
+            True,
+            'Home Assistant\'s record button sends commands without a token: it needs command_auth = "broker", '
+            "with a broker ACL that lets only this box and Home Assistant use the box's topics",
+            source,
+        )
     http = s["http"]
     if http["listen"]:
         if not parse_tokens(http["tokens"]) and not (http["username"] and http["password"]):
@@ -653,6 +748,27 @@ def _cross_checks(s: dict[str, Any], source: str) -> None:
                 raise ConfigError(
                     "dtmf", b, seq_b, f"clashes with {a} = {seq_a!r}: no sequence may begin with another", source
                 )
+
+
+def command_mode(mqtt: Mapping[str, Any]) -> str:
+    """Who may send a box MQTT commands, in words for provisioning and doctor, from its ``[mqtt]`` keys.
+
+    >>> command_mode({"url": "mqtt://broker", "command_auth": "token", "command_token": ""})[:31]
+    'list and get only: start, stop,'
+    """
+    if not mqtt.get("url"):
+        return "no [mqtt] url: the box takes no MQTT commands"
+    if mqtt.get("command_auth", "token") == "broker":
+        return (
+            'command_auth = "broker": whoever the broker lets publish on the box\'s cmd topic may record and '
+            "delete; the broker's ACL is the boundary"
+        )
+    if mqtt.get("command_token"):
+        return "every command must carry [mqtt] command_token"
+    return (
+        "list and get only: start, stop, pause, resume, button and delete need [mqtt] command_token "
+        '(or command_auth = "broker" where the broker\'s ACL is the boundary)'
+    )
 
 
 def defaults() -> Config:
@@ -741,6 +857,10 @@ def describe() -> str:
             for entry in _entries(name):
                 lines += [f"# {entry.help}", f"{entry.key} = {_toml(entry.default)}"]
         lines.append("")
+    lines.append("# [destinations.NAME]: more upload destinations, each with its own credentials, e.g.:")
+    lines.append("# [destinations.archive]")
+    lines += [f"# {entry.key} = {_toml(entry.default)}  # {entry.help}" for entry in _entries("destinations")]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -767,9 +887,10 @@ def _entries(section: str) -> list[_Entry]:
             _Entry(key, default, OPTION_HELP.get(key, ""), accepted(key), _kind(default))
             for key, default in RecordingOptions().to_dict().items()
         ]
+    keys = DESTINATION_SCHEMA if section == "destinations" else SCHEMA[section]
     return [
         _Entry(key, spec.default, spec.help, _accepts(spec.parse), _key_kind(spec), spec.secret)
-        for key, spec in SCHEMA[section].items()
+        for key, spec in keys.items()
     ]
 
 
@@ -836,6 +957,7 @@ def reference() -> str:
     ``edge-recorder config check`` enforces.
     """
     secrets = [f"`[{name}] {e.key}`" for name in SCHEMA for e in _entries(name) if e.secret]
+    secrets += [f"`[destinations.NAME] {e.key}`" for e in _entries("destinations") if e.secret]
     out = [
         "# Configuration reference",
         "",
@@ -866,10 +988,24 @@ def reference() -> str:
         "64 KiB of UTF-8) or "
         '`"env:NAME"` (an environment variable). They are ' + _join(secrets) + ".",
         "",
-        "Sections: " + ", ".join(f"[`[{name}]`](#{name})" for name in SCHEMA) + ".",
+        "Sections: "
+        + ", ".join(f"[`[{name}]`](#{name})" for name in SCHEMA)
+        + " and [`[destinations.NAME]`](#destinationsname).",
     ]
-    for name in SCHEMA:
-        out += ["", f"## `[{name}]`", ""]
+    for name in [*SCHEMA, "destinations"]:
+        out += ["", f"## `[{name}.NAME]`" if name == "destinations" else f"## `[{name}]`", ""]
+        if name == "destinations":
+            out += [
+                "Upload destinations besides `[upload] destination`, each a table with its own URL and "
+                "credentials, as many as needed (`[destinations.archive]`, `[destinations.central]`). A "
+                "recording's `destination` start option, and `[recording] destination`, may name one (or "
+                '`"default"`, `[upload]`\'s), or give a URL under one (the same scheme, host and port, a path '
+                "inside its folder): that URL gets the covering destination's credentials. Any other URL is "
+                "refused before the recording starts, so a command can never send the box's credentials "
+                "elsewhere. No destination URL may hold a user or password: they go in `token`, or "
+                "`username` and `password`.",
+                "",
+            ]
         if name == "recording":
             out += [
                 "Defaults of the start options of every recording. Recordings started by the record button, "

@@ -40,6 +40,7 @@ from .core import (
 )
 from .core.controls import Control as CoreControl
 from .core.events import Finished, Paused, Resumed
+from .destinations import Destinations
 from .journal import Journal
 from .media.convert import media_for
 
@@ -125,7 +126,8 @@ class Control:
 
     ``start`` returns the new recording's fields; ``stop``, ``pause`` and
     ``resume`` the fields of the recording they acted on. ``defaults`` gives the
-    ``[recording]`` options of the config in force (a reload changes them).
+    ``[recording]`` options of the config in force (a reload changes them), and
+    ``destinations`` its upload destinations: a start naming any other is refused.
     """
 
     def __init__(
@@ -133,16 +135,19 @@ class Control:
         recordings: Recordings,
         journal: Journal,
         defaults: Callable[[], RecordingOptions] = RecordingOptions,
+        destinations: Callable[[], Destinations] = Destinations.none,
     ) -> None:
         self.recordings = recordings
         self.journal = journal
         self.defaults = defaults
+        self.destinations = destinations
 
     # -- changes (run on the loop) ---------------------------------------------------------
     def start(self, options: Mapping[str, Any] | None = None, source: str = "api") -> dict[str, Any]:
         if source not in SOURCES:
             raise ControlError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
         opts = RecordingOptions.from_mapping(dict(options or {}), self.defaults())
+        self.destinations().resolve(opts.destination)  # credentials go only to configured destinations
         if opts.status_callback:  # refuse a bad callback now, not when the recording reports
             from .delivery.webhooks import Callback
 

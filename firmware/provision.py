@@ -129,6 +129,7 @@ class Result:
     installed: tuple[Path, ...] = ()  # files written (in the target root)
     problem: Problem | None = None
     left_on_boot: tuple[Path, ...] = ()  # applied, but these could not be removed from the boot partition
+    commands: str = ""  # applied: who may send the box MQTT commands (``command_mode``)
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,14 @@ def provision(boot_dirs: Iterable[Path] = BOOT_DIRS, root: Path = Path("/")) -> 
         _write_marker(root, "provision_left_secrets", problem, request, owner)
     else:
         _target(root, MARKER).unlink(missing_ok=True)
-    return Result(Outcome.APPLIED, request, installed, problem, left)
+    return Result(Outcome.APPLIED, request, installed, problem, left, command_mode(checked))
+
+
+def command_mode(request: Request) -> str:
+    """Who may send the box MQTT commands under the requested config (``config.command_mode``), so the
+    installer learns which mode the box is in from the answer on the card."""
+    mqtt = tomllib.loads(request.config.decode("utf-8")).get("mqtt", {})
+    return cfg.command_mode(mqtt if isinstance(mqtt, dict) else {})
 
 
 def read_error(root: Path = Path("/")) -> dict[str, Any] | None:

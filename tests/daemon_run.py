@@ -34,7 +34,12 @@ def write_toml(path: Path, sections: dict) -> Path:
     for name, keys in sections.items():
         lines.append(f"[{name}]")
         for key, value in keys.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+            if not isinstance(value, dict):
+                lines.append(f"{key} = {json.dumps(value)}")
+        for key, value in keys.items():  # tables within the section: [destinations.NAME]
+            if isinstance(value, dict):
+                lines.append(f"[{name}.{key}]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 

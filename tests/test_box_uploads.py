@@ -151,7 +151,7 @@ def test_mqtt_upload_through_edge_recorder_receive(tmp_path, broker, asked_by):
             box = _box(tmp_path / "box", {"destination": "mqtt"}, mqtt={"url": broker.url})
             result = box.run()
         else:
-            box = _box(tmp_path / "box", {}, mqtt={"url": broker.url}, sim={"scenario": ""})
+            box = _box(tmp_path / "box", {}, mqtt={"url": broker.url, "command_auth": "broker"}, sim={"scenario": ""})
             central = Central(broker)
             try:
                 proc = box.start()

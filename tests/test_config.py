@@ -53,14 +53,36 @@ def test_a_file_overrides_defaults_and_recording_options(tmp_path):
         ("[spool]\nfsync_interval = true\n", "[spool] fsync_interval = True: expected a number"),
         (
             "[upload]\ndestination = 'ftp://files.example.com/'\n",
-            "[upload] destination = 'ftp://files.example.com/': expected an https:// (or http://) URL",
+            "[upload] destination = 'ftp://files.example.com/': expected an https:// URL (http:// on loopback)",
         ),
         ("[upload]\ndestination = 'mqtt'\n", "[upload] destination = 'mqtt': needs [mqtt] url"),
         (
             "[recording]\ndestination = 'ftp://files.example.com/'\n",
-            "[recording] destination = 'ftp://files.example.com/': expected an https:// (or http://) URL",
+            "[recording] destination = 'ftp://files.example.com/': expected the name of a configured destination",
         ),
-        ("[recording]\ndestination = 'mqtt'\n", "[recording] destination = 'mqtt': needs [mqtt] url"),
+        ("[recording]\ndestination = 'mqtt'\n", "[recording] destination = 'mqtt': expected a broker for mqtt uploads"),
+        (
+            "[upload]\ndestination = 'https://box:hunter2@files.example.com/'\n",
+            "[upload] destination = 'https://***@files.example.com/': expected a URL without a user or password in it",
+        ),
+        (
+            "[destinations.central]\nurl = 'https://box:hunter2@files.example.com/'\n",
+            "[destinations.central] url = 'https://***@files.example.com/': expected a URL without a user or password",
+        ),
+        (
+            "[upload]\ndestination = 'https://central.example.com/calls/'\n"
+            "[recording]\ndestination = 'https://elsewhere.example.com/calls/'\n",
+            "[recording] destination = 'https://elsewhere.example.com/calls/': expected a configured destination "
+            "(default) or a URL under one of https://central.example.com/calls/; credentials go only to "
+            "destinations in the config",
+        ),
+        ("[destinations.Central]\nurl = 'https://x.example.com/'\n", "[destinations.Central]: a destination's name"),
+        ("[destinations.mqtt]\nurl = 'https://x.example.com/'\n", "[destinations.mqtt]: a destination's name"),
+        (
+            "[destinations.a]\nuri = 'https://x.example.com/'\n",
+            "[destinations.a] uri = 'https://x.example.com/': unknown key",
+        ),
+        ("[destinations.a]\n", "[destinations.a] url = '': expected an https:// URL"),
         (
             "[events]\nwebhook_events = 'complet'\n",
             "[events] webhook_events = 'complet': expected one or more of in-progress, completed, absent",
@@ -115,7 +137,7 @@ def test_the_reference_has_every_section_and_key_with_its_default_and_a_descript
     documented: dict[str, dict[str, str]] = {}
     section = None
     for line in REFERENCE.read_text(encoding="utf-8").splitlines():
-        heading = re.fullmatch(r"## `\[(\w+)\]`", line)
+        heading = re.fullmatch(r"## `\[(\w+)(?:\.NAME)?\]`", line)
         if heading:
             section = documented.setdefault(heading.group(1), {})
         row = re.fullmatch(r"\| `(\w+)` \| [^|]+ \| `(.*?)` \|.*\| (.*) \|", line)
@@ -124,6 +146,7 @@ def test_the_reference_has_every_section_and_key_with_its_default_and_a_descript
             assert row.group(3).strip(), f"{line}: no description"
     expected = {name: {key: spec.default for key, spec in keys.items()} for name, keys in config.SCHEMA.items()}
     expected["recording"] = RecordingOptions().to_dict()
+    expected["destinations"] = {key: spec.default for key, spec in config.DESTINATION_SCHEMA.items()}
     assert list(documented) == list(expected)
     for name, keys in expected.items():
         assert list(documented[name]) == list(keys), f"[{name}]"

@@ -35,7 +35,7 @@ def test_a_recording_not_uploaded_yet_is_deleted_only_when_forced_from_every_fro
             tmp_path,
             np.resize(counter_signal(8.0), 60 * RATE),
             RATE,
-            mqtt={"url": broker.url, "heartbeat": 1.0},
+            mqtt={"url": broker.url, "heartbeat": 1.0, "command_auth": "broker"},
             upload={"destination": store.url + "/calls/"},
             http={"listen": f"127.0.0.1:{port}", "tokens": TOKEN},
             sim={"pace": "realtime"},

@@ -256,7 +256,7 @@ def test_home_assistant_discovery_documents(tmp_path, broker):
             tmp_path,
             counter_signal(2.0),
             RATE,
-            mqtt={"url": broker.url, "ha_discovery": True},
+            mqtt={"url": broker.url, "ha_discovery": True, "command_auth": "broker"},
             sim={"pace": "realtime"},
         )
         assert box.run().code == 0

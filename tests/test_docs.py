@@ -306,8 +306,16 @@ def observed(tmp_path_factory, documented) -> Observed:
         RATE,
         device={"id": DEVICE},
         audio={"reconnect_grace": 0.5},
-        mqtt={"url": broker.url, "prefix": PREFIX, "heartbeat": 1.0, "ha_discovery": True, "ha_prefix": HA_PREFIX},
+        mqtt={
+            "url": broker.url,
+            "prefix": PREFIX,
+            "heartbeat": 1.0,
+            "ha_discovery": True,
+            "ha_prefix": HA_PREFIX,
+            "command_auth": "broker",  # Home Assistant's button sends no token
+        },
         upload={"destination": "mqtt"},
+        destinations={"refusing": {"url": refusing.url + "/in/"}},
         sim={
             "pace": "realtime",
             "scenario": f"{BUTTON_AT}=button",
@@ -338,7 +346,7 @@ def observed(tmp_path_factory, documented) -> Observed:
         quiet = central.command({"op": "start", "options": {"name": "quiet", "initial_timeout": 1}})
         assert quiet["ok"], quiet
         central.wait("recording.no_input", lambda: central.events("recording.no_input"))
-        refused = central.command({"op": "start", "options": {"name": "refused", "destination": refusing.url + "/in/"}})
+        refused = central.command({"op": "start", "options": {"name": "refused", "destination": "refusing"}})
         assert refused["ok"], refused
         assert central.command({"op": "stop", "target": "refused"})["ok"]
         central.wait("the failed upload's device.error", lambda: _upload_failed(central))

@@ -48,6 +48,7 @@ NAMES = [
     "provisioning",
     "encryption",
     "broker",
+    "commands",
     "upload",
     "clock",
 ]
@@ -796,60 +797,61 @@ def test_a_destination_that_is_one_file_is_not_probed_but_warned_about():
     with FlakyHttpServer(basic=("box", "pw")) as server:
         address = server.url.removeprefix("http://")
         cases = {
-            # A PUT URL naming the file (the password in it is not printed).
-            f"http://box:pw@{address}/in/calls.wav": (
+            # A PUT URL naming the file.
+            f"http://{address}/in/calls.wav": (
                 "PUT",
-                f"http://***@{address}/in/calls.wav: a PUT URL that does not end in / is the one file every upload "
+                f"http://{address}/in/calls.wav: a PUT URL that does not end in / is the one file every upload "
                 "is written to",
             ),
             # A query string (a pre-signed URL): uploads go to exactly that URL, PUT or POST.
-            f"{server.url}/in/?sig=abc": ("PUT", f"{server.url}/in/?sig=abc: it has a query string"),
-            f"{server.url}/upload?sig=abc": ("POST", f"{server.url}/upload?sig=abc: it has a query string"),
+            # The signature in it is shown as *** (destinations.redact: one rule for every URL shown).
+            f"{server.url}/in/?sig=abc": ("PUT", f"{server.url}/in/?sig=***: it has a query string"),
+            f"{server.url}/upload?sig=abc": ("POST", f"{server.url}/upload?sig=***: it has a query string"),
         }
         for destination, (method, said) in cases.items():
             check = doctor_cmd.check_upload(upload_config(destination=destination, method=method.lower(), token=TOKEN))
             assert check.status is doctor_cmd.Status.WARN
             assert check.detail.startswith(f"cannot test without overwriting {said}")
             assert check.hint.startswith("check a short test recording arrives; a destination ending in /")
-            assert "pw@" not in check.detail
         assert server.received == [] and server.stored == {}
 
 
-def test_a_password_in_the_destination_url_is_used_and_never_printed(tmp_path, capsys):
-    with DeletingHttpServer(basic=("box", "s3cret")) as server:
-        address = server.url.removeprefix("http://")
-        check = doctor_cmd.check_upload(upload_config(destination=f"http://box:s3cret@{address}/in/"))
+def test_a_named_destination_is_probed_with_its_own_credentials_and_named_in_the_hint(tmp_path, capsys):
+    with DeletingHttpServer(basic=("box", "s3cret-archive")) as server:
+        raw = {
+            "device": {"id": "box-7"},
+            "recording": {"destination": "archive"},
+            "upload": {"destination": "https://central.example.com/calls/", "token": TOKEN},
+            "destinations": {"archive": {"url": server.url + "/in/", "username": "box", "password": "s3cret-archive"}},
+        }
+        check = doctor_cmd.check_upload(cfg.parse(raw))
         assert check == doctor_cmd.Check(
             "upload",
             doctor_cmd.Status.PASS,
-            f"http://***@{address}/in/: took a probe file (PUT, HTTP Basic credentials from the URL) "
-            "and deleted it again",
+            f"{server.url}/in/: took a probe file (PUT, HTTP Basic credentials) and deleted it again",
         )
+        assert all(r.header("Authorization") != f"Bearer {TOKEN}" for r in server.received)
         assert server.stored == {}
 
-        check = doctor_cmd.check_upload(upload_config(destination=f"http://box:wrong@{address}/in/"))
+        raw["destinations"]["archive"]["password"] = "wrong"
+        check = doctor_cmd.check_upload(cfg.parse(raw))
         assert check.status is doctor_cmd.Status.FAIL
-        assert check.detail.startswith(f"HTTP Basic credentials from the URL refused: PUT http://***@{address}/in/")
-        assert check.hint == "check the user and password in [upload] destination, and that they may write there"
+        assert check.detail.startswith(f"HTTP Basic credentials refused: PUT {server.url}/in/")
+        assert check.hint == "check [destinations.archive] username and password, and that they may write there"
 
-    # Where the probe was left is printed without the password too, in text and in --json.
-    with FlakyHttpServer(basic=("box", "s3cret")) as server:
-        address = server.url.removeprefix("http://")
+    # The password is in no line doctor prints, in text or in --json.
+    with FlakyHttpServer(basic=("box", "s3cret-archive")) as server:
         wav = write_wav(tmp_path / "tone.wav", tone(1))
         config = sim_config(
-            tmp_path, wav, device={"id": "box-7"}, upload={"destination": f"http://box:s3cret@{address}/in/"}
+            tmp_path,
+            wav,
+            device={"id": "box-7"},
+            upload={"destination": server.url + "/in/", "username": "box", "password": "s3cret-archive"},
         )
         assert doctor("--config", config, "--seconds", 1) == 0
-        out = capsys.readouterr().out
-        assert parse(out)["upload"]["detail"] == (
-            f"http://***@{address}/in/: took a probe file (PUT, HTTP Basic credentials from the URL), left at "
-            f"http://{address}/stored/in/{PROBE} (DELETE answered 501 Unsupported method ('DELETE')): "
-            "delete it by hand"
-        )
         assert doctor("--config", config, "--seconds", 1, "--json") == 0
-        out += capsys.readouterr().out
-        assert "s3cret" not in out
-        assert [r.method for r in server.received] == ["PUT", "PUT"]  # its DELETEs are answered 501, unrecorded
+        out = capsys.readouterr().out
+        assert "s3cret" not in out and f"{server.url}/in/: took a probe file (PUT, HTTP Basic credentials)" in out
 
 
 def test_a_recording_destination_is_the_one_probed_as_delivery_uses_it(broker):
@@ -859,30 +861,18 @@ def test_a_recording_destination_is_the_one_probed_as_delivery_uses_it(broker):
             {
                 "device": {"id": "box-7"},
                 "recording": {"destination": server.url + "/calls/"},
-                "upload": {"destination": server.url + "/other/", "token": TOKEN},
+                "upload": {"destination": server.url + "/", "token": TOKEN},
             }
         )
         check = doctor_cmd.check_upload(config)
         assert check.status is doctor_cmd.Status.PASS and check.detail.startswith(f"{server.url}/calls/: took")
         assert [r.path for r in server.received if r.method == "PUT"] == [f"/calls/{PROBE}"]
 
-        # Alone, it is delivery all the same: not "delivery is off", not "no upload destination".
-        alone = cfg.parse(
-            {
-                "device": {"id": "box-7"},
-                "recording": {"destination": server.url + "/calls/"},
-                "upload": {"token": TOKEN},
-            }
-        )
-        assert doctor_cmd.check_broker(alone) == doctor_cmd.Check(
-            "broker", doctor_cmd.Status.PASS, "no [mqtt] url: no events leave the box, uploads over HTTP/S3"
-        )
-        assert doctor_cmd.check_upload(alone) == doctor_cmd.Check(
-            "upload",
-            doctor_cmd.Status.PASS,
-            f"{server.url}/calls/: took a probe file (PUT, bearer token) and deleted it again",
-        )
-        refused = doctor_cmd.check_upload(alone.replace(upload={"token": "stale"}))
+        # Alone, with [upload]'s credentials but no [upload] destination, it does not load: those credentials
+        # belong to [upload] destination and go nowhere else.
+        with pytest.raises(cfg.ConfigError, match=r"\[recording\] destination = .*credentials go only to"):
+            cfg.parse({"recording": {"destination": server.url + "/calls/"}, "upload": {"token": TOKEN}})
+        refused = doctor_cmd.check_upload(config.replace(upload={"token": "stale"}))
         assert refused.hint == "check [upload] token, and that it may write there"
         assert server.stored == {}
 

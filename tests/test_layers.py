@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Each module of firmware/ by its layer; a module may import only from its own layer or below.
 LAYERS = [
     ("core", ["firmware.core"]),
-    ("base", ["firmware.media", "firmware.config", "firmware.dialects", "firmware.provision"]),
+    ("base", ["firmware.media", "firmware.config", "firmware.destinations", "firmware.dialects", "firmware.provision"]),
     ("storage", ["firmware.spool", "firmware.catalog", "firmware.cloudevents", "firmware.journal"]),
     ("delivery", ["firmware.delivery"]),
     ("control", ["firmware.control"]),
@@ -27,7 +27,14 @@ LAYERS = [
     ("daemon", ["firmware.daemon"]),
     ("cli", ["firmware.cli"]),
 ]
-FRONT_END_MAY_USE = ("firmware.control", "firmware.core", "firmware.config", "firmware.media", "firmware.dialects")
+FRONT_END_MAY_USE = (
+    "firmware.control",
+    "firmware.core",
+    "firmware.config",
+    "firmware.destinations",
+    "firmware.media",
+    "firmware.dialects",
+)
 
 
 def modules() -> dict[str, Path]:

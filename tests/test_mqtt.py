@@ -24,7 +24,17 @@ BASE = "edge-recorder/test-box"
 class Central:
     """A central server's MQTT client: collects what the box publishes, sends commands."""
 
-    def __init__(self, broker: Broker, *, client_id: str | None = None, persistent: bool = False) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        client_id: str | None = None,
+        persistent: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.token = token  # [mqtt] command_token, added to every command sent with command()
         self.messages: queue.Queue[tuple[str, bytes, object]] = queue.Queue()
         self.log: list[tuple[str, bytes]] = []
         self.client = mqtt.Client(
@@ -34,6 +44,8 @@ class Central:
         )
         self.client.on_message = self._message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{BASE}/#", qos=1)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600 if persistent else 0
         self.client.connect(broker.host, broker.port, clean_start=not persistent, properties=props)
@@ -59,6 +71,8 @@ class Central:
         raise AssertionError(f"nothing matched in {timeout} s; saw {[t for t, _ in self.log][-20:]}")
 
     def command(self, request: dict | bytes, timeout: float = 10.0) -> dict:
+        if self.token is not None and isinstance(request, dict):
+            request = {**request, "token": self.token}
         payload = request if isinstance(request, bytes) else json.dumps(request)
         return json.loads(request_reply(self.client, f"{BASE}/cmd", payload, b"corr-42", timeout).payload)
 
@@ -79,7 +93,8 @@ def _box(tmp_path, broker: Broker, seconds: float, **sim) -> Box:
         tmp_path,
         np.resize(counter_signal(min(seconds, 8.0)), int(seconds * RATE)),  # a counter that wraps every 8 s
         RATE,
-        mqtt={"url": broker.url, "heartbeat": 1.0},
+        # The broker is the boundary here (no ACL in these tests); test_attacks has the token's default.
+        mqtt={"url": broker.url, "heartbeat": 1.0, "command_auth": "broker"},
         sim=sim,
     )
 

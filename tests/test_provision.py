@@ -441,9 +441,10 @@ def test_check_alone_says_good_or_names_the_problem_and_changes_nothing(root, bo
     before = tree(root, boot)
 
     assert run_cli(root, boot, check=True) == exits.OK
-    assert "good; at the first boot the box installs config.toml, mqtt.password in /etc/edge-recorder" in (
-        capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert "good; at the first boot the box installs config.toml, mqtt.password in /etc/edge-recorder" in out
+    # which MQTT command mode the box will be in (no command_token: nothing that records or deletes)
+    assert "MQTT commands: list and get only: start, stop, pause, resume, button and delete need" in out
     assert tree(root, boot) == before  # the secret stays on the card, nothing in /etc
 
     (boot / "edge-recorder.toml").write_text(GOOD + 'ca_file = "/etc/edge-recorder/ca.pem"\n')

@@ -196,23 +196,15 @@ def test_wrong_bearer_token_is_permanent(http_server, recording):
     assert "stale" not in str(error)
 
 
-def test_a_user_and_password_in_the_url_authenticate_and_never_come_back_in_the_location(recording):
+def test_a_user_and_password_in_the_url_are_refused_and_never_sent_or_shown(recording):
     path, sha = recording
     with FlakyHttpServer(basic=("box-7", "pa:ss")) as server:
         address = server.url.removeprefix("http://")
-        location = send(path, f"http://box-7:pa%3Ass@{address}/in/", sha, credentials=Credentials())
-        # The location goes into the catalog and the recording.available event.
-        assert location == server.url + "/stored/in/call.wav"
-        assert server.received[-1].header("Authorization") == "Basic " + base64.b64encode(b"box-7:pa:ss").decode()
-
-        error = failure(path, f"http://box-7:wrong@{address}/in/", sha, credentials=Credentials())
-        assert error.status == 401 and "wrong" not in str(error) and f"http://***@{address}/in/" in str(error)
-
-    # Configured credentials come first: requests would otherwise send the URL's user instead of the token.
-    with FlakyHttpServer(bearer_token=TOKEN, send_location=False) as server:
-        address = server.url.removeprefix("http://")
-        assert send(path, f"http://box-7:pw@{address}/in/", sha) == server.url + "/in/call.wav"
-        assert server.received[-1].header("Authorization") == f"Bearer {TOKEN}"
+        for credentials in (Credentials(), Credentials(bearer_token=TOKEN)):
+            error = failure(path, f"http://box-7:pa%3Ass@{address}/in/", sha, credentials=credentials)
+            assert error.permanent and "pa%3Ass" not in str(error) and f"http://***@{address}/in/" in str(error)
+            assert "never in the URL" in str(error)
+        assert server.received == []
 
 
 def test_a_scripted_outage_then_success(http_server, recording):

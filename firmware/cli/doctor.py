@@ -56,6 +56,7 @@ from ..daemon.hardware import open_capture_for
 from ..daemon.system import clock_synchronized
 from ..delivery.errors import DeliveryError
 from ..delivery.routes import upload_destination
+from ..destinations import DEFAULT
 from .checks import FULL_SCALE_SAMPLE, Check, Status, db_text
 from .run import add_config_argument
 
@@ -705,6 +706,24 @@ def check_broker(config: cfg.Config, timeout: float = 5.0) -> Check:
     return Check("broker", Status.PASS, f"{m['url']}: connected and authorised")
 
 
+def check_commands(config: cfg.Config) -> Check:
+    """Who may send the box MQTT commands ([mqtt] command_auth and command_token), said plainly.
+
+    >>> check_commands(cfg.parse({"mqtt": {"url": "mqtt://broker", "command_token": "x"}})).detail
+    'every command must carry [mqtt] command_token'
+    """
+    m = config.mqtt
+    detail = cfg.command_mode(m)
+    if m["command_auth"] == "broker" and m["url"]:
+        return Check(
+            "commands",
+            Status.PASS,
+            detail,
+            "make sure the broker's ACL lets only the central server publish on this box's cmd topic",
+        )
+    return Check("commands", Status.PASS, detail)
+
+
 def check_upload(config: cfg.Config, broker: Check | None = None, timeout: float = UPLOAD_TIMEOUT) -> Check:
     """The upload destination takes a file with the box's credentials: a probe uploaded as recordings go.
 
@@ -730,14 +749,16 @@ def check_upload(config: cfg.Config, broker: Check | None = None, timeout: float
             Status.PASS,
             "mqtt: files go in chunks over the broker (checked above); a receiver (edge-recorder receive) is not checked",
         )
-    from ..delivery.uploads import Credentials, WouldOverwrite, http_auth, probe, redact
+    from ..delivery.uploads import WouldOverwrite, http_auth, probe, redact
 
-    u = config.upload
-    credentials = Credentials.from_config(u)
+    target = config.upload_destinations().resolve(destination)  # config check made sure it resolves
+    assert target is not None
+    destination, credentials, method = target.url, target.destination.credentials, target.destination.method
+    keys = "[upload]" if target.destination.name == DEFAULT else f"[destinations.{target.destination.name}]"
     how = None if urlsplit(destination).scheme.lower() == "s3" else http_auth(credentials, destination)[0]
     name = f"edge-recorder-doctor-{config.device_id}.probe"
     try:
-        result = probe(destination, name, credentials=credentials, method=u["method"], timeout=timeout)
+        result = probe(destination, name, credentials=credentials, method=method, timeout=timeout)
     except WouldOverwrite as exc:
         hint = (
             "check a short test recording arrives; a destination ending in / (no query string) gives each "
@@ -745,10 +766,10 @@ def check_upload(config: cfg.Config, broker: Check | None = None, timeout: float
         )
         return Check("upload", Status.WARN, str(exc), hint)
     except DeliveryError as exc:
-        return _upload_failed(setting, how, exc)
+        return _upload_failed(setting, keys, how, exc)
     detail = f"{redact(destination)}: took a probe file"
     if how is not None:
-        detail += f" ({u['method'].upper()}, {how.value})"
+        detail += f" ({method.upper()}, {how.value})"
     if result.kept:
         detail += f", left at {redact(result.location)} ({result.kept}): delete it by hand"
     else:
@@ -761,27 +782,26 @@ def _destination_setting(config: cfg.Config) -> str:
     return "[recording] destination" if config.recording.destination else "[upload] destination"
 
 
-def _upload_failed(setting: str, how: Authentication | None, exc: DeliveryError) -> Check:
-    """The FAIL line for a probe the destination refused; ``how`` is the HTTP credential sent (None: S3)."""
+def _upload_failed(setting: str, keys: str, how: Authentication | None, exc: DeliveryError) -> Check:
+    """The FAIL line for a probe the destination refused; ``keys`` the section with its credentials (``[upload]``
+    or ``[destinations.NAME]``), ``how`` the HTTP credential sent (None: S3)."""
     from ..delivery.uploads import Authentication
 
     s3 = how is None
     if exc.status in (401, 403) and how is Authentication.NONE:
         return Check(
-            "upload", Status.FAIL, f"credentials needed: {exc}", "set [upload] token (or username and password)"
+            "upload", Status.FAIL, f"credentials needed: {exc}", f"set {keys} token (or username and password)"
         )
     if exc.status in (401, 403):
         if how is None:
             hint = (
-                "check [upload] s3_access_key and s3_secret_key (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), "
+                f"check {keys} s3_access_key and s3_secret_key (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), "
                 "and that they may write under the prefix"
             )
         elif how is Authentication.BEARER:
-            hint = "check [upload] token, and that it may write there"
-        elif how is Authentication.BASIC:
-            hint = "check [upload] username and password, and that they may write there"
+            hint = f"check {keys} token, and that it may write there"
         else:
-            hint = f"check the user and password in {setting}, and that they may write there"
+            hint = f"check {keys} username and password, and that they may write there"
         return Check("upload", Status.FAIL, f"{'S3 keys' if s3 else how.value} refused: {exc}", hint)
     if exc.status == 404:
         hint = f"create the bucket, or fix {setting}" if s3 else f"fix the path in {setting}"
@@ -789,7 +809,7 @@ def _upload_failed(setting: str, how: Authentication | None, exc: DeliveryError)
     if exc.status is None and not exc.permanent:
         hint = "check the server runs and the box can reach it (address, port, DNS, firewall, proxy)"
         if s3:
-            hint += " and [upload] s3_endpoint"
+            hint += f" and {keys} s3_endpoint"
         hint += "; for a TLS error, the box's clock and the server's certificate"
         return Check("upload", Status.FAIL, f"unreachable: {exc}", hint)
     if exc.status is not None and exc.status >= 500:
@@ -889,6 +909,7 @@ def run(args: argparse.Namespace) -> int:
     report(check_encryption(config))
     broker = check_broker(config)
     report(broker)
+    report(check_commands(config))
     report(check_upload(config, broker))
     report(check_clock())
 

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.request}: applied ({names} in {provision.CONFIG_DIR})")
         return exits.fail(exits.CANTCREAT, problem.message)
     print(f"{result.request}: applied ({names} in {provision.CONFIG_DIR}), removed from the boot partition")
+    print(f"MQTT commands: {result.commands}")
     return exits.OK
 
 
@@ -87,4 +88,5 @@ def check(boot_dirs: list[Path], root: Path) -> int:
         return exits.fail(exits.CONFIG, f"{exc.problem.message}; the box would refuse it")
     names = ", ".join(["config.toml", *sorted(checked.files)])
     print(f"{request}: good; at the first boot the box installs {names} in {provision.CONFIG_DIR}")
+    print(f"MQTT commands: {provision.command_mode(checked)}")
     return exits.OK

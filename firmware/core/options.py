@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .dtmf import KEYS
 
@@ -127,8 +128,8 @@ OPTION_HELP = {
     "trim": "trim-silence drops leading and trailing silence from the finished file",
     "pre_roll": "seconds of audio from before the start that the recording includes",
     "mp3_bitrate": "MP3 bit rate",
-    "destination": "where the box uploads the finished file (https://..., s3://bucket/prefix/ or mqtt); "
-    "empty: [upload] destination",
+    "destination": "where the box uploads the finished file: a configured destination's name, mqtt, or a URL "
+    "under a configured destination; empty: [upload] destination",
     "status_callback": "URL the box tells about this recording's status changes",
     "status_callback_events": "which statuses fire the status callback",
     "status_callback_method": "HTTP method of the status callback",
@@ -245,17 +246,34 @@ def _text(limit: int):
 
 
 DESTINATION_ALLOWED = (
-    'an https:// (or http://) URL, "s3://bucket/prefix/", "mqtt" (needs [mqtt] url), or "" for nowhere'
+    'the name of a configured destination ([destinations.NAME]), "default", "mqtt" (needs [mqtt] url), '
+    'a URL under a configured destination (https://..., s3://bucket/prefix/), or "" for the default'
 )
 _DESTINATION = re.compile(r"^(https?|s3)://\S+$")
+_DESTINATION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+USERINFO_REFUSED = (
+    "a URL without a user or password in it: credentials go in the destination's token, or its username and "
+    "password ([upload] or [destinations.NAME]), never in the URL, where logs and events would show them"
+)
 
 
 def destination(key: str, value: Any) -> str:
-    """Where a finished file is uploaded: the ``destination`` start option and ``[upload] destination``."""
-    if value in ("", "mqtt"):
+    """Where a finished file is uploaded, as written (``firmware.destinations`` decides whether the box has it).
+
+    A destination's name, ``mqtt``, "" or an https://, http:// or s3:// URL with no user or password in it.
+    """
+    if value == "" or (isinstance(value, str) and _DESTINATION_NAME.match(value)):
         return value
     if not isinstance(value, str) or len(value) > 2048 or not _DESTINATION.match(value):
         raise OptionError(key, value, DESTINATION_ALLOWED)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise OptionError(key, value, DESTINATION_ALLOWED) from None
+    if "@" in parts.netloc:
+        shown = urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+        raise OptionError(key, shown, USERINFO_REFUSED)
     return value
 
 

@@ -123,7 +123,12 @@ class Box:
         self.loop.between = self._between_periods
 
         # the control API, and the front ends on it
-        self.control = Control(self.loop, self.journal, defaults=lambda: self.config.recording)
+        self.control = Control(
+            self.loop,
+            self.journal,
+            defaults=lambda: self.config.recording,
+            destinations=lambda: self.config.upload_destinations(),
+        )
         self.delivery = Delivery(
             config,
             self.catalog,
@@ -131,7 +136,7 @@ class Box:
             envelope=self.journal.envelope_now,
             public=self.journal.public_row,
             snapshot=self.loop.state,
-            commands=Commands(self.control, token=config.mqtt["command_token"]),
+            commands=Commands(self.control, token=config.mqtt["command_token"], auth=config.mqtt["command_auth"]),
             clock_synced=clock_synchronized,
             free_bytes=lambda: shutil.disk_usage(self.spool_dir).free,
             notify=self.journal.publish,

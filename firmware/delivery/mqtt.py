@@ -62,8 +62,9 @@ IN_FLIGHT = 100
 EARLY_ACK_SECONDS = 0.5
 #: The deepest nesting of JSON arrays and objects a command may have (real commands need 3).
 MAX_JSON_DEPTH = 16
-#: The answer's ``code`` when a command was refused before it was looked at (a missing or wrong token).
-REFUSED = "unauthorised"
+#: The answers' ``code`` when a command was refused for who sent it (a missing or wrong token, or no token
+#: configured for a command that records or deletes): such answers go only to the box's own ``cmd/reply``.
+REFUSED = ("unauthorised", "token_required")
 
 
 def json_depth(payload: bytes, limit: int = MAX_JSON_DEPTH) -> int:
@@ -396,7 +397,7 @@ class Link:
                 answer = _error(f"internal error: {type(exc).__name__}")
             if "request_id" in request and isinstance(request["request_id"], str | int):
                 answer["request_id"] = request["request_id"]
-            self._reply(own if answer.get("code") == REFUSED else reply_to, correlation, answer)
+            self._reply(own if answer.get("code") in REFUSED else reply_to, correlation, answer)
 
         self._commands.submit(run)
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..catalog import Catalog
+from ..destinations import redact
 
 log = logging.getLogger("edge-recorder.outbox")
 
@@ -85,7 +86,9 @@ class Outbox:
         return delay
 
     def give_up(self, entry: Entry, error: str) -> None:
-        log.error("giving up %s to %s after %d attempt(s): %s", entry.kind, entry.target, entry.attempts + 1, error)
+        log.error(
+            "giving up %s to %s after %d attempt(s): %s", entry.kind, redact(entry.target), entry.attempts + 1, error
+        )
         self.delivered([entry.seq])
 
     def depth(self, kind: str | None = None) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import config as cfg
 from ..catalog import OutboxItem
+from ..core import OptionError
 
 log = logging.getLogger("edge-recorder.delivery")
 
@@ -95,6 +96,15 @@ class Routes:
         destination = upload_destination(self.config, row.get("options") or {})
         if not destination:
             return None
+        try:
+            target = self.config.upload_destinations().resolve(destination)
+        except OptionError as exc:  # checked at start; the config has changed since: the sender says so
+            log.error("upload of %s: %s", row.get("id"), exc)
+            which, url = None, destination
+        else:
+            if target is None:
+                return None
+            which, url = target.destination.name, target.url
         from .uploads import remote_name
 
         fields = {**row, "device_id": self.device_id}
@@ -102,5 +112,5 @@ class Routes:
         fmt = row["format"]
         if row.get("encryption"):  # sealed on the box: the central side decrypts it into <format>
             name, fmt = f"{name}.era", "era"
-        payload = {"path": row["path"], "name": name, "sha256": row["sha256"], "format": fmt}
-        return OutboxItem("upload", destination, payload, row["id"])
+        payload = {"path": row["path"], "name": name, "sha256": row["sha256"], "format": fmt, "destination": which}
+        return OutboxItem("upload", url, payload, row["id"])

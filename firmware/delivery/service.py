@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import config as cfg
 from ..catalog import Catalog, OutboxItem
+from ..destinations import redact
 from . import retention
 from .errors import DeliveryError
 from .outbox import Entry, Outbox
@@ -107,10 +108,10 @@ class Worker:
                 if self.on_transient is not None:
                     self.on_transient(entry, exc)
                 delay = self.outbox.retry(entry, str(exc))
-                log.warning("%s to %s failed (%s); retrying in %.0f s", self.kind, entry.target, exc, delay)
+                log.warning("%s to %s failed (%s); retrying in %.0f s", self.kind, redact(entry.target), exc, delay)
             return
         except Exception as exc:  # a bug in a handler must not stop delivery of everything else
-            log.exception("%s to %s failed", self.kind, entry.target)
+            log.exception("%s to %s failed", self.kind, redact(entry.target))
             self.outbox.retry(entry, f"internal error: {exc}")
             return
         self.outbox.delivered([entry.seq])
@@ -182,7 +183,7 @@ class Delivery:
             max_command_bytes=m["max_command_bytes"],
             extra_subscriptions=extra,
             on_connected=self._connected,
-            token_required=bool(m["command_token"]),
+            token_required=bool(m["command_token"]) or m["command_auth"] == "token",
         )
         # Always, not only when the config's destinations say "mqtt": a recording started over MQTT or the
         # API may ask for destination "mqtt" in its own start options.
@@ -266,12 +267,18 @@ class Delivery:
         path = Path(p["path"])
         row = self.catalog.get(entry.recording_id) if entry.recording_id else None
         if row is not None and row["status"] == "deleted":  # deleted with force: its upload was cancelled
-            log.info("upload of %s to %s cancelled: the recording was deleted", entry.recording_id, entry.target)
+            log.info(
+                "upload of %s to %s cancelled: the recording was deleted", entry.recording_id, redact(entry.target)
+            )
             return
         if not path.exists():
             raise DeliveryError(f"{path}: the media file is gone", permanent=True)
+        try:  # the config in force decides whose credentials go where, not the row
+            target = self.config.upload_destinations().target(p.get("destination"), entry.target)
+        except LookupError as exc:
+            raise DeliveryError(str(exc), permanent=True) from None
         self._set_upload(entry, "uploading")
-        if entry.target == "mqtt":
+        if target.url == "mqtt":
             if self.files is None or self.link is None or not self.link.connected.is_set():
                 raise DeliveryError("the broker is not connected", permanent=False)
             location = self.files.send(
@@ -282,19 +289,17 @@ class Delivery:
                 timeout=max(60.0, self.config.upload["timeout"]),
             )
         else:
-            from .uploads import Credentials, upload
+            from .uploads import upload
 
-            u = self.config.upload
-            credentials = Credentials.from_config(u)
             location = upload(
                 path,
-                entry.target,
+                target.url,
                 p["name"],
                 sha256=p["sha256"],
                 content_type=CONTENT_TYPES.get(p["format"], "application/octet-stream"),
-                credentials=credentials,
-                method=u["method"].upper(),
-                timeout=u["timeout"],
+                credentials=target.destination.credentials,
+                method=target.destination.method.upper(),
+                timeout=self.config.upload["timeout"],
             )
         self._uploaded(entry, location)
 
@@ -311,7 +316,7 @@ class Delivery:
     def _uploaded(self, entry: Entry, location: str) -> None:
         self._set_upload(entry, "done", location=location)
         row = self.catalog.get(entry.recording_id) or {}
-        data = self.public(row) | {"location": location, "destination": entry.target}
+        data = self.public(row) | {"location": redact(location), "destination": redact(entry.target)}
         event = self.envelope("recording.available", data)
         self.catalog.update(entry.recording_id, outbox=self.items(event, None) + self.routes.callbacks(event, row))
         self.notify(event)
@@ -327,7 +332,7 @@ class Delivery:
             "device_id": self.device_id,
             "code": "upload_failed",
             "recording_id": entry.recording_id,
-            "destination": entry.target,
+            "destination": redact(entry.target),
             "message": f"upload of {entry.recording_id} failed for good: {exc}",
         }
         event = self.envelope("device.error", data)

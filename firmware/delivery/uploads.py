@@ -44,7 +44,6 @@ would write over it.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import ipaddress
 import os
@@ -57,7 +56,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import certifi
 import requests
@@ -66,6 +65,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
+from ..destinations import Credentials, redact
 from .errors import DeliveryError, is_permanent_http
 
 DEFAULT_NAME_TEMPLATE = "{yyyyMMddHHmmss}_{device_id}_{call_id}.{format}"
@@ -88,60 +88,6 @@ _VALUE_LIMIT = 64
 _NAME_LIMIT = 200
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _ERROR_BODY_LIMIT = 300
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """How to authenticate at a destination; only the fields it needs are used.
-
-    HTTP uses ``bearer_token`` if set, else HTTP Basic with ``username`` and
-    ``password``, else a user and password in the URL (``http_auth``). S3 uses the ``s3_*`` fields; empty keys fall back to
-    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` and an empty region to
-    ``AWS_REGION``/``AWS_DEFAULT_REGION`` (then the client asks the bucket).
-    ``s3_endpoint`` is a URL such as ``http://127.0.0.1:8333`` or
-    ``https://s3.eu-west-1.amazonaws.com``; empty means AWS.
-
-    The secrets never appear in ``repr()`` (it ends up in logs):
-
-    >>> Credentials(bearer_token="t0ps3cret")
-    Credentials(bearer_token='***', username='', password='', s3_access_key='', s3_secret_key='', s3_endpoint='', s3_region='')
-    """
-
-    bearer_token: str = ""
-    username: str = ""
-    password: str = ""
-    s3_access_key: str = ""
-    s3_secret_key: str = ""
-    s3_endpoint: str = ""
-    s3_region: str = ""
-
-    @classmethod
-    def from_config(cls, upload: Mapping[str, Any]) -> Credentials:
-        """The credentials of a config's ``[upload]`` section.
-
-        >>> Credentials.from_config({"token": "t", "username": "", "password": "", "s3_access_key": "",
-        ...                          "s3_secret_key": "", "s3_endpoint": "", "s3_region": ""}).bearer_token
-        't'
-        """
-        return cls(
-            bearer_token=upload["token"],
-            username=upload["username"],
-            password=upload["password"],
-            s3_access_key=upload["s3_access_key"],
-            s3_secret_key=upload["s3_secret_key"],
-            s3_endpoint=upload["s3_endpoint"],
-            s3_region=upload["s3_region"],
-        )
-
-    def __repr__(self) -> str:
-        shown = (
-            f"{f.name}={'***' if f.name in _SECRETS and getattr(self, f.name) else getattr(self, f.name)!r}"
-            for f in dataclasses.fields(self)
-        )
-        return f"Credentials({', '.join(shown)})"
-
-
-_SECRETS = frozenset({"bearer_token", "password", "s3_secret_key"})
 
 
 # ---------------------------------------------------------------------------
@@ -405,6 +351,12 @@ def _upload_http(
     parts = urlsplit(url)
     if not parts.hostname:
         raise DeliveryError(f"no host in {redact(url)!r}", permanent=True)
+    if parts.username is not None or parts.password is not None:
+        raise DeliveryError(
+            f"refusing {redact(url)!r}: credentials go in the destination's token or username and password, "
+            "never in the URL",
+            permanent=True,
+        )
     if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname):
         raise DeliveryError(
             f"refusing plain http to {parts.hostname}: the recording and credentials would cross the network "
@@ -475,7 +427,7 @@ def _upload_http(
             location = response.headers.get("Location")
         sending.check(sha256, path)
     # Where the file lives goes into the catalog and the recording.available event: never a password in it.
-    return _without_userinfo(urljoin(url, location) if location else url)
+    return redact(urljoin(url, location) if location else url)
 
 
 class Authentication(Enum):
@@ -483,30 +435,25 @@ class Authentication(Enum):
 
     BEARER = "bearer token"
     BASIC = "HTTP Basic credentials"
-    URL = "HTTP Basic credentials from the URL"
     NONE = "no credentials"
 
 
 def http_auth(credentials: Credentials, url: str) -> tuple[Authentication, requests.auth.AuthBase | None]:
     """Which credential an HTTP upload to ``url`` sends, and the ``requests`` auth that sends it.
 
-    ``credentials`` come first: the bearer token if set, else HTTP Basic with
-    ``username`` and ``password``; then a user and password written in the URL
-    (``https://user:password@host/``). The auth is always given explicitly, so
-    ``requests`` never swaps in the URL's user for the token.
+    The bearer token if set, else HTTP Basic with ``username`` and ``password``.
+    The auth is always given explicitly, so ``requests`` never takes a user
+    from the URL (destination URLs cannot hold one: ``firmware.destinations``).
 
-    >>> http_auth(Credentials(bearer_token="t"), "https://box:pw@example.com/in/")[0].value
+    >>> http_auth(Credentials(bearer_token="t"), "https://example.com/in/")[0].value
     'bearer token'
-    >>> http_auth(Credentials(), "https://box:pw@example.com/in/")[0].value
-    'HTTP Basic credentials from the URL'
+    >>> http_auth(Credentials(), "https://example.com/in/")[0].value
+    'no credentials'
     """
     if credentials.bearer_token:
         return Authentication.BEARER, _Bearer(credentials.bearer_token)
     if credentials.username:
         return Authentication.BASIC, requests.auth.HTTPBasicAuth(credentials.username, credentials.password)
-    parts = urlsplit(url)
-    if parts.username is not None:
-        return Authentication.URL, requests.auth.HTTPBasicAuth(unquote(parts.username), unquote(parts.password or ""))
     return Authentication.NONE, None
 
 
@@ -541,26 +488,6 @@ def _reason(exc: BaseException) -> str:
     while exc.__context__ is not None and str(exc.__context__):
         exc = exc.__context__
     return f"{type(exc).__name__}: {exc}"
-
-
-def redact(url: str) -> str:
-    """``url`` fit to print: a user and password in it become ``***``.
-
-    >>> redact("https://box:s3cret@example.com:8443/in/")
-    'https://***@example.com:8443/in/'
-    """
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
 
 
 # ---------------------------------------------------------------------------

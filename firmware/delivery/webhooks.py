@@ -85,6 +85,7 @@ import requests
 
 from .. import __version__
 from ..core.options import CALLBACK_EVENTS, OptionError
+from ..destinations import redact
 from .errors import DeliveryError, is_permanent_http
 
 FORMATS = ("native", "twilio", "signalwire", "sinch")
@@ -328,7 +329,7 @@ def deliver(
     cannot use; transient for 5xx, 408, 429, a refused connection and no answer
     within ``timeout`` seconds (connecting, and between bytes of the answer).
     """
-    shown = _shown(callback.url)
+    shown = redact(callback.url)
     try:
         method, url, headers, body = render(callback, event)
     except ValueError as exc:
@@ -529,15 +530,6 @@ def _check_url(url: Any) -> None:
         raise OptionError("status_callback", url, allowed) from None
     if parts.scheme.lower() not in ("http", "https") or not host:
         raise OptionError("status_callback", url, allowed)
-
-
-def _shown(url: str) -> str:
-    """The URL for messages and logs, without a password in it."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _reason(exc: Exception) -> str:

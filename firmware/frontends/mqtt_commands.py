@@ -22,8 +22,14 @@ delete      ``id`` (finished recordings only), ``force``     ``recording``
 ==========  ===============================================  =======================
 
 A ``request_id`` is echoed in the answer, for clients without MQTT 5
-correlation data. When ``[mqtt] command_token`` is set, every command carries ``"token"``;
-a missing or wrong token is refused as unauthorised.
+correlation data.
+
+Who may command the box (``[mqtt] command_auth``): by default (``token``) every
+command carries ``[mqtt] command_token`` as ``"token"``, a missing or wrong one
+refused as ``unauthorised``; with no token configured, only ``list`` and ``get``
+are answered and the commands that record or delete are refused as
+``token_required``. With ``broker``, the broker's ACL alone decides who may
+publish on the box's ``cmd`` topic.
 """
 
 from __future__ import annotations
@@ -49,10 +55,17 @@ _FIELDS = {
 _ALWAYS = {"op", "token", "request_id"}
 
 
+#: The commands that need the token in ``token`` mode even when none is configured: they record or delete.
+GUARDED = frozenset({"start", "stop", "pause", "resume", "button", "delete"})
+
+
 class Commands:
-    def __init__(self, control: Control, *, token: str = "") -> None:
+    """``commands(request)``: the answer to one command; ``auth`` is ``[mqtt] command_auth``."""
+
+    def __init__(self, control: Control, *, token: str = "", auth: str = "token") -> None:
         self.control = control
         self.token = token
+        self.auth = auth
         self.public = control.public
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +74,12 @@ class Commands:
         op = request.get("op")
         if op not in OPS:
             return _error(f"op {op!r} is not a command; expected one of {', '.join(OPS)}")
+        if not self.token and self.auth == "token" and op in GUARDED:
+            return _error(
+                f"{op} needs a command token and this box has none: set [mqtt] command_token (each command then "
+                'carries it as "token"), or command_auth = "broker" where the broker\'s ACL is the boundary',
+                code="token_required",
+            )
         extra = sorted(set(request) - _FIELDS[op] - _ALWAYS)
         if extra:
             return _error(
