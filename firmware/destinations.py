@@ -32,9 +32,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from .core import OptionError
+from .core.options import redact
+
+__all__ = ["DEFAULT", "MQTT", "Credentials", "Destination", "Destinations", "Target", "redact"]
 
 #: The name of ``[upload] destination``, for start options that pick it by name.
 DEFAULT = "default"
@@ -250,38 +253,3 @@ class Destinations:
             + (f" or a URL under one of {', '.join(map(redact, urls))}" if urls else "")
             + "; credentials go only to destinations in the config"
         )
-
-
-# -- showing URLs ----------------------------------------------------------------------------
-
-#: Query parameters that carry a secret by their name (tokens, keys, signatures, S3 presigning).
-_SECRET_PARAM = re.compile(r"(token|secret|passw|pwd|key|sig|auth|credential|session|code)", re.IGNORECASE)
-
-
-def redact(url: str) -> str:
-    """``url`` fit for a log line, an event, the catalog or an API answer: a user and password become ``***``,
-    and so do the values of query parameters named like a secret (``token``, ``key``, ``sig``, ``X-Amz-*``
-    credentials). The one rule for every URL the box shows.
-
-    >>> redact("https://box:s3cret@example.com:8443/in/?X-Amz-Signature=abc&site=7")
-    'https://***@example.com:8443/in/?X-Amz-Signature=***&site=7'
-    >>> redact("s3://calls/box-7/")
-    's3://calls/box-7/'
-    """
-    if not isinstance(url, str):
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    netloc = parts.netloc
-    if parts.username is not None or parts.password is not None:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    pieces = parts.query.split("&") if parts.query else []
-    query = "&".join(
-        f"{piece.partition('=')[0]}=***" if _SECRET_PARAM.search(unquote_plus(piece.partition("=")[0])) else piece
-        for piece in pieces
-    )
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

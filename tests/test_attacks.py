@@ -11,8 +11,10 @@ central store (``[upload]``, a bearer token) and to an archive (``[destinations.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import signal
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from .broker import Broker, free_port, request_reply
-from .daemon_run import Box, counter_signal
+from .daemon_run import ROOT, Box, counter_signal
 from .http_servers import FlakyHttpServer
 from .test_mqtt import BASE, Central
 
@@ -33,23 +35,15 @@ COMMAND_TOKEN = secrets.token_urlsafe(32)
 API_TOKEN = secrets.token_urlsafe(32)
 UPLOAD_TOKEN = secrets.token_urlsafe(32)
 ARCHIVE = ("box", secrets.token_urlsafe(16))
+#: The broker ACL docs/security.md recommends, and another device on the broker whose ACL is loose enough to
+#: publish on every box's cmd topic.
+RECOMMENDED_ACL = re.search(r"```\n( *user central\n.*?)```", (ROOT / "docs/security.md").read_text(), re.DOTALL)
 ACL = """\
-user central
-topic readwrite edge-recorder/#
-topic readwrite central/#
-
 user intruder
 topic write edge-recorder/+/cmd
 topic readwrite intruder/#
 
-user test-box
-topic write central/replies/#
-
-user desk-2
-topic write central/replies/#
-
-pattern readwrite edge-recorder/%u/#
-"""
+""" + textwrap.dedent(RECOMMENDED_ACL.group(1) if RECOMMENDED_ACL else "")
 
 
 @dataclass
@@ -89,6 +83,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
+    assert RECOMMENDED_ACL, "docs/security.md shows the recommended broker ACL"
     root = tmp_path_factory.mktemp("site")
     broker = Broker(
         root / "broker",

@@ -24,6 +24,7 @@ from firmware.core import InputLayout, RecordingOptions, Session, StateError
 from firmware.daemon.app import Box
 from firmware.daemon.hardware import Hardware
 from firmware.daemon.loop import AudioLoop, LoopSettings
+from firmware.destinations import Destinations
 from firmware.journal import Journal
 from firmware.spool import Takes
 
@@ -54,7 +55,13 @@ class Inline:
         # No capture: the test feeds the loop itself (a Hardware with nothing to open).
         self.loop = AudioLoop(self.session, self.journal, Hardware(capture=None), LoopSettings(root, 0, 1.0, 1.0))
         self.journal.state = self.loop.state
-        self.control = Control(self.loop, self.journal, defaults=lambda: defaults)
+        self.destinations = Destinations.from_config(
+            {"destination": "https://central.example.com/calls/", "token": "t"},
+            {"archive": {"url": "s3://archive/box/"}},
+        )
+        self.control = Control(
+            self.loop, self.journal, defaults=lambda: defaults, destinations=lambda: self.destinations
+        )
         self.fed = 0
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""Property-based tests of the MQTT command path: whatever JSON arrives, the answer names the problem.
+"""Property-based tests of the MQTT command path and the start options: whatever JSON arrives, the answer
+names the problem, and no destination a command names gets credentials unless the config covers it.
 
 Commands go to the real control API over the real loop, session, journal and catalog run inline
 (``test_control.Inline``), so no thread or broker is needed; the broker side is tested in test_mqtt.
@@ -12,7 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from firmware.core import OptionError, RecordingOptions
 from firmware.delivery.mqtt import MAX_JSON_DEPTH, json_depth
+from firmware.destinations import Destination, redact
 from firmware.frontends.mqtt_commands import _FIELDS, OPS, Commands
 
 from .test_control import Inline
@@ -46,7 +49,7 @@ def box(tmp_path_factory):
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(request=commands())
 def test_every_command_gets_an_answer_that_names_the_problem(box, request):
-    answer = Commands(box.control)(request)
+    answer = Commands(box.control, auth="broker")(request)
     assert isinstance(answer["ok"], bool)
     if not answer["ok"]:
         assert answer["error"] and "internal error" not in answer["error"], answer
@@ -66,3 +69,47 @@ def test_json_depth_is_the_nesting_of_arrays_and_objects(value):
 
     text = json.dumps(value).encode()
     assert json_depth(text) == min(depth(value), MAX_JSON_DEPTH + 1)
+
+
+# -- start options and destinations ---------------------------------------------------------------
+
+URLISH = st.builds(
+    "{}://{}{}{}{}".format,
+    st.sampled_from(["https", "http", "s3", "HTTPS", "ftp", ""]),
+    st.sampled_from(["", "user:pw@", "user@", ":@"]),
+    st.sampled_from(
+        ["central.example.com", "CENTRAL.example.com", "evil.example.com", "[::1]", "central.example.com."]
+    ),
+    st.sampled_from(["", ":443", ":8443", ":x", ":99999"]),
+    st.text(alphabet="/calsx.%2eEfF?#=&", max_size=24),
+)
+OPTION_VALUES = JSON | URLISH | st.sampled_from(["default", "archive", "mqtt", "", "central"])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(options=st.dictionaries(st.sampled_from([*RecordingOptions().to_dict(), "colour"]), OPTION_VALUES, max_size=5))
+def test_any_start_options_start_a_recording_or_name_the_problem(box, options):
+    try:
+        row = box.control.start(options)
+    except OptionError as exc:
+        assert str(exc).startswith(f"{exc.option}: ") and exc.allowed
+    else:
+        target = box.destinations.resolve(row["options"]["destination"])
+        assert target is None or target.destination.covers(target.url)
+        box.control.stop(row["id"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(url=URLISH)
+def test_a_destination_covers_only_urls_on_its_own_server_inside_its_folder(url):
+    central = Destination("default", "https://central.example.com/calls/")
+    if central.covers(url):
+        assert url.lower().startswith(("https://central.example.com/calls/", "https://central.example.com:443/calls/"))
+        rest = url.split("/calls/", 1)[1]
+        assert "@" not in url and "#" not in url and ".." not in rest and "%2e" not in rest.lower()
+
+
+@given(url=URLISH, secret=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=8, max_size=16))
+def test_redact_leaves_no_password_and_no_secret_parameter(url, secret):
+    shown = redact(url.replace("user:pw@", f"user:{secret}@") + f"?access_token={secret}&sig={secret}")
+    assert secret not in shown

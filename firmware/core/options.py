@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from .dtmf import KEYS
 
@@ -178,7 +178,7 @@ def _seconds(low: float = 0.0, high: float = math.inf, positive: bool = False):
     def parse(key: str, value: Any) -> float:
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer
             number = math.nan
         if (
             isinstance(value, bool)
@@ -245,6 +245,49 @@ def _text(limit: int):
     return parse
 
 
+# -- showing URLs: one rule for logs, events, the catalog and API answers ----------------------
+
+#: Query parameters that carry a secret by their name (tokens, keys, signatures, S3 presigning).
+_USERINFO = re.compile(r"(//)(?!\*\*\*@)[^/?#@\s]*@")
+_SECRET_PARAM = re.compile(r"(token|secret|passw|pwd|key|sig|auth|credential|session|code)", re.IGNORECASE)
+
+
+def redact(url: str) -> str:
+    """``url`` fit for a log line, an event, the catalog or an API answer: a user and password become ``***``,
+    and so do the values of query parameters named like a secret (``token``, ``key``, ``sig``, ``X-Amz-*``
+    credentials). The one rule for every URL the box shows.
+
+    >>> redact("https://box:s3cret@example.com:8443/in/?X-Amz-Signature=abc&site=7")
+    'https://***@example.com:8443/in/?X-Amz-Signature=***&site=7'
+    >>> redact("s3://calls/box-7/")
+    's3://calls/box-7/'
+    """
+    if not isinstance(url, str):
+        return url
+    url = _USERINFO.sub(r"\1***@", url)  # also where the rest is no URL at all (an error echoing a bad value)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if parts.username is not None or parts.password is not None:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query, fragment = _masked(parts.query), _masked(parts.fragment)
+    if netloc == parts.netloc and query == parts.query and fragment == parts.fragment:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _masked(pairs: str) -> str:
+    """``a=1&token=x`` as ``a=1&token=***``: the values of parameters named like a secret hidden."""
+    pieces = pairs.split("&") if pairs else []
+    # A name is whatever stands before the last "=" of a piece: "=?token=x" hides its value too.
+    return "&".join(
+        f"{piece.partition('=')[0]}=***" if _SECRET_PARAM.search(unquote_plus(piece.rpartition("=")[0])) else piece
+        for piece in pieces
+    )
+
+
 DESTINATION_ALLOWED = (
     'the name of a configured destination ([destinations.NAME]), "default", "mqtt" (needs [mqtt] url), '
     'a URL under a configured destination (https://..., s3://bucket/prefix/), or "" for the default'
@@ -265,12 +308,12 @@ def destination(key: str, value: Any) -> str:
     if value == "" or (isinstance(value, str) and _DESTINATION_NAME.match(value)):
         return value
     if not isinstance(value, str) or len(value) > 2048 or not _DESTINATION.match(value):
-        raise OptionError(key, value, DESTINATION_ALLOWED)
+        raise OptionError(key, redact(value), DESTINATION_ALLOWED)
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
-        raise OptionError(key, value, DESTINATION_ALLOWED) from None
+        raise OptionError(key, redact(value), DESTINATION_ALLOWED) from None
     if "@" in parts.netloc:
         shown = urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
         raise OptionError(key, shown, USERINFO_REFUSED)
