@@ -4,7 +4,9 @@ The stored file is served as it is when it already matches. Otherwise it is
 converted once into ``<spool>/.cache/`` (WAV <-> MP3 through libsndfile and
 LAME, a downmix for ``RequestedChannels=1``) and that copy is served, so HTTP
 Range requests work on converted media too. As in Twilio's seed, asking for
-two channels of a mono recording is Not Found.
+two channels of a mono recording is Not Found. A recording encrypted at rest
+is neither served nor converted: the box holds only the public key, so it
+cannot read its own audio (``firmware.media.encrypted``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .encrypted import EXTENSION as ENCRYPTED_EXTENSION
 from .partfile import publish
 from .writers import open_writer
 
@@ -30,10 +33,20 @@ class NoMedia(LookupError):
     """Nothing to serve; the message says why (it becomes a 404)."""
 
 
+class EncryptedMedia(Exception):
+    """The recording is encrypted at rest, so the box cannot serve or convert it; the message says where to
+    decrypt it (it becomes a 409: the request is fine, the recording's state does not allow it)."""
+
+
 def media_for(row: dict, fmt: str, channels: int | None, spool: Path) -> Path:
     path = Path(row["path"]) if row.get("path") else None
     if path is None or not path.exists():
         raise NoMedia(f"recording {row['id']} has no media (status {row['status']})")
+    if row.get("encryption") or path.suffix == f".{ENCRYPTED_EXTENSION}":
+        raise EncryptedMedia(
+            f"recording {row['id']} is encrypted at rest and the box holds only the public key: its media can be "
+            "decrypted only with the private key, off the box (edge-recorder decrypt on the central side)"
+        )
     stored_channels = int(row["channels"])
     if channels == 2 and stored_channels == 1:
         raise NoMedia(f"recording {row['id']} is mono: there is no dual-channel media")

@@ -2,9 +2,13 @@
 
 Tokens must carry at least 128 random bits (22 characters of URL-safe base64,
 32 hex digits); they are compared in constant time. Media links handed out in
-events and ``media_url`` are signed: ``?expires=<unix time>&signature=<hex>``,
-an HMAC-SHA256 over ``"<METHOD>\\n<path>\\n<expires>"`` with the box's link
-secret, valid until ``expires`` (default 15 minutes ahead).
+events and ``media_url`` are signed: ``?<params>&expires=<unix time>&signature=<hex>``,
+an HMAC-SHA256 with the box's link secret over ``"<METHOD>\\n<path>\\n<query>"``,
+where ``<query>`` is every query parameter but ``signature`` (``expires`` and
+the link's own, such as ``RequestedChannels``), sorted and URL-encoded. So a
+link is good for exactly what it was handed out for: changing, adding or
+dropping a parameter breaks it. It is valid until ``expires`` (default 15
+minutes ahead).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from urllib.parse import urlencode
+from collections.abc import Callable, Iterable, Mapping
+from urllib.parse import quote, urlencode
 
 from ...config import MIN_TOKEN_BITS, TokenError, parse_tokens, token_bits
 
@@ -83,17 +87,25 @@ class Limiter:
 
 
 class LinkSigner:
-    """Signed, expiring media links.
+    """Signed, expiring media links over a path and all of its query.
 
+    >>> from urllib.parse import parse_qsl
     >>> s = LinkSigner(b"k" * 32, lifetime=900, clock=lambda: 1000.0)
-    >>> query = s.sign("GET", "/v1/recordings/RE1.wav")
-    >>> query.startswith("expires=1900&signature=")
+    >>> query = s.sign("GET", "/v1/recordings/RE1.wav", {"RequestedChannels": "1"})
+    >>> query.startswith("RequestedChannels=1&expires=1900&signature=")
     True
-    >>> s.verify("GET", "/v1/recordings/RE1.wav", "1900", query.split("signature=")[1])
+    >>> s.verify("GET", "/v1/recordings/RE1.wav", parse_qsl(query))
     True
-    >>> s.verify("GET", "/v1/recordings/RE2.wav", "1900", query.split("signature=")[1])
+    >>> s.verify("GET", "/v1/recordings/RE2.wav", parse_qsl(query))
+    False
+    >>> s.verify("GET", "/v1/recordings/RE1.wav", parse_qsl(query.replace("Channels=1", "Channels=2")))
+    False
+    >>> s.verify("GET", "/v1/recordings/RE1.wav", parse_qsl(query + "&x=1"))
     False
     """
+
+    #: Digits an ``expires`` may have: unix times until the year 33658, and never past int()'s limit.
+    MAX_EXPIRES_DIGITS = 12
 
     def __init__(
         self, secret: bytes | None = None, lifetime: int = 900, clock: Callable[[], float] = time.time
@@ -102,14 +114,31 @@ class LinkSigner:
         self.lifetime = lifetime
         self.clock = clock
 
-    def _mac(self, method: str, path: str, expires: str) -> str:
-        return hmac.new(self.secret, f"{method.upper()}\n{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+    def _mac(self, method: str, path: str, pairs: list[tuple[str, str]]) -> bytes:
+        # surrogatepass: whatever text a client's query decodes to is signed, never an encoding error
+        query = urlencode(sorted(pairs), quote_via=quote, errors="surrogatepass")
+        text = f"{method.upper()}\n{path}\n{query}".encode(errors="surrogatepass")
+        return hmac.new(self.secret, text, hashlib.sha256).hexdigest().encode()
 
-    def sign(self, method: str, path: str) -> str:
-        expires = str(int(self.clock()) + self.lifetime)
-        return urlencode({"expires": expires, "signature": self._mac(method, path, expires)})
+    def sign(self, method: str, path: str, params: Mapping[str, str] | None = None) -> str:
+        """The query string of a link to ``path`` with ``params``: they, ``expires`` and the ``signature``."""
+        pairs = list((params or {}).items())
+        if any(key in ("expires", "signature") for key, _ in pairs):
+            raise ValueError("expires and signature are the signer's own parameters")
+        pairs.append(("expires", str(int(self.clock()) + self.lifetime)))
+        signature = self._mac(method, path, pairs).decode()
+        return urlencode([*pairs, ("signature", signature)], quote_via=quote)
 
-    def verify(self, method: str, path: str, expires: str | None, signature: str | None) -> bool:
-        if not expires or not signature or not expires.isdigit() or int(expires) < self.clock():
+    def verify(self, method: str, path: str, query: Iterable[tuple[str, str]]) -> bool:
+        """Whether ``query`` (every pair of the request's query, repeats included) signs ``method path`` now."""
+        pairs = list(query)
+        signatures = [value for key, value in pairs if key == "signature"]
+        expires = [value for key, value in pairs if key == "expires"]
+        if len(signatures) != 1 or len(expires) != 1:
             return False
-        return hmac.compare_digest(self._mac(method, path, expires), signature)
+        when = expires[0]
+        if not (when.isascii() and when.isdigit() and len(when) <= self.MAX_EXPIRES_DIGITS) or int(when) < self.clock():
+            return False
+        given = signatures[0].encode(errors="replace")  # bytes: compare_digest refuses non-ASCII str
+        expected = self._mac(method, path, [(key, value) for key, value in pairs if key != "signature"])
+        return hmac.compare_digest(expected, given)

@@ -7,6 +7,21 @@ in aiohttp's executor so the event loop never waits on the box. Errors are
 JSON ``{"status": <code>, "code": "<short>", "message": "<what is wrong>"}``.
 The routes and their parameters are described in ``openapi.json`` beside this
 module, served at ``/v1/openapi.json``.
+
+The box sits on a shared LAN, so every client is assumed hostile until its
+token says otherwise, and none may turn the API against the box's owner:
+
+- a client has ``READ_TIMEOUT`` seconds to send a request's line and headers,
+  and as long again for its body; one that trickles bytes (slowloris) is cut
+  off, and an idle kept-alive connection is closed after as long;
+- a media link is signed over its path and its whole query (``auth.LinkSigner``),
+  so it cannot be bent to other media or other parameters;
+- input never reaches a 5xx: a body is refused before the control API sees it
+  when it is not plain JSON (nested deeper than ``MAX_DEPTH``, a lone surrogate
+  escape, ``NaN``, an integer too long for any option), each query parameter
+  is checked, and a malformed request is logged as one line, never as a
+  traceback. A handler that fails all the same answers a JSON 500 that names
+  nothing inside the box, and logs the traceback: that is a bug to fix.
 """
 
 from __future__ import annotations
@@ -18,18 +33,20 @@ import logging
 import re
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ... import __version__
 from ...control import Control, ControlError, OptionError, error_fields
-from ...media.convert import NoMedia
+from ...core import PauseBehavior, Status
+from ...media.convert import EncryptedMedia, NoMedia
 from .auth import Auth, Limiter, LinkSigner, parse_tokens
 
 log = logging.getLogger("edge-recorder.api")
@@ -39,6 +56,13 @@ RECORDING_ID = re.compile(r"^RE[0-9a-f]{32}$")
 MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 PUBLIC = {"/v1/health", "/v1/openapi.json"}
 MAX_PAGE = 1000
+#: Seconds a client has to send a request's line and headers (counted from connecting, or from the previous
+#: answer on a kept-alive connection), and then its body; an idle kept-alive connection is closed after as long.
+READ_TIMEOUT = 15.0
+#: How deep a request body may nest: a vendor document is a handful of levels, deeper only strains the parser.
+MAX_DEPTH = 32
+#: Digits an integer in a request body may have: no option needs more, and float() of a longer one overflows.
+MAX_INT_DIGITS = 18
 ACTOR = web.RequestKey("actor", str)  # who made the request, for the audit log
 
 
@@ -54,10 +78,14 @@ def listen_address(text: str) -> tuple[str, int]:
 
 
 class ApiServer:
-    """``start()`` serves until ``stop()``; ``media_url(row)`` signs a link to a recording's media."""
+    """``start()`` serves until ``stop()``; ``media_url(row)`` signs a link to a recording's media.
 
-    def __init__(self, control: Control, http: dict[str, Any]) -> None:
+    ``read_timeout`` (``READ_TIMEOUT`` unless given) bounds how long a client may take to send a request.
+    """
+
+    def __init__(self, control: Control, http: dict[str, Any], read_timeout: float | None = None) -> None:
         h = self.http = http
+        self.read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout
         self.control = control
         self.host, self.port = listen_address(h["listen"])
         self.auth = Auth(parse_tokens(h["tokens"]), h["username"], h["password"])
@@ -123,7 +151,15 @@ class ApiServer:
             h = self.http
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(h["tls_cert"], h["tls_key"] or None)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            # aiohttp arms this timer when a connection opens and again after each answer, and does not push it
+            # back as bytes arrive: a request whose line and headers are not complete by then is cut off, and so
+            # is a kept-alive connection with no next request.
+            keepalive_timeout=self.read_timeout,
+            logger=_ProtocolLog(logging.getLogger("edge-recorder.api.http")),
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port, ssl_context=context).start()
 
@@ -160,7 +196,7 @@ class ApiServer:
     async def _authorise(self, request: web.Request, handler) -> web.StreamResponse:
         if request.path in PUBLIC:
             return await handler(request)
-        if request.method == "GET" and "signature" in request.query:
+        if request.method == "GET" and ("signature" in request.query or "expires" in request.query):
             if not self._signed(request):
                 raise ApiError(
                     403, "bad_link", "the media link has expired or its signature does not match; ask for a new one"
@@ -191,7 +227,7 @@ class ApiServer:
         return await handler(request)
 
     def _signed(self, request: web.Request) -> bool:
-        return self.signer.verify("GET", request.path, request.query.get("expires"), request.query.get("signature"))
+        return self.signer.verify("GET", request.path, request.query.items())
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
@@ -217,6 +253,8 @@ class ApiServer:
         after = _page_token(q.get("page_token")) if q.get("page_token") else None
         include_deleted = _bool(q.get("include_soft_deleted", "false"), "include_soft_deleted")
         status = q.get("status")
+        if status is not None and status not in _STATUSES:
+            raise OptionError("status", status, "one of " + ", ".join(_STATUSES))
         call_id = q.get("call_id") or q.get("call_sid")
         rows, position = await self._run(
             lambda: self.control.page(
@@ -231,22 +269,28 @@ class ApiServer:
         return web.json_response({"recordings": [self.view(r) for r in rows], "meta": meta}, dumps=_dumps)
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await _json_body(request, self.read_timeout)
         action, row, unsupported = await self._run(lambda: self.control.request(body, source="api"))
         status = 201 if action == "start" else 200
         return web.json_response({"recording": self.view(row), "unsupported": unsupported}, status=status, dumps=_dumps)
 
     async def fetch(self, request: web.Request) -> web.StreamResponse:
         rid, fmt = _name(request.match_info["name"])
-        if fmt == "json" or fmt is None:
-            return web.json_response(self.view(await self._row(rid)), dumps=_dumps)
         channels = request.query.get("RequestedChannels", request.query.get("requested_channels"))
         wanted = _int(channels, "RequestedChannels", 1, 2) if channels is not None else None
         row = await self._row(rid)
+        if row["status"] == Status.DELETED:  # as Twilio: gone, though the list keeps its fields for 40 days
+            raise ApiError(
+                404, "deleted", f"recording {rid} was deleted; GET /v1/recordings?include_soft_deleted=true lists it"
+            )
+        if fmt == "json" or fmt is None:
+            return web.json_response(self.view(row), dumps=_dumps)
         try:
             path = await self._run(self.control.media, row, fmt, wanted)
         except NoMedia as exc:
             raise ApiError(404, "no_media", str(exc)) from None
+        except EncryptedMedia as exc:
+            raise ApiError(409, "encrypted", str(exc)) from None
         if request.http_range.start in (None, 0):  # one audit row per download, not per Range request
             await self._run(
                 self.control.audit, "download", request.get(ACTOR, "?"), rid, f"{fmt} {wanted or row['channels']}ch"
@@ -259,12 +303,15 @@ class ApiServer:
         rid, fmt = _name(request.match_info["name"], allow_current=True)
         if fmt is not None:
             raise ApiError(404, "not_found", f"{request.path}: only the recording itself can be updated")
-        body = await _json_body(request)
-        status = body.get("status", body.get("Status"))
-        behavior = body.get("pause_behavior", body.get("PauseBehavior", "silence"))
+        body = await _json_body(request, self.read_timeout)
         extra = sorted(set(body) - {"status", "Status", "pause_behavior", "PauseBehavior"})
         if extra:
             raise OptionError(extra[0], body[extra[0]], "only status and pause_behavior can be changed")
+        for key, allowed in _UPDATE_FIELDS.items():  # every spelling given is checked, also the one not used
+            if key in body and (not isinstance(body[key], str) or body[key] not in allowed):
+                raise OptionError(key, body[key], _either(allowed))
+        status = body.get("status", body.get("Status"))
+        behavior = body.get("pause_behavior", body.get("PauseBehavior", "silence"))
         if status == "paused":
             row = await self._run(self.control.pause, rid, behavior)
         elif status == "in-progress":
@@ -272,7 +319,7 @@ class ApiServer:
         elif status == "stopped":
             row = await self._run(self.control.stop, rid)
         else:
-            raise OptionError("status", status, "paused, in-progress or stopped")
+            raise OptionError("status", status, _either(_UPDATE_FIELDS["status"]))
         return web.json_response(self.view(row), dumps=_dumps)
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -290,11 +337,13 @@ class ApiServer:
     def view(self, row: dict[str, Any]) -> dict[str, Any]:
         return self.control.public(row)  # with the signed media link
 
-    def media_url(self, row: dict[str, Any]) -> str | None:
+    def media_url(self, row: dict[str, Any], params: Mapping[str, str] | None = None) -> str | None:
+        """A link to the recording's media that works without a token until it expires; ``params`` (such as
+        ``{"RequestedChannels": "1"}``) are signed with it, so the link serves exactly that."""
         if not row.get("path") or not row.get("id"):
             return None
         path = f"/v1/recordings/{row['id']}.{row['format']}"
-        return f"{self.base_url}{path}?{self.signer.sign('GET', path)}"
+        return f"{self.base_url}{path}?{self.signer.sign('GET', path, params)}"
 
 
 class _Metrics:
@@ -334,6 +383,32 @@ class _Metrics:
             )
 
 
+class _ProtocolLog(logging.LoggerAdapter):
+    """aiohttp's log for a connection. A malformed request (a bad byte in its line or headers, one too long) is
+    the client's doing: one line at INFO, not a traceback at ERROR. Anything else is logged as aiohttp says."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            first = (exc_info.message or "").strip().splitlines()
+            self.info(f"{msg}: %s %s", *args, exc_info.code, first[0].rstrip(":") if first else "", **kwargs)
+        else:
+            self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
+
+
+_STATUSES = tuple(s.value for s in Status)
+# What an update may set, by each of its names (Twilio's too).
+_UPDATE_FIELDS = {
+    "status": ("paused", "in-progress", "stopped"),
+    "Status": ("paused", "in-progress", "stopped"),
+    "pause_behavior": tuple(b.value for b in PauseBehavior),
+    "PauseBehavior": tuple(b.value for b in PauseBehavior),
+}
+
+
+def _either(values: tuple[str, ...]) -> str:
+    return ", ".join(values[:-1]) + " or " + values[-1]
+
+
 def _error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, extra: dict[str, str] | None = None
 ) -> web.Response:
@@ -345,19 +420,58 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def _json_body(request: web.Request, timeout: float) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, "slow_body", f"the request body did not arrive within {timeout:g} s") from None
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant, parse_int=_short_int)
+    except RecursionError:
+        raise ApiError(400, "too_deep", f"the body is nested more than {MAX_DEPTH} levels deep") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "not_json", f"the body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "not_an_object", "the body must be a JSON object")
+    _plain(body)
     return body
+
+
+def _no_constant(name: str) -> float:
+    raise ApiError(400, "not_json", f"the body is not JSON: {name} is not a JSON number")
+
+
+def _short_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ApiError(400, "not_json", f"the body holds an integer of {len(text)} digits; at most {MAX_INT_DIGITS}")
+    return int(text)
+
+
+def _plain(body: Any) -> None:
+    """Refuse what ``json.loads`` lets through but nothing behind the API should meet: nesting deeper than
+    ``MAX_DEPTH`` (recursive code further on would overflow), and text with a lone surrogate (a ``\\ud800``
+    escape), which no file, database row or UTF-8 message can hold, so it would fail long after it was taken."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ApiError(400, "too_deep", f"the body is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((key, depth) for key in value)
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            shown = repr(value if len(value) <= 40 else value[:37] + "...")
+            raise ApiError(400, "not_unicode", f"the body holds text that is not Unicode (a lone surrogate): {shown}")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _name(name: str, allow_current: bool = False) -> tuple[str, str | None]:
@@ -372,16 +486,17 @@ def _name(name: str, allow_current: bool = False) -> tuple[str, str | None]:
 
 
 def _int(text: str | None, name: str, low: int, high: int) -> int:
-    if text is None or not text.strip().isdigit() or not low <= int(text) <= high:
+    digits = (text or "").strip()
+    # isascii: "²" is a digit to isdigit() but not to int(); the length keeps int() within its digit limit
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(high)) or not low <= int(digits) <= high:
         raise OptionError(name, text, f"a whole number from {low} to {high}")
-    return int(text)
+    return int(digits)
 
 
 def _bool(text: str, name: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no", ""):
-        return False
+    """A boolean query parameter as OpenAPI writes one, true or false (in any case: Python's requests sends True)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     raise OptionError(name, text, "true or false")
 
 
@@ -425,7 +540,7 @@ def _bounds(op: str, text: str) -> list[tuple[str, str]]:
             moment = moment.replace(tzinfo=UTC)
         stamp = _iso(moment)
         return [(">=", stamp), ("<=", stamp)] if op == "=" else [(op, stamp)]
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31, year 1 in UTC
         raise OptionError("date_created", text, "YYYY-MM-DD or an ISO 8601 time, after =, <, <=, > or >=") from None
 
 
@@ -434,12 +549,16 @@ def _iso(moment: datetime) -> str:
 
 
 def _page_token(token: str) -> tuple[str, int]:
+    """The position a ``next_page_url`` carries: a stamp and a SQLite rowid, checked as the catalog will bind them
+    (a rowid past 64 bits, text that is not UTF-8, would fail in SQLite)."""
     try:
         created, rowid = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(created, str) or not isinstance(rowid, int):
+        if not isinstance(created, str) or not created.isascii() or len(created) > 64:
+            raise ValueError
+        if isinstance(rowid, bool) or not isinstance(rowid, int) or not 0 <= rowid < 1 << 63:
             raise ValueError
         return created, rowid
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise OptionError("page_token", token, "a page_token from a next_page_url") from None
 
 
