@@ -42,6 +42,7 @@ from .catalog import Catalog, OutboxItem, rfc3339
 from .cloudevents import CloudEvents
 from .core import Finished, Key, Paused, Resumed, Started
 from .core.lifecycle import EVENT_TYPES, Status, finished_event_type, stored_status
+from .core.options import redact
 from .media.partfile import write_atomic
 from .spool import Take, Takes, WriteFailed, delete_media
 
@@ -60,7 +61,10 @@ def public(row: dict[str, Any], media_url: str | None = None, uploads: list[dict
     if media_url is None and row.get("path"):
         media_url = Path(row["path"]).absolute().as_uri()  # no API: where the file is on the box
     out["media_url"] = media_url
-    out["uploads"] = uploads if uploads is not None else out.get("uploads", [])
+    shown = uploads if uploads is not None else out.get("uploads", [])
+    out["uploads"] = [
+        {**u, "destination": redact(u.get("destination")), "location": redact(u.get("location"))} for u in shown
+    ]
     return out
 
 
@@ -87,7 +91,7 @@ def delete_recording(
 
     def announce(row: dict[str, Any], cancelled: list[tuple[str, str]]) -> list[OutboxItem]:
         data = public(row)
-        data["cancelled_uploads"] = [{"destination": dest, "state": state} for dest, state in cancelled]
+        data["cancelled_uploads"] = [{"destination": redact(dest), "state": state} for dest, state in cancelled]
         if reason:
             data["reason"] = reason
         event = envelope(EVENT_TYPES["deleted"], data)

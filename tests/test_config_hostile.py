@@ -25,12 +25,30 @@ VALUES = st.recursive(
 )
 
 
+URLS = st.sampled_from(
+    [
+        "https://central.example.com/calls/",
+        "https://user:pw@central.example.com/calls/",
+        "s3://bucket/prefix/",
+        "http://127.0.0.1:1/x",
+        "archive",
+        "mqtt",
+        "https://central.example.com/calls/../x/",
+    ]
+)
+
+
 @st.composite
 def documents(draw) -> dict:
     doc = {}
-    for section in draw(st.lists(st.sampled_from([*cfg.SCHEMA, "bogus"]), max_size=4, unique=True)):
+    for section in draw(st.lists(st.sampled_from([*cfg.SCHEMA, "bogus", "destinations"]), max_size=4, unique=True)):
+        if section == "destinations":  # tables of tables: [destinations.NAME]
+            names = st.sampled_from(["archive", "Archive", "default", "mqtt", "a" * 40, ""])
+            table = st.dictionaries(st.sampled_from([*cfg.DESTINATION_SCHEMA, "bogus"]), VALUES | URLS, max_size=4)
+            doc[section] = draw(st.dictionaries(names, table | VALUES, max_size=2) | VALUES)
+            continue
         keys = [*cfg.SCHEMA.get(section, {}), "bogus"]
-        doc[section] = draw(st.dictionaries(st.sampled_from(keys), VALUES, max_size=4))
+        doc[section] = draw(st.dictionaries(st.sampled_from(keys), VALUES | URLS, max_size=4))
     return doc
 
 

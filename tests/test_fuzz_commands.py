@@ -113,3 +113,18 @@ def test_a_destination_covers_only_urls_on_its_own_server_inside_its_folder(url)
 def test_redact_leaves_no_password_and_no_secret_parameter(url, secret):
     shown = redact(url.replace("user:pw@", f"user:{secret}@") + f"?access_token={secret}&sig={secret}")
     assert secret not in shown
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    key=st.sampled_from(["name", "status_callback", "destination", "end_on_key", "format"]),
+    text=st.text(st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010), min_size=1, max_size=4),
+)
+def test_a_lone_surrogate_in_a_start_option_is_refused_naming_the_option(box, key, text):
+    value = "http://127.0.0.1/" + text if key == "status_callback" else text
+    answer = Commands(box.control, auth="broker")({"op": "start", "options": {key: value}})
+    if answer["ok"]:  # text without a surrogate may be a fine name
+        assert not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+        box.control.stop(answer["recording"]["id"])
+    else:
+        assert answer["error"].startswith(f"{key}: ")

@@ -360,6 +360,7 @@ def test_no_message_on_the_command_topic_can_silence_the_box_or_aim_its_replies(
             (b"x" * 70000, "x/+"),
             (json.dumps({"op": "list"}).encode(), "edge-recorder/other-box/cmd"),
             (json.dumps({"op": "list"}).encode(), "$SYS/broker"),
+            (b'{"op": "start", "options": {"status_callback": "http://127.0.0.1/\\ud800"}}', "x/#"),
         ]
         for payload, reply_to in hostile:
             props = Properties(PacketTypes.PUBLISH)
@@ -375,6 +376,7 @@ def test_no_message_on_the_command_topic_can_silence_the_box_or_aim_its_replies(
         errors = [a.get("error", "") for a in answers]
         assert any("nests JSON at most 16 deep" in e for e in errors)
         assert any("not JSON" in e for e in errors) and any("over the 65536-byte limit" in e for e in errors)
+        assert any("lone surrogate" in e for e in errors)
         assert [a["ok"] for a in answers].count(True) == 2  # the two lists, answered on the box's own topic
         assert not [t for t, _ in central.log if t.startswith(("edge-recorder/other-box/", "x/"))]
         assert central.command({"op": "list"})["ok"]  # the command path is alive

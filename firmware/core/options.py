@@ -238,7 +238,11 @@ def _keys(key: str, value: Any) -> str:
 
 def _text(limit: int):
     def parse(key: str, value: Any) -> str:
-        if not isinstance(value, str) or len(value) > limit or any(ord(ch) < 32 for ch in value):
+        if (
+            not isinstance(value, str)
+            or len(value) > limit
+            or any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in value)  # a lone surrogate is no text
+        ):
             raise OptionError(key, value, f"text of at most {limit} printable characters")
         return value
 

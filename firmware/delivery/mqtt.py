@@ -385,6 +385,11 @@ class Link:
         if not isinstance(request, dict):
             self._reply(unread, correlation, _error('a command is a JSON object with an "op"'))
             return
+        try:  # "\ud800" parses, but is no text: it would fail later, in the catalog or in a callback
+            json.dumps(request, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            self._reply(unread, correlation, _error("not JSON text: a string holds a lone surrogate (\\ud800-\\udfff)"))
+            return
         if self.commands is None:
             self._reply(unread, correlation, _error("this box takes no commands"))
             return
