@@ -30,9 +30,10 @@ def upload_destination(config: cfg.Config, options: Mapping[str, Any] | None = N
     DTMF key sequence, ``[call] auto_record``), which start with
     ``[recording]``'s. "" means nowhere: the file stays in the spool.
 
-    >>> config = cfg.parse({"recording": {"destination": "s3://calls/box-7/"}, "upload": {"destination": "s3://x/"}})
+    >>> config = cfg.parse({"recording": {"destination": "archive"}, "upload": {"destination": "s3://x/"},
+    ...                     "destinations": {"archive": {"url": "s3://calls/box-7/"}}})
     >>> upload_destination(config), upload_destination(config, {"destination": ""})
-    ('s3://calls/box-7/', 's3://x/')
+    ('archive', 's3://x/')
     """
     own = config.recording.destination if options is None else options.get("destination")
     return own or config.upload["destination"]
