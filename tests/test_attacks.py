@@ -249,3 +249,74 @@ def test_by_default_a_box_without_a_command_token_takes_no_command_that_records_
         _, err = proc.communicate(timeout=30)
     assert "Traceback" not in err
     assert box.rows() == []
+
+
+def test_no_message_from_a_broker_client_silences_the_command_path(site):
+    """Attack 2: payloads nested 5000 deep, not JSON or oversize, with wildcard response topics."""
+    site.central.client.subscribe("intruder/#", qos=1)
+    for payload in (b"[" * 5000, b"\xff\xfe not json", b"x" * 70000, b'{"op": "list", "call_id": "\\udc00"}'):
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = "intruder/#"
+        props.CorrelationData = b"silence"
+        site.intruder.client.publish(f"{BASE}/cmd", payload, qos=1, properties=props)
+    time.sleep(1.0)
+    assert site.central.command({"op": "list", "limit": 1})["ok"] is True  # still answering
+    assert not [t for t, _ in site.central.log if t.startswith("intruder/")]
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        ({"op": "list", "status": {"in": "progress"}}, "list: status"),
+        ({"op": "list", "call_id": ["CA1"]}, "list: call_id"),
+        ({"op": "start", "options": {"max_length": 10**400}}, "max_length: "),
+        ({"op": "start", "options": {"pre_roll": -(10**400)}}, "pre_roll: "),
+    ],
+)
+def test_bad_command_fields_are_named_not_internal_errors(site, request_, field):
+    """Attack 6, over MQTT: each answer names the field."""
+    payload = json.dumps({**request_, "token": COMMAND_TOKEN}).encode()
+    reply = site.central.command(payload)
+    assert reply["ok"] is False and field in reply["error"] and "internal" not in reply["error"], reply
+
+
+@pytest.mark.parametrize(
+    ("sections", "named"),
+    [
+        ({"http": {"listen": "0.0.0.0:18080", "tokens": "a" * 32}}, "[http] tokens"),
+        ({"http": {"listen": "0.0.0.0:18080", "username": "desk", "password": "x"}}, "[http] password"),
+        (
+            {"http": {"listen": "0.0.0.0:18080", "username": "desk", "password": "correct-horse-battery"}},
+            "[http] username",
+        ),
+        ({"audio": {"period_ms": 10**400}}, "[audio] period_ms"),
+        ({"mqtt": {"url": "mqtt://127.0.0.1:1", "password": "file:/dev/zero"}}, "/dev/zero is not a regular file"),
+        ({"sim": {"scenario": "1=detonate"}}, "[sim] scenario"),
+        ({"upload": {"destination": "https://box:hunter2@central.example.com/"}}, "[upload] destination"),
+        ({"mqtt": {"url": "mqtt://127.0.0.1:1", "ha_discovery": True}}, "[mqtt] ha_discovery"),
+    ],
+)
+def test_the_daemon_refuses_a_weak_or_hostile_config_naming_the_key(tmp_path, sections, named):
+    """Attacks 5 and 7: `edge-recorder run` exits 78 (no restart by systemd) with one line, no traceback."""
+    box = Box.make(tmp_path, counter_signal(1.0), RATE, **sections)
+    result = box.run(timeout=30)
+    assert result.code == 78, result.stderr
+    assert named in result.stderr and "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr and "correct-horse" not in result.stderr
+
+
+def test_an_encryption_key_that_is_a_device_is_not_read_and_recording_is_refused(tmp_path):
+    """Attack 7: [encryption] public_key = "/dev/zero" used to be read until memory ran out. The box stays up
+    to say so (device.error encryption_key) and records nothing unencrypted."""
+    box = Box.make(
+        tmp_path,
+        counter_signal(1.0),
+        RATE,
+        encryption={"public_key": "/dev/zero"},
+        sim={"scenario": "0.2=button, 0.8=button"},
+    )
+    result = box.run(timeout=30)
+    assert result.code == 0 and "Traceback" not in result.stderr
+    [error] = [e for e in result.of("device.error") if e["data"]["code"] == "encryption_key"]
+    assert "/dev/zero is not a regular file" in error["data"]["message"]
+    assert box.rows() == []
