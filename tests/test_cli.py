@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -172,6 +173,30 @@ def test_the_demo_shows_the_whole_loop_from_button_to_the_central_file(tmp_path)
     assert landed.startswith(str(tmp_path / "central" / "files" / "demo"))
     assert Path(landed).read_bytes() == path.read_bytes()  # the receiver's copy, byte for byte
     assert f"the uploaded file landed at {landed}" in result.stderr
+
+
+def test_the_demo_waits_for_a_slow_receiver_and_says_what_a_failing_one_said(tmp_path):
+    """A loaded machine: the receiver takes seconds to start. The demo waits for its subscription instead of a
+    fixed half second (which lost the offer and ended in exit 69 after 40 silent seconds)."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import os, sys, time\n"
+        "if 'receive' in sys.argv:\n"
+        "    time.sleep(3)\n"
+        "    if os.environ.get('RECEIVER') == 'fail':\n"
+        "        sys.stderr.write('receive: cannot reach the store (simulated)\\n')\n"
+        "        os._exit(1)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{slow}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    argv = [sys.executable, "-m", "firmware.cli.main", "demo", "--out", str(tmp_path / "out")]
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "the uploaded file landed at" in result.stderr
+
+    failing = subprocess.run(argv, capture_output=True, text=True, env={**env, "RECEIVER": "fail"}, timeout=180)
+    assert failing.returncode == 69
+    assert "the receiver did not start taking offers: receive: cannot reach the store (simulated)" in failing.stderr
 
 
 def test_the_demo_without_a_broker_prints_the_box_s_own_events(tmp_path):

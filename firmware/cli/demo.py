@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import soundfile as sf
 from .. import config as cfg
 from ..catalog import Catalog
 from ..daemon.app import Box
+from ..delivery.mqtt_receiver import READY
 from ..media.speech import SpeechUnavailable, speak
 from ..media.synth import dtmf_tone, mix
 from . import exits
@@ -43,6 +45,8 @@ BUTTON_AT = 2.0
 CALLER = (2.6, "Hello, I would like to book a table for two on Friday evening, please. My number is on file.")
 KEY = "#"
 MOSQUITTO = "/usr/sbin/mosquitto"  # Debian's; /usr/sbin is not on every user's PATH
+#: How long the receiver may take to start and subscribe (a Python start-up on a loaded Pi is seconds).
+RECEIVER_START_SECONDS = 60.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -115,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
             log.info("no broker: the box's own events follow (install mosquitto for the whole loop)")
             sinks = [event_writer("-")]
         else:
-            central = stack.enter_context(Central(args.out / "central"))
+            try:
+                central = stack.enter_context(Central(args.out / "central"))
+            except RuntimeError as exc:
+                return exits.fail(exits.UNAVAILABLE, str(exc))
             sections["mqtt"] = {"url": central.url, "heartbeat": 5}
             sections["upload"] = {"destination": "mqtt"}
             sinks = []
@@ -127,7 +134,12 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(args.out / "spool", ignore_errors=True)
         log.info("the record button is pressed at %.1f s: beep, dual channels, end_on_key '%s'", BUTTON_AT, KEY)
         code = Box(config, sinks=sinks).run()
-        stored = central.wait_for_file() if central is not None else None
+        stored, problem = None, None
+        if central is not None:
+            try:
+                stored = central.wait_for_file()
+            except RuntimeError as exc:
+                problem = str(exc)
     catalog = Catalog(Path(config.catalog["path"]))
     rows = [r for r in catalog.list() if r["source"] == "button"]
     catalog.close()
@@ -141,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if central is not None:
         if stored is None:
-            return exits.fail(exits.UNAVAILABLE, "the receiver did not store the recording")
+            return exits.fail(exits.UNAVAILABLE, f"the receiver did not store the recording: {problem}")
         log.info(
             "the uploaded file landed at %s (sha256 %s, verified by the receiver)", stored["path"], stored["sha256"]
         )
@@ -167,12 +179,22 @@ class Central:
         self._procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> Central:
+        try:
+            return self._start()
+        except BaseException:  # a half-started central must not outlive the demo (its broker holds our stdout)
+            self.__exit__(None, None, None)
+            raise
+
+    def _start(self) -> Central:
+        self.events: mqtt.Client | None = None
         conf = self.directory / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             f"user {getpass.getuser()}\nlog_dest none\n"
         )
-        broker = subprocess.Popen([_mosquitto() or MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        broker = subprocess.Popen(
+            [_mosquitto() or MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self._procs.append(broker)
         deadline = time.monotonic() + 10
         while True:
@@ -184,30 +206,51 @@ class Central:
                     raise RuntimeError("the private Mosquitto did not start") from None
                 time.sleep(0.05)
         argv = [sys.executable, "-m", "firmware.cli.main", "receive", "--broker", self.url, "--store", str(self.store)]
-        self.receiver = subprocess.Popen(
-            [*argv, "--once", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
+        self.receiver_log = self.directory / "receiver.log"
+        with self.receiver_log.open("w") as log_file:  # the child keeps its own descriptor
+            self.receiver = subprocess.Popen([*argv, "--once", "1"], stdout=subprocess.PIPE, stderr=log_file, text=True)
         self._procs.append(self.receiver)
         self.events = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-central", protocol=mqtt.MQTTv5)
         self.events.on_message = lambda c, u, m: print(m.payload.decode(), flush=True)
+        subscribed = threading.Event()
+        self.events.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
         self.events.connect("127.0.0.1", self.port)
         self.events.subscribe("edge-recorder/+/events", qos=1)
         self.events.loop_start()
-        time.sleep(0.5)  # the receiver joins its group before the box offers anything
+        # Nothing is offered before the receiver has joined its group and the events are subscribed: the box
+        # would otherwise offer its file to nobody, however busy the machine.
+        deadline = time.monotonic() + RECEIVER_START_SECONDS
+        while READY not in self.receiver_log.read_text() or not subscribed.is_set():
+            if self.receiver.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the receiver did not start taking offers: {self.receiver_said()}")
+            time.sleep(0.05)
         return self
 
-    def wait_for_file(self, timeout: float = 30.0) -> dict | None:
+    def receiver_said(self) -> str:
+        """The receiver's log, for a failure message: its last lines, or that it said nothing."""
+        lines = self.receiver_log.read_text().strip().splitlines()
+        return " | ".join(lines[-5:]) if lines else "it said nothing"
+
+    def wait_for_file(self, timeout: float = 60.0) -> dict:
+        """The receiver's line for the file it stored; RuntimeError with what it said when there is none."""
         try:
             out, _ = self.receiver.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            return None
-        time.sleep(0.3)  # the last events reach the subscriber
+            raise RuntimeError(
+                f"no file stored within {timeout:g} s; the receiver said: {self.receiver_said()}"
+            ) from None
         lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        return lines[0] if lines else None
+        if self.receiver.returncode != 0 or not lines:
+            raise RuntimeError(
+                f"the receiver exited with {self.receiver.returncode} and stored nothing: {self.receiver_said()}"
+            )
+        time.sleep(0.3)  # the last events reach the subscriber
+        return lines[0]
 
     def __exit__(self, *exc) -> None:
-        self.events.loop_stop()
-        self.events.disconnect()
+        if self.events is not None:
+            self.events.loop_stop()
+            self.events.disconnect()
         for proc in reversed(self._procs):
             if proc.poll() is None:
                 proc.terminate()

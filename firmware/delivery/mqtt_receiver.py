@@ -45,6 +45,10 @@ log = logging.getLogger("edge-recorder.mqtt-files")
 # --- the receiver's side ----------------------------------------------------------
 
 
+#: Logged once the broker has granted the subscription to offers: from then on no offer is missed.
+READY = "taking offers from"
+
+
 @dataclass(frozen=True)
 class Stored:
     """A file a receiver stored (``location``: a path for a DirectoryStore)."""
@@ -290,7 +294,7 @@ class FileReceiver:
                     self.refused = f"the broker refused {self.topics()[0]}: {reason_codes[0]}"
                     log.error("%s", self.refused)
                 elif not self.ready.is_set():
-                    log.info("receiver %s taking offers from %s", self.receiver_id, self.topics()[0])
+                    log.info("receiver %s %s %s", self.receiver_id, READY, self.topics()[0])
                     self.ready.set()
             if mid in self._subacks:
                 self._subacks[mid] = list(reason_codes)
