@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .core import OptionError, RecordingOptions, SessionRules, Track
 from .core.options import CALLBACK_EVENTS, OPTION_HELP, accepted, destination
@@ -201,8 +202,15 @@ def _broker_url(value: Any) -> str:
 def _url(value: Any) -> str:
     if value == "":
         return ""
-    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
-        raise ValueError('expected an http:// or https:// URL, or "" for none')
+    allowed = 'expected an http:// or https:// URL, or "" for none'
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", value) or not value.isprintable():
+        raise ValueError(allowed)
+    try:  # what requests will have to read: a host, and a port that is a port
+        parts = urlsplit(value)
+        if not parts.hostname or not 0 < (parts.port or 443) < 65536:
+            raise ValueError(allowed)
+    except ValueError:
+        raise ValueError(allowed) from None
     return value
 
 
@@ -236,11 +244,12 @@ def read_small_file(path: str | Path, what: str = "the file") -> str:
         raise ValueError(f"{what} {path} is not UTF-8 text") from None
 
 
-def _secret(value: Any) -> str:
+def _secret_text(value: Any) -> str:
     """A secret given inline, as ``file:/path`` or as ``env:NAME``.
 
-    A file gives all of its text without the whitespace around it (such as the final newline
-    an editor adds): a file of bearer tokens may hold one a line, and a password may hold a ``#``.
+    A file or a variable gives all of its text without the whitespace around it (such as the final
+    newline an editor or ``echo`` adds): a file of bearer tokens may hold one a line, and a password
+    may hold a ``#``.
     """
     if not isinstance(value, str):
         raise ValueError('expected a string, "file:/path" or "env:NAME"')
@@ -249,8 +258,17 @@ def _secret(value: Any) -> str:
     if value.startswith("env:"):
         if value[4:] not in os.environ:
             raise ValueError(f"the environment variable {value[4:]} is not set")
-        return os.environ[value[4:]]
+        return os.environ[value[4:]].strip()
     return value
+
+
+def _secret(value: Any) -> str:
+    """One secret (a password, a token, a key): it goes into a header or a signature, so no line break or
+    other control character, which would fail there and show the secret in the error."""
+    text = _secret_text(value)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ValueError("expected a secret on one line, without control characters")
+    return text
 
 
 def _tokens(value: Any) -> str:
@@ -260,7 +278,7 @@ def _tokens(value: Any) -> str:
             f"expected tokens of at least {MIN_TOKEN_BITS} random bits each, comma-separated or one a line, "
             'given inline, as "file:/path" or as "env:NAME"'
         )
-    text = _secret(value)
+    text = _secret_text(value)
     try:
         parse_tokens(text)
     except TokenError as exc:

@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from .core import OptionError
 from .core.options import redact
@@ -44,6 +44,7 @@ DEFAULT = "default"
 #: The file goes over the broker (``firmware.delivery.mqtt_files``).
 MQTT = "mqtt"
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._~/-]*")
 
 
 @dataclass(frozen=True)
@@ -140,11 +141,14 @@ class Destination:
             return False
         if other.query != own.query:
             return False
+        if own.scheme.lower() == "s3" and own.netloc != other.netloc:  # bucket names are case-sensitive
+            return False
         if not own.path.endswith("/") or not other.path.startswith(own.path):
             return own.path == other.path
+        # Below the folder only plain names: no escapes, backslashes or ";" that some server could read as a
+        # separator or a step up (IIS takes "\" for "/", Tomcat "..;/" for "../"), no "." or ".." segments.
         below = other.path[len(own.path) :]
-        segments = unquote(below).split("/")
-        return not re.search(r"%2f|%5c|%2e", below, re.IGNORECASE) and not any(s in (".", "..") for s in segments)
+        return _PLAIN_PATH.fullmatch(below) is not None and not any(s in (".", "..") for s in below.split("/"))
 
 
 def _port(parts) -> int | None:
@@ -218,7 +222,7 @@ class Destinations:
             for destination in self.named.values():
                 if destination.covers(value):
                     return Target(destination, value)
-        raise OptionError(option, value, self.allowed())
+        raise OptionError(option, redact(value), self.allowed())
 
     def target(self, name: str | None, url: str) -> Target:
         """At send time: the destination ``name`` as the config now has it, if it still covers ``url``.

@@ -25,7 +25,7 @@ import requests
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .broker import Broker, free_port, request_reply
+from .broker import Broker, free_port
 from .daemon_run import ROOT, Box, counter_signal
 from .http_servers import FlakyHttpServer
 from .test_mqtt import BASE, Central
@@ -137,6 +137,10 @@ def hostile_destinations(site: Site) -> list[str]:
         site.store.url + "/other/",  # the store, outside the configured folder
         site.store.url + "/calls/../admin/",
         site.store.url + "/calls/%2e%2e/admin/",
+        site.store.url + "/calls/..\\admin\\x.wav",  # IIS reads "\" as "/"
+        site.store.url + "/calls/..;/admin/",  # Tomcat reads "..;/" as "../"
+        site.store.url + "/calls/%252e%252e/admin/",  # decoded twice
+        site.store.url + "/calls/a%2Fb/",
         site.store.url + "/calls?x=1",
         f"http://box:hunter2@{store}/calls/",  # a password in the URL
         "s3://attacker-bucket/",
@@ -225,9 +229,13 @@ def test_by_default_a_box_without_a_command_token_takes_no_command_that_records_
         site.central.client.subscribe("edge-recorder/desk-2/#", qos=1)
         site.central.wait_for(lambda t, p: t == "edge-recorder/desk-2/status" and p == b"online")
 
+        site.central.client.subscribe("central/replies/#", qos=1)
+        asked: list[str] = []
+
         def on_own_reply_topic(request: dict) -> dict:
             """A refused command is answered on the box's own cmd/reply, whatever response topic it names."""
             request_id = secrets.token_hex(4)
+            asked.append(f"central/replies/{request_id}")
             props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = f"central/replies/{request_id}"
             payload = json.dumps({**request, "request_id": request_id})
@@ -241,9 +249,13 @@ def test_by_default_a_box_without_a_command_token_takes_no_command_that_records_
             refused = on_own_reply_topic(op)
             assert refused["ok"] is False and refused["code"] == "token_required", refused
             assert "set [mqtt] command_token" in refused["error"]
-        # Reading is what the events already tell: answered on the response topic.
-        listed = request_reply(site.central.client, "edge-recorder/desk-2/cmd", json.dumps({"op": "list"}), b"c")
-        assert json.loads(listed.payload)["ok"] is True
+        # Reading is what the events already tell, answered on the box's own cmd/reply: with no token no sender
+        # can be told apart, so none may aim the answer, not even at a topic of its own.
+        listed = on_own_reply_topic({"op": "list"})
+        assert listed["ok"] is True
+        assert on_own_reply_topic({"op": "explode", "request_id": "x"})["ok"] is False
+        time.sleep(0.3)
+        assert not [t for t, _ in site.central.log if t in asked]
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)

@@ -84,6 +84,11 @@ def test_a_file_overrides_defaults_and_recording_options(tmp_path):
         ),
         ("[destinations.a]\n", "[destinations.a] url = '': expected an https:// URL"),
         (
+            "[events]\nwebhook = 'https://hooks.example.com:844333/in?token=WEBHOOKSECRET'\n",
+            "[events] webhook = 'https://hooks.example.com:844333/in?***': expected an http:// or https:// URL",
+        ),
+        ('[upload]\ntoken = "abc\\ndef"\n', "[upload] token = '(hidden)': expected a secret on one line"),
+        (
             "[events]\nwebhook_events = 'complet'\n",
             "[events] webhook_events = 'complet': expected one or more of in-progress, completed, absent",
         ),

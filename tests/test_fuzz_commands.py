@@ -128,3 +128,21 @@ def test_a_lone_surrogate_in_a_start_option_is_refused_naming_the_option(box, ke
         box.control.stop(answer["recording"]["id"])
     else:
         assert answer["error"].startswith(f"{key}: ")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://[::1/in/?token=SECRET", "https://[::1/in/?***"),  # no URL: all after the path hidden
+        ("https://h/in;token=SECRET/x", "https://h/in;token=***/x"),
+        ("https://h/in/?pass=SECRET&jwt=SECRET&pw=SECRET&site=7", "https://h/in/?pass=***&jwt=***&pw=***&site=7"),
+        ("s3://bucket/prefix/", "s3://bucket/prefix/"),
+    ],
+)
+def test_redact_hides_secrets_wherever_a_url_carries_them(url, shown):
+    assert redact(url) == shown
+
+
+def test_an_s3_bucket_is_covered_only_as_written():
+    archive = Destination("archive", "s3://archive/box-7/")
+    assert archive.covers("s3://archive/box-7/2026/") and not archive.covers("s3://ARCHIVE/box-7/2026/")

@@ -207,6 +207,13 @@ def test_a_user_and_password_in_the_url_are_refused_and_never_sent_or_shown(reco
         assert server.received == []
 
 
+def test_a_credential_no_header_may_carry_fails_for_good_without_showing_it(http_server, recording):
+    path, sha = recording
+    error = failure(path, http_server.url + "/in/", sha, credentials=Credentials(bearer_token="S3CRET\nX-Evil: 1"))
+    assert error.permanent and "no HTTP header may carry" in str(error) and "S3CRET" not in str(error)
+    assert http_server.received == []
+
+
 def test_a_scripted_outage_then_success(http_server, recording):
     path, sha = recording
     http_server.script(503, "ok")

@@ -253,7 +253,7 @@ def _text(limit: int):
 
 #: Query parameters that carry a secret by their name (tokens, keys, signatures, S3 presigning).
 _USERINFO = re.compile(r"(//)(?!\*\*\*@)[^/?#@\s]*@")
-_SECRET_PARAM = re.compile(r"(token|secret|passw|pwd|key|sig|auth|credential|session|code)", re.IGNORECASE)
+_SECRET_PARAM = re.compile(r"(token|secret|pass|pw|jwt|bearer|key|sig|auth|credential|session|code)", re.IGNORECASE)
 
 
 def redact(url: str) -> str:
@@ -271,15 +271,17 @@ def redact(url: str) -> str:
     url = _USERINFO.sub(r"\1***@", url)  # also where the rest is no URL at all (an error echoing a bad value)
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return url
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:  # no URL after all: hide all after the path, where secrets would be
+        return re.split(r"[?#;]", url, maxsplit=1)[0] + ("?***" if re.search(r"[?#;]", url) else "")
     netloc = parts.netloc
     if parts.username is not None or parts.password is not None:
         netloc = "***@" + netloc.rpartition("@")[2]
     query, fragment = _masked(parts.query), _masked(parts.fragment)
-    if netloc == parts.netloc and query == parts.query and fragment == parts.fragment:
+    path = re.sub(r";[^/]*", lambda m: ";" + _masked(m.group(0)[1:].replace(";", "&")).replace("&", ";"), parts.path)
+    if netloc == parts.netloc and query == parts.query and fragment == parts.fragment and path == parts.path:
         return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+    return urlunsplit((parts.scheme, netloc, path, query, fragment))
 
 
 def _masked(pairs: str) -> str:

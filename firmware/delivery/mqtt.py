@@ -23,7 +23,10 @@ response topic is used only when it is a plain topic name (no wildcards, not a
 own ``cmd/reply``. When commands need a token (``[mqtt] command_token``), only a
 command that carried the right one is answered on its response topic: one
 refused, or unreadable so its token is unknown, is answered on the box's own
-``cmd/reply``, so a sender without the token cannot aim the box's messages.
+``cmd/reply``, so a sender without the token cannot aim the box's messages. A
+box that wants a token and has none (``command_auth = "token"``, no
+``command_token``) cannot tell any sender apart, so it answers everything on its
+own ``cmd/reply``.
 
 The client id is the device id and the session persistent (``clean_start``
 false with a session expiry), so commands sent while the box was offline are
@@ -139,6 +142,7 @@ class Link:
         extra_subscriptions: list[tuple[str, Callable[[mqtt.MQTTMessage], bool]]] | None = None,
         on_connected: Callable[[Link], None] | None = None,
         token_required: bool = False,
+        anonymous: bool = False,
     ) -> None:
         self.settings = settings
         self.device_id = device_id
@@ -151,6 +155,8 @@ class Link:
         self.extra = extra_subscriptions if extra_subscriptions is not None else []
         self.on_connected = on_connected
         self.token_required = token_required
+        # No sender can be told apart (token mode, no token set): every answer goes to the box's own cmd/reply.
+        self.anonymous = anonymous
         self.connected = threading.Event()
         self.last_error: str | None = None
         self.published = 0
@@ -402,7 +408,8 @@ class Link:
                 answer = _error(f"internal error: {type(exc).__name__}")
             if "request_id" in request and isinstance(request["request_id"], str | int):
                 answer["request_id"] = request["request_id"]
-            self._reply(own if answer.get("code") in REFUSED else reply_to, correlation, answer)
+            refused = answer.get("code") in REFUSED
+            self._reply(own if refused or self.anonymous else reply_to, correlation, answer)
 
         self._commands.submit(run)
 

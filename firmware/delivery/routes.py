@@ -79,7 +79,10 @@ class Routes:
                 log.error("status_callback of %s not used: %s", row.get("id"), exc)
         if e["webhook"]:
             events = tuple(e["webhook_events"].replace(",", " ").split())
-            callbacks.append(Callback(e["webhook"], e["webhook_method"].upper(), fmt, events))
+            try:
+                callbacks.append(Callback(e["webhook"], e["webhook_method"].upper(), fmt, events))
+            except ValueError as exc:  # config check refuses it; never let it stop a recording's event
+                log.error("[events] webhook not used: %s", exc)
         return [
             OutboxItem(
                 "webhook",

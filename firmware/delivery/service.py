@@ -184,6 +184,7 @@ class Delivery:
             extra_subscriptions=extra,
             on_connected=self._connected,
             token_required=bool(m["command_token"]) or m["command_auth"] == "token",
+            anonymous=m["command_auth"] == "token" and not m["command_token"],
         )
         # Always, not only when the config's destinations say "mqtt": a recording started over MQTT or the
         # API may ask for destination "mqtt" in its own start options.

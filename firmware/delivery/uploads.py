@@ -409,13 +409,23 @@ def _upload_http(
             requests.exceptions.MissingSchema,
             requests.exceptions.InvalidHeader,
         ) as exc:
-            raise DeliveryError(f"cannot upload to {redact(url)!r}: {exc}", permanent=True) from exc
+            if isinstance(exc, requests.exceptions.InvalidHeader):  # its text would hold the header: a credential
+                raise DeliveryError(
+                    f"cannot upload to {redact(url)!r}: a credential holds a character no HTTP header may carry",
+                    permanent=True,
+                ) from None
+            raise DeliveryError(f"cannot upload to {redact(url)!r}: {redact(str(exc))}", permanent=True) from exc
         except requests.exceptions.Timeout as exc:
             raise DeliveryError(f"upload to {redact(url)!r} timed out after {timeout:g} s", permanent=False) from exc
         except requests.exceptions.RequestException as exc:
             # Connection refused or reset, DNS, TLS (a Pi without an RTC can boot
             # with a clock that makes valid certificates look expired): all may pass.
             raise DeliveryError(f"upload to {redact(url)!r} failed: {_reason(exc)}", permanent=False) from exc
+        except ValueError:  # http.client's check of a header value; its text holds the value: a credential
+            raise DeliveryError(
+                f"cannot upload to {redact(url)!r}: a credential holds a character no HTTP header may carry",
+                permanent=True,
+            ) from None
         with response:
             status = response.status_code
             if not 200 <= status < 300:

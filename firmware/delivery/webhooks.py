@@ -521,15 +521,15 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 def _check_url(url: Any) -> None:
     allowed = "an http:// or https:// URL"
     if not isinstance(url, str) or any(ord(ch) <= 32 or ord(ch) == 127 for ch in url):
-        raise OptionError("status_callback", url, allowed)
+        raise OptionError("status_callback", redact(url), allowed)
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
-        raise OptionError("status_callback", url, allowed) from None
+        raise OptionError("status_callback", redact(url), allowed) from None
     if parts.scheme.lower() not in ("http", "https") or not host:
-        raise OptionError("status_callback", url, allowed)
+        raise OptionError("status_callback", redact(url), allowed)
 
 
 def _reason(exc: Exception) -> str:
