@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -481,15 +482,18 @@ class Catalog:
             )
 
     # -- the outbox ------------------------------------------------------------------------
-    def outbox_due(self, kind: str, now: float, limit: int) -> list[tuple[int, str, str | None, str, str, int]]:
-        """(seq, kind, recording_id, target, payload JSON, attempts) of rows due at ``now``, oldest first."""
+    def outbox_due(
+        self, kind: str, now: float, limit: int, beyond: float = math.inf
+    ) -> list[tuple[int, str, str | None, str, str, int]]:
+        """(seq, kind, recording_id, target, payload JSON, attempts) of rows due at ``now`` (or later than
+        ``beyond``), oldest first."""
         with self._lock:
             return [
                 tuple(r)
                 for r in self._db.execute(
                     "SELECT seq, kind, recording_id, target, payload, attempts FROM outbox "
-                    "WHERE kind = ? AND next_attempt <= ? ORDER BY seq LIMIT ?",
-                    (kind, now, limit),
+                    "WHERE kind = ? AND (next_attempt <= ? OR next_attempt > ?) ORDER BY seq LIMIT ?",
+                    (kind, now, beyond, limit),
                 ).fetchall()
             ]
 
@@ -586,7 +590,7 @@ def rfc3339(moment: datetime) -> str:
 
 
 def now() -> str:
-    return rfc3339(datetime.now(UTC))
+    return rfc3339(datetime.fromtimestamp(time.time(), UTC))  # time.time: the one wall clock the box reads
 
 
 def _encode(row: Mapping[str, Any]) -> dict[str, Any]:

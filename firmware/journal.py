@@ -33,6 +33,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -281,7 +282,7 @@ class Journal:
         """
         event = self.cloud.envelope(kind, self.position(), data)
         if not self.audio_clock:
-            event["time"] = rfc3339(datetime.now(UTC))
+            event["time"] = rfc3339(datetime.fromtimestamp(time.time(), UTC))
         return event
 
     def device_event(self, kind: str, code: str, message: str) -> None:

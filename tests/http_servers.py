@@ -6,6 +6,7 @@ free port. It stores PUT bodies and multipart POST forms, checks the
 
 - ``"ok"``: 201 with a ``Location`` (unless ``send_location=False``);
 - an int (``500``, ``415``, ``429``...): that status, after reading the body;
+- a (status, headers) pair, such as ``(503, {"Retry-After": "2"})``: that status with those headers;
 - ``"stall"``: reads the body, then never answers (until ``stop()``);
 - ``"drop"``: reads 64 KiB of the body, then resets the connection.
 
@@ -30,6 +31,7 @@ import hashlib
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,6 +66,7 @@ class Received:
     body: bytes | None = None
     form: dict[str, FormPart] = field(default_factory=dict)
     status: int | None = None  # what the server answered; None for stall/drop
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     def header(self, name: str) -> str | None:
         """A request header, by case-insensitive name."""
@@ -193,6 +196,8 @@ def _handler(server: FlakyHttpServer) -> type[BaseHTTPRequestHandler]:
                 return
             if not server._authorised(self.headers.get("Authorization")):
                 return self._answer(401, b"unauthorised\n", record, {"WWW-Authenticate": 'Bearer realm="uploads"'})
+            if isinstance(mode, tuple):
+                return self._answer(mode[0], f"scripted failure {mode[0]}\n".encode(), record, mode[1])
             if mode != "ok":
                 return self._answer(int(mode), f"scripted failure {mode}\n".encode(), record)
             claimed = self.headers.get("X-Content-SHA256")

@@ -32,11 +32,16 @@ from typing import Any
 
 from ..catalog import Catalog
 from ..destinations import redact
+from .errors import RETRY_AFTER_MAX
 
 log = logging.getLogger("edge-recorder.outbox")
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 300.0
+#: No row is ever scheduled further ahead than this (backoff, or a server's Retry-After). A row due later
+#: was scheduled by a clock that has since stepped back (a Pi has no real-time clock: it boots with a
+#: guess until NTP steps it): it is due now, not in a year.
+HORIZON = max(BACKOFF_MAX, RETRY_AFTER_MAX) + 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,22 +71,27 @@ class Outbox:
         self.dropped = 0
 
     def due(self, kind: str, limit: int = 100) -> list[Entry]:
-        """Rows of ``kind`` whose time has come, oldest first."""
-        rows = self.catalog.outbox_due(kind, self.clock(), limit)
+        """Rows of ``kind`` whose time has come, oldest first: those due by now, and those due beyond the
+        ``HORIZON`` (the clock stepped back since they were scheduled)."""
+        now = self.clock()
+        rows = self.catalog.outbox_due(kind, now, limit, beyond=now + HORIZON)
         return [Entry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
     def next_due(self, kind: str) -> float | None:
         """When the next row of ``kind`` is due (wall-clock seconds), None when there is none."""
-        return self.catalog.outbox_next_due(kind)
+        due = self.catalog.outbox_next_due(kind)
+        now = self.clock()
+        return now if due is not None and due > now + HORIZON else due
 
     def delivered(self, seqs: Iterable[int]) -> None:
         seqs = list(seqs)
         if seqs:
             self.catalog.outbox_remove(seqs)
 
-    def retry(self, entry: Entry, error: str) -> float:
-        """Schedule ``entry`` again after a transient failure; returns the delay."""
-        delay = backoff(entry.attempts)
+    def retry(self, entry: Entry, error: str, at_least: float | None = None) -> float:
+        """Schedule ``entry`` again after a transient failure, not before ``at_least`` seconds (a server's
+        ``Retry-After``, capped); returns the delay."""
+        delay = max(backoff(entry.attempts), min(at_least or 0.0, RETRY_AFTER_MAX))
         self.catalog.outbox_retry(entry.seq, self.clock() + delay, error)
         return delay
 

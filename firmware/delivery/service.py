@@ -107,7 +107,7 @@ class Worker:
             else:
                 if self.on_transient is not None:
                     self.on_transient(entry, exc)
-                delay = self.outbox.retry(entry, str(exc))
+                delay = self.outbox.retry(entry, str(exc), at_least=exc.retry_after)
                 log.warning("%s to %s failed (%s); retrying in %.0f s", self.kind, redact(entry.target), exc, delay)
             return
         except Exception as exc:  # a bug in a handler must not stop delivery of everything else

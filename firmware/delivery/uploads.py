@@ -66,7 +66,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from ..destinations import Credentials, redact
-from .errors import DeliveryError, is_permanent_http
+from .errors import DeliveryError, is_permanent_http, retry_after
 
 DEFAULT_NAME_TEMPLATE = "{yyyyMMddHHmmss}_{device_id}_{call_id}.{format}"
 
@@ -433,6 +433,7 @@ def _upload_http(
                     f"{method} {redact(url)} answered {status} {response.reason}: {_error_text(response)}",
                     permanent=is_permanent_http(status) or 300 <= status < 400,
                     status=status,
+                    retry_after=retry_after(response.headers),
                 )
             location = response.headers.get("Location")
         sending.check(sha256, path)

@@ -86,7 +86,7 @@ import requests
 from .. import __version__
 from ..core.options import CALLBACK_EVENTS, OptionError
 from ..destinations import redact
-from .errors import DeliveryError, is_permanent_http
+from .errors import DeliveryError, is_permanent_http, retry_after
 
 FORMATS = ("native", "twilio", "signalwire", "sinch")
 METHODS = ("POST", "GET")
@@ -373,7 +373,9 @@ def deliver(
             permanent=True,
             status=status,
         )
-    raise DeliveryError(what, permanent=is_permanent_http(status), status=status)
+    raise DeliveryError(
+        what, permanent=is_permanent_http(status), status=status, retry_after=retry_after(response.headers)
+    )
 
 
 # The payloads, one function per format.
