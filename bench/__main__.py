@@ -1,6 +1,6 @@
 """Run every benchmark: ``python -m bench`` (or ``./run.sh bench``)."""
 
-from . import api, core_speed, daemon, delivery, dtmf_accuracy
+from . import api, core_speed, crash_encrypted, daemon, delivery, dtmf_accuracy
 
 if __name__ == "__main__":
     dtmf_accuracy.main()
@@ -8,3 +8,4 @@ if __name__ == "__main__":
     daemon.main()
     delivery.main()
     api.main()
+    crash_encrypted.main()

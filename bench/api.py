@@ -31,12 +31,12 @@ Reports:
    in 20 ms periods with one dual recording, its events handed to the spool
    (``firmware.spool.Takes``, fsync every 1 s of audio) writing a plain part
    (``PartFile``) or an encrypted one (``EncryptedPart``: a segment sealed every
-   second); the CPU time (``thread_time``) of the core and of the spool per
+   ``SEGMENT_SECONDS``, 0.5 s); the CPU time (``thread_time``) of the core and of the spool per
    period, ``BENCH_ENCRYPT_ROUNDS`` (3) rounds of each interleaved, medians. The
    extra cost of encryption is given per period, as a share of the core's own
    per-period cost measured in the same rounds, and as a share of the 20 ms period.
-   Beside it, the two halves of a seal alone: ``pyrage.encrypt`` of a 1 s
-   segment (64,000 bytes) and writing plus fsyncing the result.
+   Beside it, the two halves of a seal alone: ``pyrage.encrypt`` of a 0.5 s
+   segment (32,000 bytes) and writing plus fsyncing the result.
 
 Run: ``PYTHONPATH=. .venv/bin/python -m bench.api``.
 """
@@ -564,10 +564,10 @@ def feed_periods(audio: np.ndarray, spool: Path, recipient: str | None) -> dict:
 
 
 def seal_parts(tmp: Path, count: int = 1000) -> dict[str, np.ndarray]:
-    """CPU ms of pyrage.encrypt of one 1 s segment (64,000 bytes), and CPU and wall ms of writing and
+    """CPU ms of pyrage.encrypt of one 0.5 s segment (32,000 bytes), and CPU and wall ms of writing and
     fsyncing it (what a plain part's sync also does, in smaller writes)."""
     recipients = [pyrage.x25519.Recipient.from_str(str(pyrage.x25519.Identity.generate().to_public()))]
-    data = os.urandom(RATE * 4)
+    data = os.urandom(RATE * 2)
     path = tmp / "seal.bin"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     out = np.empty((count, 3))
@@ -703,7 +703,7 @@ def main() -> None:
             )
         for name, values in seal_parts(tmp).items():
             p50, p99 = _pct(values, 50, 99)
-            what = "pyrage.encrypt of a 1 s segment, CPU" if name == "encrypt" else f"write + fsync of it, {name[6:]}"
+            what = "pyrage.encrypt of a 0.5 s segment, CPU" if name == "encrypt" else f"write + fsync of it, {name[6:]}"
             print(f"  {what:40s} p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {values.max():.3f} ms (n={values.size})")
         sizes = {mode: int(np.median([r["size"] for r in rs])) for mode, rs in runs.items()}
         print(

@@ -16,7 +16,8 @@ repairs and finalises them on the next start (``end_reason = recovered``).
 
 With ``encrypt_to`` (an age recipient, ``media.encrypted``) a recording is
 encrypted as it is written instead: its part is ``.<id>.part.era``, the open
-segment (at most one sync interval of audio) lives only in memory, and on the
+segment (at most the smaller of the sync interval and ``encrypted.SEGMENT_SECONDS``,
+0.5 s; a recording's first audio is sealed at once) lives only in memory, and on the
 end the part is published as ``<name>.era`` as it is. The box cannot decrypt
 it, so it cannot trim, resample or encode it either: the finishing the
 recording asked for (format, rate, trim span) is sealed inside the file and

@@ -3,22 +3,32 @@
 ``kill -9`` at random points of a recording, then a restart: the partial
 recording is finalised with ``end_reason = recovered``, holds every frame up to
 at most one second before the kill (checked against a sample counter in the
-test signal), and the catalog passes ``PRAGMA integrity_check``.
+test signal), and the catalog passes ``PRAGMA integrity_check``. The same with
+encryption at rest, at fixed points of the first three seconds (the first
+segment, and every phase of the open-segment window): the recovered ``.era``
+file is decrypted with the identity the test holds.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
+import pyrage
 import pytest
 import soundfile as sf
+
+from firmware.cli.decrypt import TORN
+from firmware.media import encrypted
 
 from .daemon_run import ROOT, Box, audio_of, counter_signal, events, positions
 
@@ -27,9 +37,16 @@ KILLS = 20
 BUTTON_AT = 0.3
 
 
-def _kill_and_recover(root, seed: int) -> dict:
+def _kill_and_recover(root, seed: int, after: float | None = None, **sections) -> dict:
+    """Record in real time, ``kill -9`` ``after`` seconds (else a random time) after recording.started, restart."""
     rng = random.Random(seed)
-    box = Box.make(root, counter_signal(8.0, RATE), RATE, sim={"scenario": f"{BUTTON_AT}=button", "pace": "realtime"})
+    box = Box.make(
+        root,
+        counter_signal(8.0, RATE),
+        RATE,
+        sim={"scenario": f"{BUTTON_AT}=button", "pace": "realtime"},
+        **sections,
+    )
     proc = box.start()
     started_at = None
     while True:
@@ -40,7 +57,7 @@ def _kill_and_recover(root, seed: int) -> dict:
             started_at = time.monotonic()
             start_event = events(line)[0]
             break
-    time.sleep(rng.uniform(0.05, 3.0))
+    time.sleep(rng.uniform(0.05, 3.0) if after is None else after)
     killed_at = time.monotonic()
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -89,6 +106,57 @@ def test_kill_9_loses_at_most_a_second_and_the_restart_recovers_it(crashes):
         spool = crash["box"].root / "spool"
         assert not list(spool.glob(".*part*")), "part files are gone after recovery"
     assert max(losses) <= 1.0, f"audio lost before the kill (s): {sorted(losses)}"
+
+
+#: Seconds after recording.started: four inside the first 1.2 s (the first segment), then every phase
+#: of the open-segment window. The core releases its first audio 0.2 s after the start.
+ENCRYPTED_KILLS = (0.45, 0.7, 0.95, 1.15, 1.45, 1.9, 2.4, 2.95)
+
+
+@pytest.fixture(scope="module")
+def identity():
+    return pyrage.x25519.Identity.generate()
+
+
+@pytest.fixture(scope="module")
+def encrypted_crashes(tmp_path_factory, identity):
+    roots = [tmp_path_factory.mktemp(f"era-kill{i}") for i in range(len(ENCRYPTED_KILLS))]
+
+    def one(i: int) -> dict:
+        return _kill_and_recover(roots[i], i, ENCRYPTED_KILLS[i], encryption={"public_key": str(identity.to_public())})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(one, range(len(ENCRYPTED_KILLS))))
+
+
+def test_kill_9_with_encryption_loses_at_most_a_second_and_keeps_what_was_heard(encrypted_crashes, identity):
+    losses = []
+    for crash in encrypted_crashes:
+        [row] = crash["box"].rows()
+        # the core released audio 0.2 s after the start: from then on the recording heard something
+        assert (row["status"], row["end_reason"]) == ("completed", "recovered"), (crash["alive"], row)
+        path = Path(row["path"])
+        assert path.suffix == ".era" and json.loads(row["encryption"])["complete"] is False
+        found = encrypted.decrypt(path, identity)
+        pcm = b"".join(p for _, p in found)
+        assert found.torn is not None and found.torn.startswith("no final segment"), found.torn
+        kept = positions(np.frombuffer(pcm, "<i2"))
+        assert len(kept) == found.frames == round(row["duration"] * RATE) > 0
+        np.testing.assert_array_equal(np.diff(kept), 1)  # no frame lost or repeated inside
+        assert abs(kept[0] - round(BUTTON_AT * RATE)) < 0.1 * RATE
+        at_kill = kept[0] + crash["alive"] * RATE
+        losses.append((at_kill - (kept[-1] + 1)) / RATE)
+        announced = [e for e in crash["events"] if e["type"] == "recording.finished"]
+        assert announced and announced[0]["data"]["end_reason"] == "recovered"
+        assert not list((crash["box"].root / "spool").glob(".*part*")), "part files are gone after recovery"
+    assert max(losses) <= 1.0, f"audio lost before the kill (s): {sorted(losses)}"
+    # the central side's command reads a recovered file: everything up to the kill, exit status "torn"
+    key, out = path.parent.parent / "central.key", path.parent.parent / "central.wav"
+    key.write_text(f"{identity}\n")
+    argv = [sys.executable, "-m", "firmware.cli.main", "decrypt", str(path), "-i", str(key), "-o", str(out)]
+    central = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert central.returncode == TORN, central.stderr
+    np.testing.assert_array_equal(positions(sf.read(out, dtype="int16")[0]), kept)
 
 
 def test_recovery_twice_changes_nothing(crashes):

@@ -220,7 +220,7 @@ def test_a_crash_leaves_every_sealed_segment_readable_and_the_file_reported_torn
     [part] = run.takes._parts.values()
     os.close(part._fd)  # kill -9: the open segment, in memory only, is lost
     lost = part.buffered_frames
-    assert 0 < lost <= R, "the open-segment window is at most one second"
+    assert 0 < lost <= encrypted.SEGMENT_SECONDS * R == R // 2, "the open-segment window is at most half a second"
     assert list(parts(spool)) == [(run.rid, part.path)]
 
     catalog, takes = Catalog(tmp_path / "catalog.sqlite3"), Takes(spool, R)
@@ -234,6 +234,23 @@ def test_a_crash_leaves_every_sealed_segment_readable_and_the_file_reported_torn
     assert found.torn == f"no final segment after segment {found.segments - 1}"
     assert encrypted.describe(spool / f"{run.rid}.era")["complete"] is False
     assert leaks(spool, line.astype("<i2").tobytes()) == []
+
+
+def test_a_crash_at_any_moment_loses_at_most_the_open_segment_and_never_makes_heard_audio_absent(
+    tmp_path, key, recipient, line
+):
+    # the spool's default cadence (sync_seconds=1.0); the core releases its first audio at 0.2 s
+    for i, stop_at in enumerate(np.arange(0.22, 2.2, 0.09)):
+        spool = tmp_path / f"crash{i}"
+        run = record(spool, line, opts(format="wav"), recipient, stop_at=float(stop_at))
+        assert len(run.audio) > 0, "the core released audio: the recording heard something"
+        [part] = run.takes._parts.values()
+        os.close(part._fd)  # kill -9
+        [row] = recover(spool, Catalog(tmp_path / f"catalog{i}.sqlite3"), Takes(spool, R))
+        assert (row["status"], row["end_reason"]) == ("completed", "recovered"), (stop_at, row["status"])
+        audio, _ = decrypted(spool / f"{run.rid}.era", key)
+        np.testing.assert_array_equal(audio, run.audio[: len(audio)])
+        assert len(run.audio) - len(audio) <= encrypted.SEGMENT_SECONDS * R, stop_at
 
 
 def test_a_power_cut_inside_the_last_segment_is_a_tear_not_damage(tmp_path, key, recipient, line):
@@ -367,8 +384,8 @@ def test_with_no_valid_key_the_spool_refuses_to_record(tmp_path):
 
 def test_a_failed_write_is_cut_back_so_the_file_stays_readable(tmp_path, key, recipient, monkeypatch):
     part = EncryptedPart(tmp_path / "RE1.era", WavShape(R, 1), recipient, "RE1")
-    ramp = (np.arange(int(2.5 * R)) % 30000).astype(np.int16).reshape(-1, 1)
-    part.write(ramp[: 2 * R])  # two segments sealed as it goes
+    ramp = (np.arange(int(2.3 * R)) % 30000).astype(np.int16).reshape(-1, 1)
+    part.write(ramp[: 2 * R])  # sealed as it goes; the last 0.3 s stay in the open segment
     real_write = os.write
 
     def half_then_full(fd, data):
