@@ -150,6 +150,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX recordings_status_created ON recordings (status, date_created);
     """,
+    # 7: whether the clock was synchronised when an upload was confirmed (0: unknown or not; retention
+    # counts such an upload's age from the first synchronised moment after it)
+    """
+    ALTER TABLE uploads ADD COLUMN clock_synced INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
@@ -469,17 +474,29 @@ class Catalog:
         attempts: int,
         last_error: str | None = None,
         location: str | None = None,
+        clock_synced: bool = False,
     ) -> None:
-        """Note how a recording's upload to ``destination`` stands (a location, once known, stays)."""
+        """Note how a recording's upload to ``destination`` stands (a location, once known, stays), and
+        whether the clock that stamps it was synchronised."""
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO uploads (recording_id, destination, state, attempts, last_error, location, date_updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (recording_id, destination) DO UPDATE SET "
+                "INSERT INTO uploads (recording_id, destination, state, attempts, last_error, location, date_updated, "
+                "clock_synced) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (recording_id, destination) DO UPDATE SET "
                 "state = excluded.state, attempts = excluded.attempts, last_error = excluded.last_error, "
-                "location = COALESCE(excluded.location, uploads.location), date_updated = excluded.date_updated "
+                "location = COALESCE(excluded.location, uploads.location), date_updated = excluded.date_updated, "
+                "clock_synced = excluded.clock_synced "
                 "WHERE uploads.state != 'cancelled' OR excluded.state = 'done'",  # a late retry keeps it cancelled
-                (recording_id, destination, state, attempts, last_error, location, now()),
+                (recording_id, destination, state, attempts, last_error, location, now(), int(clock_synced)),
             )
+
+    def restamp_unsynced_uploads(self, moment: str) -> int:
+        """Confirmed uploads stamped by a clock that was not synchronised get ``moment`` (now, on a clock that
+        is): the age retention counts starts no earlier than the box knew the time. Returns how many."""
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE uploads SET date_updated = ?, clock_synced = 1 WHERE state = 'done' AND clock_synced = 0",
+                (moment,),
+            ).rowcount
 
     # -- the outbox ------------------------------------------------------------------------
     def outbox_due(

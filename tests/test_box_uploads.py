@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from firmware.catalog import Catalog
+from firmware.daemon.system import clock_synchronized
 
 from .daemon_run import ROOT, Box, Result, counter_signal, events
 from .http_servers import FlakyHttpServer
@@ -50,6 +51,8 @@ def test_https_upload_and_recording_available(tmp_path):
         assert available["data"]["id"] == row["id"] and available["data"]["location"].endswith(put.path)
         [upload] = _uploads(tmp_path)
         assert (upload["state"], upload["location"]) == ("done", available["data"]["location"])
+        # stamped with whether the clock was synchronised: retention counts an unsynchronised one from the sync
+        assert upload["clock_synced"] == int(clock_synchronized())
 
 
 def test_a_415_is_not_retried_and_is_reported(tmp_path):

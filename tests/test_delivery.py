@@ -164,7 +164,7 @@ def _retention_box(tmp_path, *, synced=True, free=10**12):
     return delivery, catalog, space
 
 
-def _recording(catalog, tmp_path, rid, created, uploaded=None, size=1000):
+def _recording(catalog, tmp_path, rid, created, uploaded=None, size=1000, synced=True):
     media = tmp_path / f"{rid}.wav"
     media.write_bytes(b"x" * size)
     catalog.insert(
@@ -188,8 +188,9 @@ def _recording(catalog, tmp_path, rid, created, uploaded=None, size=1000):
     if uploaded is not None:
         with catalog.transaction() as db:
             db.execute(
-                "INSERT INTO uploads (recording_id, destination, state, date_updated) VALUES (?, 's3://b/', ?, ?)",
-                (rid, "done" if uploaded else "pending", uploaded or created),
+                "INSERT INTO uploads (recording_id, destination, state, date_updated, clock_synced) "
+                "VALUES (?, 's3://b/', ?, ?, ?)",
+                (rid, "done" if uploaded else "pending", uploaded or created, int(synced)),
             )
     return media
 
@@ -230,6 +231,19 @@ def test_low_space_deletes_uploaded_media_oldest_first_and_never_what_waits_for_
     space["free"] = 0
     assert retention.run(delivery, now) == []  # only media not yet uploaded are left: never deleted
     assert waiting.exists()
+
+
+def test_an_upload_confirmed_before_the_clock_was_synchronised_counts_its_age_from_the_sync(tmp_path):
+    """A Pi boots with a guess of the time (here two months behind), uploads, then NTP steps the clock: the
+    upload was minutes ago, not two months; its 30 days start at the first synchronised run."""
+    delivery, catalog, _ = _retention_box(tmp_path)
+    early = _recording(
+        catalog, tmp_path, "REboot", "2025-12-01T00:00:00.000Z", uploaded="2025-12-01T00:05:00.000Z", synced=False
+    )
+    synced_at = 1769990400.0  # 2026-02-02T00:00:00Z, 63 days after the stamp the unsynchronised clock gave
+    assert retention.run(delivery, synced_at) == [] and early.exists()
+    assert retention.run(delivery, synced_at + 29 * DAY) == [] and early.exists()
+    assert retention.run(delivery, synced_at + 31 * DAY) == ["REboot"] and not early.exists()
 
 
 def test_retention_does_nothing_while_the_clock_is_not_synchronised(tmp_path):

@@ -9,7 +9,9 @@ Rules (SPEC section 6):
 - media not yet uploaded are never deleted here: when nothing can be freed the
   daemon's own space check stops recording and says so;
 - nothing runs while the clock is not synchronised (a clock that jumped years
-  ahead must not delete everything).
+  ahead must not delete everything), and an upload confirmed while it was not
+  counts its age from the first synchronised run after it (a Pi boots with a
+  guess of the time: an upload stamped by a clock weeks behind is not weeks old).
 
 ``run(delivery, now)`` takes the time as an argument, so tests use a fake clock.
 """
@@ -51,6 +53,9 @@ def run(delivery: Delivery, now: float) -> list[str]:
     catalog = delivery.catalog
     moment = datetime.fromtimestamp(now, UTC)
     deleted: list[str] = []
+    restamped = catalog.restamp_unsynced_uploads(rfc3339(moment))
+    if restamped:
+        log.info("%d upload(s) confirmed before the clock was synchronised count their age from now", restamped)
     uploaded = catalog.uploaded_media()
     if r["days"] > 0:
         cutoff = rfc3339(moment - timedelta(days=r["days"]))

@@ -312,6 +312,7 @@ class Delivery:
             entry.attempts + (state != "uploading"),
             fields.get("last_error"),
             fields.get("location"),
+            clock_synced=state == "done" and self.clock_synced(),
         )
 
     def _uploaded(self, entry: Entry, location: str) -> None:
