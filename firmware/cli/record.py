@@ -28,7 +28,7 @@ from ..core import (
     Start,
 )
 from ..core.options import OPTION_HELP, accepted
-from ..media.source import AudioFile, InputError
+from ..media.source import MAX_RATE, MIN_RATE, AudioFile, InputError, Unreadable
 from ..media.synth import dtmf_tone, mix
 from ..spool import Takes
 from . import exits, timeline
@@ -46,7 +46,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=timeline.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", type=Path, help="WAV (or any libsndfile format) with 1 or 2 channels")
+    p.add_argument(
+        "input",
+        type=Path,
+        help=f"an audio file (WAV or any libsndfile format): 1 or 2 channels, {MIN_RATE} to {MAX_RATE} Hz",
+    )
     p.add_argument(
         "-o", "--out", type=Path, default=Path("recordings"), help="directory for the files (default ./recordings)"
     )
@@ -141,26 +145,26 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return exits.fail(exits.USAGE, f"--start-time {args.start_time!r}: {exc}")
     try:
-        source = AudioFile(args.input, rate=None)
-        if source.file_rate not in (8000, 16000):
-            source = AudioFile(args.input, rate=options.sample_rate)
-            log.info("input is %d Hz; converting to %d Hz", source.file_rate, source.rate)
-    except FileNotFoundError as exc:
+        source = AudioFile(args.input, convert_to=options.sample_rate)
+    except Unreadable as exc:
         return exits.fail(exits.NOINPUT, str(exc))
     except InputError as exc:
         return exits.fail(exits.DATAERR, str(exc))
-    outbound = args.outbound_channel if args.outbound_channel is not None else 1 - args.inbound_channel
-    try:
-        layout = InputLayout(source.rate, source.channels, args.inbound_channel, outbound)
-        layout.check(options)
-    except LayoutError as exc:
-        return exits.fail(exits.USAGE, f"{args.input}: {exc}")
-    try:
-        return _record(args, options, rules, entries, source, layout, origin)
-    except InputError as exc:
-        return exits.fail(exits.DATAERR, str(exc))
-    except OSError as exc:
-        return exits.fail(exits.CANTCREAT, f"{exc.filename or args.out}: {exc.strerror}")
+    with source:
+        if source.file_rate != source.rate:
+            log.info("input is %d Hz; converting to %d Hz", source.file_rate, source.rate)
+        outbound = args.outbound_channel if args.outbound_channel is not None else 1 - args.inbound_channel
+        try:
+            layout = InputLayout(source.rate, source.channels, args.inbound_channel, outbound)
+            layout.check(options)
+        except LayoutError as exc:
+            return exits.fail(exits.USAGE, f"{args.input}: {exc}")
+        try:
+            return _record(args, options, rules, entries, source, layout, origin)
+        except InputError as exc:
+            return exits.fail(exits.DATAERR, str(exc))
+        except OSError as exc:
+            return exits.fail(exits.CANTCREAT, f"{exc.filename or args.out}: {exc.strerror}")
 
 
 def _record(args, options, rules, entries, source, layout, origin) -> int:
@@ -197,14 +201,20 @@ def _record(args, options, rules, entries, source, layout, origin) -> int:
     ]
     position = 0
     with tqdm(total=round(source.duration, 1), unit="s", disable=not sys.stderr.isatty(), leave=False) as bar:
-        for piece in source.pieces():
-            if tones:
-                piece = piece.copy()
-                for at, tone, channel in tones:
-                    mix(piece, tone, at - position, channel)
-            position += len(piece)
-            emit(core.feed(piece), takes, cloud)
-            bar.update(round(len(piece) / rate, 1))
+        try:
+            for piece in source.pieces():
+                if tones:
+                    piece = piece.copy()
+                    for at, tone, channel in tones:
+                        mix(piece, tone, at - position, channel)
+                position += len(piece)
+                emit(core.feed(piece), takes, cloud)
+                bar.update(round(len(piece) / rate, 1))
+        except InputError:
+            # Damaged audio ends what records as the box ends a recording it cannot go on with: failed,
+            # its file made from the audio before the damage (no part file is left; nothing recovers it here).
+            emit(core.close(EndReason.ERROR), takes, cloud)
+            raise
     emit(core.close(EndReason.CALL_END), takes, cloud)
     return exits.OK
 
@@ -216,6 +226,8 @@ def emit(events, takes: Takes, cloud: CloudEvents) -> None:
             _print(cloud.finished(take))
             if take.finished.discarded:
                 log.info("%s: %s", take.finished.recording.name, take.finished.discarded)
+            elif take.written is None and take.error is None:
+                log.info("%s: %s; no file written", take.finished.recording.name, take.finished.status.value)
             if take.written:
                 log.info(
                     "%s: %s (%.2f s, %d bytes)",

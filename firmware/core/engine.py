@@ -698,7 +698,7 @@ class Recorder:
         del self._active[act.info.id]
         out: list[ev.Event] = [ev.Audio(act.info, piece) for piece in act.hold.release(None)]
         trim = None
-        empty = act.state is State.NO_INPUT
+        empty = act.state is State.NO_INPUT or act.frames == 0  # nothing between its start and its end
         if act.options.trim is Trim.TRIM_SILENCE and act.state is State.FINISHED:
             if act.first_speech is None:
                 empty = True

@@ -64,7 +64,11 @@ class WavWriter:
 
 
 class Mp3Writer:
-    """Constant-bit-rate MP3 through LAME; ``kbps_per_channel`` defaults to 32."""
+    """Constant-bit-rate MP3 through LAME; ``kbps_per_channel`` defaults to 32.
+
+    A writer given no samples closes to an empty file: LAME only flushes an
+    encoder that has encoded something ("Not currently encoding" otherwise).
+    """
 
     def __init__(self, path: Path, sample_rate: int, channels: int, kbps_per_channel: int = 32) -> None:
         self.path = Path(path)
@@ -85,8 +89,11 @@ class Mp3Writer:
         self._frames += len(frames)
 
     def close(self) -> Written:
-        self._emit(self._encoder.flush())
-        self._file.close()
+        try:
+            if self._frames:
+                self._emit(self._encoder.flush())
+        finally:
+            self._file.close()
         return Written(self.path, self._frames, self._size, self._hash.hexdigest())
 
     def _emit(self, data: bytes) -> None:
