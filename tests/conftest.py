@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Mosquitto broker per test."""
+"""Shared fixtures: a real Mosquitto broker per test, and a running box with its HTTP API."""
 
 from __future__ import annotations
 
@@ -11,5 +11,15 @@ from .broker import Broker
 def broker(tmp_path):
     """A running Mosquitto on a free loopback port, anonymous access, no persistence."""
     running = Broker(tmp_path / "broker").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def api(tmp_path):
+    """A box running in this process with its API on a free loopback port (``test_api.Running``)."""
+    from .test_api import Running
+
+    running = Running(tmp_path)
     yield running
     running.stop()

@@ -74,13 +74,6 @@ class Running:
         self.thread.join(timeout=30)
 
 
-@pytest.fixture
-def api(tmp_path):
-    running = Running(tmp_path)
-    yield running
-    running.stop()
-
-
 def test_health_and_the_openapi_document_need_no_token_and_the_rest_does(api):
     bare = requests.get(api.url + "/v1/health", timeout=5)
     assert bare.status_code == 200 and bare.json()["status"] == "ok"

@@ -23,13 +23,6 @@ from .test_api import TOKEN, Running, _record
 SHORT = 2.0  # the read timeout the slow-client tests run with, in seconds
 
 
-@pytest.fixture
-def api(tmp_path):
-    running = Running(tmp_path)
-    yield running
-    running.stop()
-
-
 def _tracebacks(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 

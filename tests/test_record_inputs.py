@@ -177,26 +177,19 @@ def start_and_stop_at_once(api: Running, fmt: str):
     return answers, api.get(f"/v1/recordings/{rid}").json()
 
 
-@pytest.fixture
-def box(tmp_path):
-    running = Running(tmp_path)
-    yield running
-    running.stop()
-
-
-def test_a_start_and_stop_handled_together_on_the_box_answer_and_finish(box):
-    answers, row = start_and_stop_at_once(box, "mp3")
+def test_a_start_and_stop_handled_together_on_the_box_answer_and_finish(api):
+    answers, row = start_and_stop_at_once(api, "mp3")
     assert answers["start"].status_code == 201, answers["start"].text
     assert answers["stop"].status_code == 200, answers["stop"].text
     assert row["state"] == "finished" and row["status"] not in ("in-progress", "processing"), row
-    assert not list(Path(box.box.spool_dir).glob(".*.part.wav"))
+    assert not list(Path(api.box.spool_dir).glob(".*.part.wav"))
 
 
-def test_a_start_and_stop_handled_together_on_the_box_end_absent(box):
-    answers, row = start_and_stop_at_once(box, "mp3")
+def test_a_start_and_stop_handled_together_on_the_box_end_absent(api):
+    answers, row = start_and_stop_at_once(api, "mp3")
     assert answers["stop"].status_code == 200, answers["stop"].text
     assert (row["status"], row["media_url"]) == ("absent", None), row
-    assert not [p for p in Path(box.box.spool_dir).iterdir() if p.suffix in (".mp3", ".wav")]
+    assert not [p for p in Path(api.box.spool_dir).iterdir() if p.suffix in (".mp3", ".wav")]
 
 
 # -- inputs that are not audio files -----------------------------------------------------------------
