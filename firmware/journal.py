@@ -29,6 +29,7 @@ the files go after, and ``recording.deleted`` is published.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import sqlite3
@@ -45,7 +46,7 @@ from .core import Finished, Key, Paused, Resumed, Started
 from .core.lifecycle import EVENT_TYPES, Status, finished_event_type, stored_status
 from .core.options import redact
 from .media.partfile import write_atomic
-from .spool import Take, Takes, WriteFailed, delete_media
+from .spool import Reserve, Take, Takes, WriteFailed, delete_media
 
 log = logging.getLogger("edge-recorder.journal")
 
@@ -148,8 +149,10 @@ class Journal:
         sinks: Iterable[Callable[[dict[str, Any]], None]] = (),
         on_change: Callable[[dict[str, Any]], None] = lambda event: None,
         state: Callable[[], dict[str, Any]] = dict,
+        reserve: Reserve | None = None,
     ) -> None:
         self.catalog, self.takes, self.cloud = catalog, takes, cloud
+        self.reserve = reserve  # given up when the card fills, so what ended can still be finished
         self.routes = routes
         self.device_id = device_id
         self.rate = input_rate
@@ -330,6 +333,8 @@ class Journal:
         try:
             return getattr(self.catalog, operation)(*args, **fields)
         except sqlite3.Error as exc:
+            if "full" in str(exc) and self.reserve is not None and self.reserve.release():
+                return self._guarded(operation, *args, **fields)  # the card filled up: finish on the reserve
             if not self._catalog_failed:
                 self._catalog_failed = True
                 self.problem = f"catalog: {exc}"
@@ -337,10 +342,11 @@ class Journal:
                 self.device_event("device.error", "catalog", f"the catalog cannot be written: {exc}")
             return None
 
-    @staticmethod
-    def _sidecar(path: Path, row: dict[str, Any]) -> None:
+    def _sidecar(self, path: Path, row: dict[str, Any]) -> None:
         """A recording's fields beside its audio, to rebuild a lost catalog; the catalog itself does not need it."""
         try:
             write_atomic(path, json.dumps(row).encode())
         except OSError as exc:
+            if exc.errno == errno.ENOSPC and self.reserve is not None and self.reserve.release():
+                return self._sidecar(path, row)
             log.warning("%s not written (%s); the catalog still has the recording", path.name, exc.strerror)

@@ -29,6 +29,7 @@ and a torn last one is the decryptor's to report.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,6 +102,63 @@ class Take:
     written: Written | None
     error: str | None = None
     encryption: EncryptionInfo | None = None
+
+
+#: Held on the card so that a full card can still finish what it holds: the catalog's last commits and
+#: the sidecars of the recordings that ended because the card filled up.
+RESERVE_BYTES = 512 * 1024
+
+
+class Reserve:
+    """A file of ``RESERVE_BYTES`` the box keeps in its spool and gives up when the card is full.
+
+    When a write fails for want of space, ``release()`` frees it, so the recording that hit the wall
+    can still be finished in the catalog (which needs a few pages for its commit) instead of being
+    left in progress; ``hold()`` takes it again once there is room.
+
+    >>> import tempfile
+    >>> r = Reserve(Path(tempfile.mkdtemp()))
+    >>> r.hold(), r.held, r.release(), r.held, r.release()
+    (True, True, True, False, False)
+    """
+
+    NAME = ".reserve"
+
+    def __init__(self, directory: Path, size: int = RESERVE_BYTES) -> None:
+        self.path = Path(directory) / self.NAME
+        self.size = size
+
+    @property
+    def held(self) -> bool:
+        try:
+            return self.path.stat().st_size >= self.size
+        except OSError:
+            return False
+
+    def hold(self) -> bool:
+        """Take the reserve (allocated, not sparse) if it is not held; False when there is no room for it."""
+        if self.held:
+            return True
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.path.unlink(missing_ok=True)
+            return False
+        return True
+
+    def release(self) -> bool:
+        """Give the reserve back to the file system; True when there was one to give."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        log.warning("the card is full: released the %d KiB reserve to finish what it holds", self.size // 1024)
+        return True
 
 
 class WriteFailed(Exception):

@@ -36,7 +36,7 @@ from ..delivery.service import Delivery
 from ..frontends import panel as panel_front
 from ..frontends.mqtt_commands import Commands
 from ..journal import Journal
-from ..spool import Takes
+from ..spool import Reserve, Takes
 from . import recovery
 from .hardware import Hardware, build
 from .loop import SILENCE_DBFS, AudioLoop, LoopSettings
@@ -102,6 +102,7 @@ class Box:
             sinks=sinks or (),
             on_change=self._changed,
             state=lambda: self.loop.state(),
+            reserve=Reserve(self.spool_dir),
         )
 
         # the audio loop: the session, the capture queue, tones, the LED
@@ -182,7 +183,10 @@ class Box:
             log.error("encryption is on but its key cannot be used: %s; recording is refused", self.encryption_problem)
             self._problem("encryption_key", f"[encryption] public_key: {self.encryption_problem}; recording is refused")
         self._report_provisioning()
-        self.journal.announce_recovered(recovery.recover(self.spool_dir, self.catalog, self.takes))
+        self.journal.announce_recovered(
+            recovery.recover(self.spool_dir, self.catalog, self.takes, reserve=self.journal.reserve)
+        )
+        self.journal.reserve.hold()
         if self.api is not None:
             try:
                 self.api.start()

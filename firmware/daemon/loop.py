@@ -487,4 +487,6 @@ class AudioLoop:
             self.journal.device_event("device.error", "storage_full", text)
             self._end_all(EndReason.ERROR)
         self._space_low = low
+        if not low and self.journal.reserve is not None:
+            self.journal.reserve.hold()  # given up when the card filled; taken again now there is room
         self._refuse_starts()

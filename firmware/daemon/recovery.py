@@ -19,7 +19,10 @@ On start, in this order:
    An encrypted part cannot be repaired nor needs to be: it is published as it
    is, its length counted from its complete segments; a torn last segment
    stays for the decryptor to report;
-2. catalog rows still in progress with neither part nor finished file are
+2. catalog rows still in progress with a finished file are finished from it
+   (from its ``<id>.json`` when that was written, else from the file itself,
+   ``end_reason = recovered``): the recording ended, but a full card kept the
+   catalog from saying so. Those with neither part nor finished file are
    marked ``failed`` (their audio never reached the card);
 3. finished files the catalog does not know (a catalog rebuilt after
    corruption) are adopted from their ``.json``;
@@ -31,23 +34,28 @@ Nothing that exists is deleted, and running it twice changes nothing more.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import soundfile
 
 from ..catalog import UNFINISHED, Catalog, rfc3339
 from ..core import RecordingOptions, new_sid
 from ..media import encrypted
 from ..media.partfile import HEADER, read_header, repair
-from ..spool import Takes, is_encrypted, parts
+from ..spool import Reserve, Takes, is_encrypted, parts
 
 log = logging.getLogger("edge-recorder.recovery")
 
 
-def recover(spool: Path, catalog: Catalog, takes: Takes) -> list[dict[str, Any]]:
-    """Run the four steps; return the rows of recordings finalised now (to announce)."""
+def recover(spool: Path, catalog: Catalog, takes: Takes, reserve: Reserve | None = None) -> list[dict[str, Any]]:
+    """Run the four steps; return the rows of recordings finalised now (to announce). A card too full to
+    finish them gives up ``reserve`` (``spool.Reserve``) for it."""
     done = []
     for rid, path in parts(spool):
         try:
@@ -58,7 +66,17 @@ def recover(spool: Path, catalog: Catalog, takes: Takes) -> list[dict[str, Any]]
         if row is not None:
             done.append(row)
     for row in catalog.unfinished():
-        if not _final_files(spool, row["id"]):
+        files = _final_files(spool, row["id"])
+        if files:  # finished on the card, but the catalog could not say so (the card was full)
+            for attempt in range(2):
+                try:
+                    done.append(_finish_from_file(catalog, row, files[0]))
+                    break
+                except (OSError, sqlite3.Error) as exc:  # the card is still full
+                    if attempt == 0 and reserve is not None and reserve.release():
+                        continue
+                    log.error("%s: cannot be finished now (%s); tried again at the next start", files[0], exc)
+        else:
             catalog.update(
                 row["id"],
                 status="failed",
@@ -140,6 +158,53 @@ def _recover_part(catalog: Catalog, takes: Takes, rid: str, path: Path) -> dict[
     sidecar.unlink(missing_ok=True)
     log.warning("recovered %s: %.2f s of audio kept", rid, duration)
     return full
+
+
+def _finish_from_file(catalog: Catalog, row: dict[str, Any], media: Path) -> dict[str, Any]:
+    """A row still in progress whose file was published: its ``<id>.json`` has the fields it ended with;
+    without one (it could not be written either), the fields are read from the file itself."""
+    rid = row["id"]
+    ended = _read_json(media.with_name(f"{rid}.json"))
+    if ended is not None and ended.get("status") not in UNFINISHED:
+        catalog.upsert({**row, **ended})
+        log.warning("finished %s from its sidecar: the catalog could not be updated when it ended", rid)
+        return catalog.get(rid)
+    size, digest = _size_and_sha256(media)
+    if is_encrypted(media):
+        scanned = encrypted.scan(media)
+        frames, rate = scanned.frames, scanned.header.shape.sample_rate
+    else:
+        info = soundfile.info(str(media))
+        frames, rate = info.frames, info.samplerate
+    duration = frames / rate if rate else 0.0
+    start = _parse_time(row.get("start_time"))
+    fields = {
+        "status": "completed" if frames else "absent",
+        "state": "finished",
+        "end_reason": "recovered",
+        "duration": round(duration, 4),
+        "size": size,
+        "sha256": digest,
+        "path": str(media) if frames else None,
+        "end_time": rfc3339(start + timedelta(seconds=duration)) if start else None,
+        "encryption": encrypted.describe(media) if is_encrypted(media) else None,
+    }
+    catalog.upsert({**{k: v for k, v in row.items() if k != "input_rate"}, **fields})
+    full = catalog.get(rid)
+    from ..media.partfile import write_atomic
+
+    write_atomic(media.with_name(f"{rid}.json"), json.dumps(full).encode())
+    log.warning("finished %s from %s: %.2f s of audio the catalog had not recorded", rid, media.name, duration)
+    return full
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
