@@ -114,3 +114,20 @@ def test_a_row_left_in_progress_beside_its_finished_file_is_finished_at_the_next
     [finished] = [e for e in result.of("recording.finished") if e["data"]["id"] == rid]
     assert finished["data"]["end_reason"] == "recovered"
     assert (spool / f"{rid}.json").exists()
+
+
+def test_record_onto_a_full_card_says_so_in_one_line(tmp_path):
+    """``edge-recorder record`` whose output fills up: exit 73 (EX_CANTCREAT) naming the place, no traceback."""
+    card = tmp_path / "card"
+    card.mkdir()
+    wav = tmp_path / "call.wav"
+    sf.write(wav, np.resize(counter_signal(8.0), 120 * RATE), RATE, subtype="PCM_16")
+    record = [sys.executable, "-m", "firmware.cli.main", "record", str(wav), "--format", "wav", "-o", str(card)]
+    namespace = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        namespace[1:1] = ["--user", "--map-root-user"]
+    script = f"mount -t tmpfs -o size=512k tmpfs {card} && {' '.join(record)}"
+    done = subprocess.run([*namespace, "sh", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 73, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert f"{card}: No space left on device" in done.stderr and "Traceback" not in done.stderr, lines

@@ -30,7 +30,7 @@ from ..core import (
 from ..core.options import OPTION_HELP, accepted
 from ..media.source import MAX_RATE, MIN_RATE, AudioFile, InputError, Unreadable
 from ..media.synth import dtmf_tone, mix
-from ..spool import Takes
+from ..spool import Takes, WriteFailed
 from . import exits, timeline
 
 log = logging.getLogger("edge-recorder.record")
@@ -215,6 +215,14 @@ def _record(args, options, rules, entries, source, layout, origin) -> int:
             # its file made from the audio before the damage (no part file is left; nothing recovers it here).
             emit(core.close(EndReason.ERROR), takes, cloud)
             raise
+        except WriteFailed as exc:  # the output's disk is full: end what records, as far as it still can
+            try:
+                emit(core.close(EndReason.ERROR), takes, cloud)
+            except (OSError, WriteFailed, RuntimeError):  # RuntimeError: libsndfile's, opening the finished file
+                return exits.fail(
+                    exits.CANTCREAT, f"{args.out}: {exc.reason}; the audio recorded so far stays in its .part file"
+                )
+            return exits.fail(exits.CANTCREAT, f"{args.out}: {exc.reason}; the recording ends at its last good sample")
     emit(core.close(EndReason.CALL_END), takes, cloud)
     return exits.OK
 
