@@ -191,7 +191,7 @@ class Catalog:
     ...             "options": {}, "start_time": "2026-01-01T00:00:00Z"})
     >>> cat.update("RE1", status="completed", duration=1.5)
     >>> cat.get("RE1")["status"], cat.version
-    ('completed', 6)
+    ('completed', 7)
     >>> cat.close()
     """
 
