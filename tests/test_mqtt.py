@@ -37,6 +37,7 @@ class Central:
         self.token = token  # [mqtt] command_token, added to every command sent with command()
         self.messages: queue.Queue[tuple[str, bytes, object]] = queue.Queue()
         self.log: list[tuple[str, bytes]] = []
+        self.properties: list[tuple[str, object]] = []  # each message's MQTT 5 properties, as paho read them
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id or f"central-{uuid.uuid4().hex[:8]}",
@@ -54,6 +55,7 @@ class Central:
 
     def _message(self, client, userdata, message) -> None:
         self.log.append((message.topic, message.payload))
+        self.properties.append((message.topic, message.properties))
         self.messages.put((message.topic, message.payload, message.properties))
 
     def events(self) -> list[dict]:
@@ -116,6 +118,12 @@ def test_events_status_and_state_reach_a_subscriber(tmp_path, broker, central):
     )
     statuses = [p for t, p in central.log if t == f"{BASE}/status"]
     assert statuses[0] == b"online" and statuses[-1] == b"offline"
+    # MQTT 5 says what each payload is: structured-mode CloudEvents (the CloudEvents MQTT binding), JSON
+    kinds = {(t, p.ContentType, p.PayloadFormatIndicator) for t, p in central.properties if t != f"{BASE}/status"}
+    assert kinds == {
+        (f"{BASE}/events", "application/cloudevents+json", 1),
+        (f"{BASE}/state", "application/json", 1),
+    }
 
 
 def test_commands_start_stop_and_errors(tmp_path, broker, central):

@@ -336,7 +336,9 @@ class Link:
         for entry in self.outbox.due("event", limit=room + len(sent)):
             if entry.seq in sent:
                 continue
-            info = self.client.publish(self.topic("events"), json.dumps(entry.payload), qos=1)
+            info = self.client.publish(
+                self.topic("events"), json.dumps(entry.payload), qos=1, properties=_properties(CLOUDEVENTS)
+            )
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 return  # disconnected meanwhile: the rows stay for the next connection
             with self._lock:
@@ -360,7 +362,9 @@ class Link:
         except Exception:  # the snapshot is the box's; never let it kill the link
             log.exception("state snapshot failed")
             return
-        self.client.publish(self.topic("state"), json.dumps(state, default=str), qos=1, retain=True)
+        self.client.publish(
+            self.topic("state"), json.dumps(state, default=str), qos=1, retain=True, properties=_properties(JSON)
+        )
 
     # -- commands ----------------------------------------------------------------------------------
     def _command(self, message: mqtt.MQTTMessage) -> None:
@@ -424,14 +428,26 @@ class Link:
         return not (topic == prefix or topic.startswith(prefix + "/"))
 
     def _reply(self, topic: str, correlation: bytes | None, answer: dict[str, Any]) -> None:
-        props = None
+        props = _properties(JSON)
         if correlation is not None:
-            props = Properties(PacketTypes.PUBLISH)
             props.CorrelationData = correlation
         try:
             self.client.publish(topic, json.dumps(answer, default=str), qos=1, properties=props)
         except (ValueError, TypeError) as exc:  # a topic paho refuses; the answer is logged, not lost silently
             log.warning("command reply to %r not sent: %s", topic, exc)
+
+
+#: Content types (MQTT 5): events are structured-mode CloudEvents (the CloudEvents MQTT binding), the rest JSON.
+CLOUDEVENTS = "application/cloudevents+json"
+JSON = "application/json"
+
+
+def _properties(content_type: str) -> Properties:
+    """PUBLISH properties saying what the payload is: its content type, and UTF-8 text (payload format 1)."""
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = content_type
+    props.PayloadFormatIndicator = 1
+    return props
 
 
 def _error(message: str) -> dict[str, Any]:
