@@ -531,3 +531,30 @@ def test_a_bad_callback_names_the_field_and_what_is_allowed(args, field, allowed
         Callback.from_options(*args)
     message = str(caught.value)
     assert message.startswith(f"{field}: ") and allowed in message
+
+
+# Twilio's own signature, checked by Twilio's own validator (the twilio package's RequestValidator).
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_a_twilio_format_callback_passes_twilio_s_request_validator(receiver, method):
+    from twilio.request_validator import RequestValidator
+
+    secret = "c0ffee" * 6
+    event = events()["finished"]
+    callback = Callback(receiver.url + "?site=7&desk=front", method, "twilio")
+    assert deliver(callback, event, timeout=2.0, secret=secret) == 200
+    got = receiver.last
+    url = receiver.url.rsplit("/hooks/", 1)[0] + got.path + ("?" + got.query if got.query else "")
+    params = dict(parse_qsl(got.body.decode())) if method == "POST" else {}
+    validator = RequestValidator(secret)
+    assert validator.validate(url, params, got.headers["x-twilio-signature"])
+    assert not RequestValidator("another token").validate(url, params, got.headers["x-twilio-signature"])
+    if method == "POST":  # a field changed on the way is caught
+        assert not validator.validate(url, {**params, "RecordingStatus": "absent"}, got.headers["x-twilio-signature"])
+
+
+def test_other_formats_carry_no_twilio_signature(receiver):
+    for fmt in ("native", "signalwire", "sinch"):
+        deliver(Callback(receiver.url, "POST", fmt), events()["finished"], timeout=2.0, secret="s" * 32)
+        assert "x-twilio-signature" not in receiver.last.headers

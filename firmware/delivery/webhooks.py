@@ -65,21 +65,25 @@ follows ``?`` in the request line). The timestamp is inside the MAC, so a
 receiver that rejects old timestamps (``verify``, 5 minutes) cannot be fed a
 replayed request. ``X-EdgeRecorder-Event-Id`` carries the CloudEvent id in
 every format, so receivers can drop the duplicates a retrying outbox sends.
+A twilio-format callback also carries ``X-Twilio-Signature``, computed as
+Twilio computes it with the secret as the auth token (``twilio_signature``), so
+a central server's Twilio validation middleware takes it unchanged.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
@@ -93,6 +97,8 @@ METHODS = ("POST", "GET")
 DEFAULT_EVENTS = ("completed",)
 
 SIGNATURE_HEADER = "X-EdgeRecorder-Signature"
+#: Twilio's own signature, on twilio-format callbacks, so Twilio's RequestValidator takes them.
+TWILIO_SIGNATURE_HEADER = "X-Twilio-Signature"
 EVENT_ID_HEADER = "X-EdgeRecorder-Event-Id"
 USER_AGENT = f"edge-recorder/{__version__}"
 TOLERANCE = 300  # seconds a signature's timestamp may be away from the receiver's clock
@@ -238,6 +244,20 @@ def wanted(callback: Callback, event: Mapping[str, Any]) -> bool:
     return event.get("type") in SAYS[callback.format] and callback_event(event) in callback.events
 
 
+def twilio_signature(url: str, params: Iterable[tuple[str, str]], secret: str) -> str:
+    """``X-Twilio-Signature``: HMAC-SHA1 with the secret (Twilio's auth token) over the URL as requested and,
+    for a POST, each parameter's name and value, sorted by name (and value), base64.
+
+    >>> twilio_signature("https://cc.example.com/cb", [("To", "+1"), ("From", "+2")], "secret")
+    '4KxM6LIRYNUYC08LbtSKcPefTkg='
+    """
+    values: dict[str, set[str]] = {}
+    for name, value in params:
+        values.setdefault(name, set()).add(value)
+    text = url + "".join(name + value for name in sorted(values) for value in sorted(values[name]))
+    return base64.b64encode(hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()).decode()
+
+
 def render(callback: Callback, event: Mapping[str, Any]) -> tuple[str, str, dict[str, str], bytes]:
     """The request for this callback: ``(method, url, headers, body)``.
 
@@ -343,6 +363,9 @@ def deliver(
             signed = urlsplit(prepared.url).query.encode("ascii") if method == "GET" else body
             stamp = int(time.time())
             prepared.headers[SIGNATURE_HEADER] = f"t={stamp},v1={sign(signed, secret, stamp)}"
+            if callback.format == "twilio":  # what Twilio's own RequestValidator checks
+                params = parse_qsl(body.decode(), keep_blank_values=True) if method == "POST" and body else []
+                prepared.headers[TWILIO_SIGNATURE_HEADER] = twilio_signature(prepared.url, params, secret)
         settings = http.merge_environment_settings(prepared.url, {}, None, None, None)
         response = http.send(prepared, timeout=timeout, allow_redirects=False, **settings)
     except requests.Timeout as exc:
