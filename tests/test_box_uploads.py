@@ -123,6 +123,12 @@ def test_s3_upload(tmp_path, s3):
     key = location.removeprefix("s3://calls/")
     body = s3.client().get_object("calls", key).read()
     assert hashlib.sha256(body).hexdigest() == row["sha256"]
+    # the object says whose it is, to any S3 client (here minio's), without the catalog
+    metadata = {k.lower(): v for k, v in s3.client().stat_object("calls", key).metadata.items()}
+    assert metadata["x-amz-meta-recording-id"] == row["id"]
+    assert metadata["x-amz-meta-call-id"] == row["call_id"]
+    assert metadata["x-amz-meta-device-id"] == "test-box"
+    assert metadata["x-amz-meta-sha256"] == row["sha256"]
 
 
 @pytest.mark.parametrize("asked_by", ["config", "command"])

@@ -116,5 +116,13 @@ class Routes:
         fmt = row["format"]
         if row.get("encryption"):  # sealed on the box: the central side decrypts it into <format>
             name, fmt = f"{name}.era", "era"
-        payload = {"path": row["path"], "name": name, "sha256": row["sha256"], "format": fmt, "destination": which}
+        labels = {"recording-id": row["id"], "call-id": row.get("call_id") or "", "device-id": self.device_id}
+        payload = {
+            "path": row["path"],
+            "name": name,
+            "sha256": row["sha256"],
+            "format": fmt,
+            "destination": which,
+            "labels": labels,
+        }
         return OutboxItem("upload", url, payload, row["id"])

@@ -301,6 +301,7 @@ class Delivery:
                 credentials=target.destination.credentials,
                 method=target.destination.method.upper(),
                 timeout=self.config.upload["timeout"],
+                labels=p.get("labels"),
             )
         self._uploaded(entry, location)
 

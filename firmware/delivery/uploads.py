@@ -208,8 +208,13 @@ def upload(
     method: str = "PUT",
     timeout: float = 30.0,
     progress: Callable[[int], None] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> str:
     """Send the file at ``path`` to ``url`` and return where it now lives.
+
+    ``labels`` (``recording-id``, ``call-id``, ``device-id``) go with the file where the protocol has a
+    place for them: S3 object metadata (``x-amz-meta-recording-id``...), so a store's own tools find a
+    recording's object without the catalog.
 
     ``name`` is the remote file name (see ``remote_name``), used when the URL
     ends in ``/`` (or is a bare ``s3://bucket``). ``sha256`` is the file's hex
@@ -234,7 +239,7 @@ def upload(
         raise DeliveryError(f"sha256 must be 64 hex digits, got {sha256!r}", permanent=True)
     scheme = urlsplit(url).scheme.lower()
     if scheme == "s3":
-        return _upload_s3(path, url, name, sha256, content_type, credentials, timeout, progress)
+        return _upload_s3(path, url, name, sha256, content_type, credentials, timeout, progress, labels or {})
     if scheme in ("http", "https"):
         return _upload_http(path, url, name, sha256, content_type, credentials, method, timeout, progress)
     raise DeliveryError(
@@ -591,8 +596,10 @@ def _upload_s3(
     credentials: Credentials,
     timeout: float,
     progress: Callable[[int], None] | None,
+    labels: Mapping[str, str],
 ) -> str:
     bucket, key = _s3_target(url, name)
+    metadata = {f"x-amz-meta-{k}": _sanitise(v) for k, v in labels.items() if re.fullmatch(r"[a-z-]{1,32}", k)}
     location = f"s3://{bucket}/{key}"
     client, http = _s3_client(credentials, timeout)
     file, size = _open(path)
@@ -607,7 +614,7 @@ def _upload_s3(
                 sending,  # type: ignore[arg-type]
                 size,
                 content_type=content_type,
-                metadata={"x-amz-meta-sha256": sha256},
+                metadata={**metadata, "x-amz-meta-sha256": sha256},
                 part_size=S3_PART_SIZE,
                 num_parallel_uploads=1,
             )
