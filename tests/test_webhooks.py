@@ -8,6 +8,7 @@ Sinch's notification events (seed 002 "Notification events").
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import hmac
@@ -558,3 +559,23 @@ def test_other_formats_carry_no_twilio_signature(receiver):
     for fmt in ("native", "signalwire", "sinch"):
         deliver(Callback(receiver.url, "POST", fmt), events()["finished"], timeout=2.0, secret="s" * 32)
         assert "x-twilio-signature" not in receiver.last.headers
+
+
+# The Standard Webhooks signature, checked by the specification's own library (standardwebhooks on PyPI).
+
+
+@pytest.mark.parametrize("fmt", ["native", "twilio", "signalwire", "sinch"])
+@pytest.mark.parametrize("secret", ["a plain signing secret", "whsec_" + base64.b64encode(b"k" * 24).decode()])
+def test_every_post_callback_passes_a_standard_webhooks_verifier(receiver, fmt, secret):
+    from standardwebhooks import Webhook, WebhookVerificationError
+
+    event = events()["finished"]
+    assert deliver(Callback(receiver.url, "POST", fmt), event, timeout=2.0, secret=secret) == 200
+    got = receiver.last
+    whsecret = secret if secret.startswith("whsec_") else "whsec_" + base64.b64encode(secret.encode()).decode()
+    Webhook(whsecret).verify(got.body, got.headers, json_parse=False)  # raises when it does not verify
+    assert got.headers["webhook-id"] == event["id"]
+    with pytest.raises(WebhookVerificationError):
+        Webhook(whsecret).verify(got.body + b" ", got.headers, json_parse=False)
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + base64.b64encode(b"another").decode()).verify(got.body, got.headers, json_parse=False)

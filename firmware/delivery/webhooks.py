@@ -65,6 +65,11 @@ follows ``?`` in the request line). The timestamp is inside the MAC, so a
 receiver that rejects old timestamps (``verify``, 5 minutes) cannot be fed a
 replayed request. ``X-EdgeRecorder-Event-Id`` carries the CloudEvent id in
 every format, so receivers can drop the duplicates a retrying outbox sends.
+Every POST also carries the Standard Webhooks headers ``webhook-id`` (the
+CloudEvent id, the same on every retry), ``webhook-timestamp`` and
+``webhook-signature`` (``standard_signature``): receivers built on a Standard
+Webhooks library verify it unchanged, and ``X-EdgeRecorder-Signature`` stays
+for receivers written against it until they move over.
 A twilio-format callback also carries ``X-Twilio-Signature``, computed as
 Twilio computes it with the secret as the auth token (``twilio_signature``), so
 a central server's Twilio validation middleware takes it unchanged.
@@ -244,6 +249,19 @@ def wanted(callback: Callback, event: Mapping[str, Any]) -> bool:
     return event.get("type") in SAYS[callback.format] and callback_event(event) in callback.events
 
 
+def standard_signature(webhook_id: str, timestamp: int, body: bytes, secret: str) -> str:
+    """``webhook-signature`` of the Standard Webhooks specification: ``v1,`` and base64 of HMAC-SHA256 over
+    ``"<id>.<timestamp>.<body>"``. The key is the secret's bytes, or the bytes a ``whsec_<base64>`` secret
+    stands for (the form Standard Webhooks libraries take: give them ``whsec_`` + base64 of the secret).
+
+    >>> standard_signature("msg_1", 1700000000, b'{"a": 1}', "s3cret")
+    'v1,UYi/JbrVKz7pBWDbcPxjTPD1IwAnSlwuGj+Y+JU0ydc='
+    """
+    key = base64.b64decode(secret[6:] + "==") if secret.startswith("whsec_") else secret.encode()
+    mac = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
 def twilio_signature(url: str, params: Iterable[tuple[str, str]], secret: str) -> str:
     """``X-Twilio-Signature``: HMAC-SHA1 with the secret (Twilio's auth token) over the URL as requested and,
     for a POST, each parameter's name and value, sorted by name (and value), base64.
@@ -363,6 +381,11 @@ def deliver(
             signed = urlsplit(prepared.url).query.encode("ascii") if method == "GET" else body
             stamp = int(time.time())
             prepared.headers[SIGNATURE_HEADER] = f"t={stamp},v1={sign(signed, secret, stamp)}"
+            if method == "POST":  # Standard Webhooks: what its libraries (standardwebhooks, svix...) verify
+                webhook_id = str(event.get("id") or "")
+                prepared.headers["webhook-id"] = webhook_id
+                prepared.headers["webhook-timestamp"] = str(stamp)
+                prepared.headers["webhook-signature"] = standard_signature(webhook_id, stamp, body or b"", secret)
             if callback.format == "twilio":  # what Twilio's own RequestValidator checks
                 params = parse_qsl(body.decode(), keep_blank_values=True) if method == "POST" and body else []
                 prepared.headers[TWILIO_SIGNATURE_HEADER] = twilio_signature(prepared.url, params, secret)
