@@ -10,8 +10,8 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from firmware import __version__, journal
 from firmware import config as cfg
-from firmware import journal
 from firmware.catalog import Catalog, OutboxItem
 from firmware.delivery import retention
 from firmware.delivery.outbox import Outbox
@@ -282,5 +282,6 @@ def test_home_assistant_discovery_documents(tmp_path, broker):
         level = docs["homeassistant/sensor/test-box/input_level/config"]
         assert level["state_topic"] == f"{BASE}/state" and level["availability_topic"] == f"{BASE}/status"
         assert {"state", "input_level", "free_storage", "upload_backlog"} <= {t.split("/")[3] for t in docs}
+        assert all(doc["origin"] == {"name": "edge-recorder", "sw_version": __version__} for doc in docs.values())
     finally:
         central.close()

@@ -39,6 +39,8 @@ def documents(link: Link, ha_prefix: str) -> dict[str, dict]:
         "payload_available": "online",
         "payload_not_available": "offline",
         "device": device,
+        # Which software published the entity: Home Assistant shows it, and logs it with discovery problems.
+        "origin": {"name": "edge-recorder", "sw_version": __version__},
     }
     docs = {
         f"{ha_prefix}/button/{device_id}/record/config": common
