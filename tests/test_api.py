@@ -307,3 +307,18 @@ def test_post_takes_a_vendor_document_and_lists_what_cannot_be_honoured(api):
     assert stop.status_code == 200 and stop.json()["recording"]["end_reason"] == "stop"
     bad = api.post("/v1/recordings", {"twiml": "<Response><Start>"})
     assert bad.status_code == 400 and "twilio" in bad.json()["message"]
+
+
+def test_every_operation_has_a_unique_operation_id_for_generated_clients():
+    from firmware.frontends.http.server import OPENAPI
+
+    document = json.loads(OPENAPI.read_text())
+    ids = [
+        op.get("operationId")
+        for ops in document["paths"].values()
+        for method, op in ops.items()
+        if method in ("get", "post", "put", "patch", "delete")
+    ]
+    assert all(ids) and len(set(ids)) == len(ids), ids
+    media = document["paths"]["/v1/recordings/{name}"]["get"]["responses"]["200"]["content"]
+    assert {media[kind]["schema"].get("format") for kind in ("audio/wav", "audio/mpeg")} == {"binary"}
