@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import socket
 import threading
 import time
@@ -33,6 +34,7 @@ from firmware.delivery.webhooks import (
     FORMATS,
     SIGNATURE_HEADER,
     Callback,
+    account_sid,
     deliver,
     render,
     sign,
@@ -185,7 +187,7 @@ def test_twilio_callback_posts_the_recording_status_callback_form_fields(receive
     got = _send(receiver, "twilio", event)
     assert got.headers["content-type"] == "application/x-www-form-urlencoded"
     assert got.form() == {
-        "AccountSid": DEVICE,
+        "AccountSid": account_sid(DEVICE),
         "CallSid": CALL_ID,
         "RecordingSid": REC_ID,
         "RecordingUrl": event["data"]["media_url"],
@@ -197,6 +199,7 @@ def test_twilio_callback_posts_the_recording_status_callback_form_fields(receive
         "RecordingTrack": "both",
     }
     assert event["data"]["media_url"].startswith("file:///")
+    assert re.fullmatch(r"AC[0-9a-f]{32}", got.form()["AccountSid"])  # the shape Twilio's SDK and servers expect
 
 
 def test_twilio_recording_source_says_how_the_recording_was_started(receiver):

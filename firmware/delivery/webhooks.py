@@ -29,7 +29,8 @@ Formats
     The CloudEvent itself, structured mode, ``application/cloudevents+json``.
 ``twilio``
     ``RecordingStatusCallback`` form fields (seed 003, "RecordingStatusCallback";
-    seed 004, "recordingStatusCallback"): ``AccountSid`` = device id,
+    seed 004, "recordingStatusCallback"): ``AccountSid`` = ``account_sid``
+    of the device id (``AC`` and 32 hex digits, the same for a box always),
     ``CallSid`` = ``call_id``, ``RecordingSid`` = ``id``, ``RecordingUrl``,
     ``RecordingStatus`` (``in-progress``, ``completed``, ``absent``),
     ``RecordingDuration`` (whole seconds, only when ``completed``),
@@ -435,7 +436,7 @@ def _twilio(event: Mapping[str, Any]) -> dict[str, str]:
     data = event.get("data") or {}
     status = callback_event(event) or "in-progress"
     fields = {
-        "AccountSid": _device_id(event),
+        "AccountSid": account_sid(_device_id(event)),
         "CallSid": str(data.get("call_id") or ""),
         "RecordingSid": str(data.get("id") or ""),
         "RecordingUrl": _location(event),
@@ -509,6 +510,16 @@ _PAYLOADS = {"native": _native, "twilio": _twilio, "signalwire": _signalwire, "s
 
 
 # Small conversions.
+
+
+def account_sid(device_id: str) -> str:
+    """The box's Twilio ``AccountSid``: ``AC`` and 32 hex digits, derived from its device id, so it is the
+    same in every callback and across restarts, and of the shape Twilio's libraries and servers expect.
+
+    >>> account_sid("front-desk")
+    'AC27c928ef113c90033aedeeb583966612'
+    """
+    return "AC" + hashlib.sha256(f"edge-recorder:{device_id}".encode()).hexdigest()[:32]
 
 
 def _device_id(event: Mapping[str, Any]) -> str:
