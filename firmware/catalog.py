@@ -150,10 +150,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX recordings_status_created ON recordings (status, date_created);
     """,
-    # 7: whether the clock was synchronised when an upload was confirmed (0: unknown or not; retention
-    # counts such an upload's age from the first synchronised moment after it)
+    # 7: whether the clock was synchronised when an upload was confirmed (0: not; retention counts such an
+    # upload's age from the first synchronised run after it). Uploads confirmed before keep the age they had.
     """
     ALTER TABLE uploads ADD COLUMN clock_synced INTEGER NOT NULL DEFAULT 0;
+    UPDATE uploads SET clock_synced = 1 WHERE state = 'done';
     """,
 )
 

@@ -106,6 +106,7 @@ def test_retry_after_is_honoured_for_status_callbacks():
         ({"Retry-After": "0"}, 0.0),
         ({"retry-after": " 120 "}, 120.0),
         ({"Retry-After": "9" * 400}, 3600.0),
+        ({"Retry-After": "0" * 20 + "5"}, 5.0),
         ({"Retry-After": "soon"}, None),
         ({"Retry-After": "-5"}, None),
         ({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT", "Date": "Wed, 21 Oct 2026 07:29:00 GMT"}, 0.0),

@@ -131,3 +131,34 @@ def test_record_onto_a_full_card_says_so_in_one_line(tmp_path):
     assert done.returncode == 73, done.stderr[-2000:]
     lines = [line for line in done.stderr.splitlines() if "error" in line.lower()]
     assert f"{card}: No space left on device" in done.stderr and "Traceback" not in done.stderr, lines
+
+
+def test_a_row_beside_a_file_that_is_not_audio_is_marked_failed_and_the_box_starts(tmp_path):
+    box = Box.make(tmp_path, np.resize(counter_signal(8.0), 2 * RATE), RATE, sim={"scenario": ""})
+    spool = Path(box.sections["spool"]["directory"])
+    spool.mkdir(parents=True)
+    rid = "RE" + "8" * 32
+    (spool / f"{rid}.wav").write_bytes(b"RIFF not a wave at all" * 10)
+    catalog = Catalog(Path(box.sections["catalog"]["path"]))
+    catalog.insert(
+        {
+            "id": rid,
+            "name": rid,
+            "call_id": "CA" + "1" * 32,
+            "source": "button",
+            "status": "in-progress",
+            "state": "recording",
+            "format": "wav",
+            "sample_rate": RATE,
+            "channels": 1,
+            "track": "both",
+            "options": {},
+            "start_time": "2026-12-06T10:00:00.000Z",
+            "date_created": "2026-12-06T10:00:00.000Z",
+        }
+    )
+    catalog.close()
+    result = box.run()
+    assert result.code == 0 and "Traceback" not in result.stderr, result.stderr
+    [row] = box.rows()
+    assert (row["status"], row["error_code"]) == ("failed", "media_unreadable")

@@ -172,3 +172,23 @@ def test_a_version_1_catalog_is_migrated_keeping_its_recordings(tmp_path):
     cat = Catalog(path)
     assert cat.version == len(MIGRATIONS) and cat.get("RE1")["status"] == "completed"
     assert cat.query("SELECT COUNT(*) FROM outbox")[0][0] == 0  # the outbox came with version 2
+
+
+def test_uploads_confirmed_before_schema_7_keep_their_age_for_retention(tmp_path):
+    """Schema 7 notes whether the clock was synchronised at an upload; rows from before keep the age they had,
+    or every box would keep all its media another [retention] days after an update."""
+    from firmware.catalog import MIGRATIONS
+
+    path = tmp_path / "c.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(";".join(MIGRATIONS[:6]) + ";PRAGMA user_version=6;")
+    db.execute(
+        "INSERT INTO uploads (recording_id, destination, state, attempts, date_updated) "
+        "VALUES ('RE1', 's3://b/', 'done', 1, '2026-01-01T00:00:00.000Z'), "
+        "('RE2', 's3://b/', 'pending', 1, '2026-01-01T00:00:00.000Z')"
+    )
+    db.commit()
+    db.close()
+    cat = Catalog(path)
+    assert dict(cat.query("SELECT recording_id, clock_synced FROM uploads")) == {"RE1": 1, "RE2": 0}
+    assert cat.restamp_unsynced_uploads("2026-02-01T00:00:00.000Z") == 0  # nothing done to restamp

@@ -582,3 +582,12 @@ def test_every_post_callback_passes_a_standard_webhooks_verifier(receiver, fmt, 
         Webhook(whsecret).verify(got.body + b" ", got.headers, json_parse=False)
     with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + base64.b64encode(b"another").decode()).verify(got.body, got.headers, json_parse=False)
+
+
+def test_a_whsec_secret_that_is_not_base64_still_signs_every_callback(receiver):
+    """The text is then the key: a typo in the secret must not stop the box's callbacks."""
+    from standardwebhooks import Webhook
+
+    assert deliver(Callback(receiver.url), events()["finished"], timeout=2.0, secret="whsec_a") == 200
+    got = receiver.last
+    Webhook(b"whsec_a").verify(got.body, got.headers, json_parse=False)  # bytes: the key as it is

@@ -228,8 +228,15 @@ def _record(args, options, rules, entries, source, layout, origin) -> int:
 
 
 def emit(events, takes: Takes, cloud: CloudEvents) -> None:
+    """Hand a batch of core events to the spool and print them. A write that fails does not drop the rest
+    of the batch (a recording's end may be in it): it is raised once all were handled."""
+    failed: WriteFailed | None = None
     for event in events:
-        take = takes.handle(event)
+        try:
+            take = takes.handle(event)
+        except WriteFailed as exc:
+            failed = failed or exc
+            continue
         if take is not None:
             _print(cloud.finished(take))
             if take.finished.discarded:
@@ -253,6 +260,8 @@ def emit(events, takes: Takes, cloud: CloudEvents) -> None:
         data = cloud.of(event)
         if data is not None:
             _print(data)
+    if failed is not None:
+        raise failed
 
 
 def _print(data: dict) -> None:

@@ -76,6 +76,17 @@ def recover(spool: Path, catalog: Catalog, takes: Takes, reserve: Reserve | None
                     if attempt == 0 and reserve is not None and reserve.release():
                         continue
                     log.error("%s: cannot be finished now (%s); tried again at the next start", files[0], exc)
+                except (RuntimeError, ValueError) as exc:  # not audio after all (libsndfile, age): say so
+                    catalog.update(
+                        row["id"],
+                        status="failed",
+                        state="error",
+                        end_reason="recovered",
+                        error_code="media_unreadable",
+                        error_message=f"{files[0].name} cannot be read as audio: {exc}",
+                    )
+                    log.error("%s: unreadable (%s); marked failed", files[0], exc)
+                    break
         else:
             catalog.update(
                 row["id"],
@@ -193,7 +204,10 @@ def _finish_from_file(catalog: Catalog, row: dict[str, Any], media: Path) -> dic
     full = catalog.get(rid)
     from ..media.partfile import write_atomic
 
-    write_atomic(media.with_name(f"{rid}.json"), json.dumps(full).encode())
+    try:  # the sidecar only helps rebuild a lost catalog: a card still full must not stop the announcement
+        write_atomic(media.with_name(f"{rid}.json"), json.dumps(full).encode())
+    except OSError as exc:
+        log.warning("%s.json not written (%s); the catalog has the recording", rid, exc.strerror)
     log.warning("finished %s from %s: %.2f s of audio the catalog had not recorded", rid, media.name, duration)
     return full
 

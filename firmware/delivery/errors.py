@@ -45,7 +45,8 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return min(float(value[:7]), RETRY_AFTER_MAX)
+        digits = value.lstrip("0") or "0"
+        return RETRY_AFTER_MAX if len(digits) > 7 else min(float(digits), RETRY_AFTER_MAX)
     try:
         when = parsedate_to_datetime(value)
         date = next((v for k, v in headers.items() if k.lower() == "date"), None)
