@@ -77,26 +77,12 @@ def recover(spool: Path, catalog: Catalog, takes: Takes, reserve: Reserve | None
                         continue
                     log.error("%s: cannot be finished now (%s); tried again at the next start", files[0], exc)
                 except (RuntimeError, ValueError) as exc:  # not audio after all (libsndfile, age): say so
-                    catalog.update(
-                        row["id"],
-                        status="failed",
-                        state="error",
-                        end_reason="recovered",
-                        error_code="media_unreadable",
-                        error_message=f"{files[0].name} cannot be read as audio: {exc}",
-                    )
-                    log.error("%s: unreadable (%s); marked failed", files[0], exc)
+                    _failed(catalog, row["id"], "media_unreadable", f"{files[0].name} cannot be read as audio: {exc}")
                     break
         else:
-            catalog.update(
-                row["id"],
-                status="failed",
-                state="error",
-                end_reason="recovered",
-                error_code="media_missing",
-                error_message="the recording's audio was not found in the spool after a restart",
+            _failed(
+                catalog, row["id"], "media_missing", "the recording's audio was not found in the spool after a restart"
             )
-            log.error("%s: no audio in the spool; marked failed", row["id"])
     for meta in sorted(spool.glob("RE*.json")):
         if catalog.get(meta.stem) is None:
             try:
@@ -115,6 +101,12 @@ def recover(spool: Path, catalog: Catalog, takes: Takes, reserve: Reserve | None
                 error_message=f"the media file {row['path']} is missing",
             )
     return done
+
+
+def _failed(catalog: Catalog, rid: str, code: str, message: str) -> None:
+    """An unfinished row recovery cannot finish: failed, saying why."""
+    catalog.update(rid, status="failed", state="error", end_reason="recovered", error_code=code, error_message=message)
+    log.error("%s: %s; marked failed", rid, message)
 
 
 def _final_files(spool: Path, rid: str) -> list[Path]:
