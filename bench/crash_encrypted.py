@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import statistics
 import sys
 import tempfile
@@ -30,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import pyrage
-import soundfile as sf
 
 from firmware.core.engine import HOLD_BACK_SECONDS
 from firmware.media import encrypted
 from tests.daemon_run import Box, audio_of, counter_signal, positions
+
+from .daemon import kill_while_recording
 
 KILLS = int(os.environ.get("BENCH_KILLS", 40))
 RATE = 8000
@@ -48,25 +48,10 @@ def kill_and_recover(root: Path, seed: int, identity: pyrage.x25519.Identity | N
     box = Box.make(
         root, counter_signal(8.0, RATE), RATE, sim={"scenario": f"{BUTTON_AT}=button", "pace": "realtime"}, **extra
     )
-    proc = box.start()
-    while True:
-        line = proc.stdout.readline()
-        if not line:
-            return {"problem": f"daemon ended before recording: {proc.stderr.read()[-500:]}"}
-        if '"type": "recording.started"' in line:
-            started_at = time.monotonic()
-            break
-    time.sleep(rng.uniform(0.05, 3.0))
-    killed_at = time.monotonic()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    proc.stdout.close()
-    proc.stderr.close()
-    alive = killed_at - started_at
-    silence = root / "silence.wav"
-    sf.write(silence, np.zeros(800, np.int16), RATE, subtype="PCM_16")
-    box.sections["sim"] = {"enabled": True, "audio": str(silence), "pace": "fast", "scenario": ""}
-    again = box.run()
+    try:
+        alive, again = kill_while_recording(box, rng, RATE)
+    except RuntimeError as exc:  # the daemon ended before it recorded
+        return {"problem": str(exc)[:500]}
     if again.code != 0:
         return {"problem": f"restart failed: {again.stderr[-500:]}"}
     rows = box.rows()

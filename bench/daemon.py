@@ -51,7 +51,7 @@ import soundfile as sf
 
 from firmware.core import InputLayout, Recorder, RecordingOptions, Start
 from tests.alsa_file import AlsaFile, alsa_file_device
-from tests.daemon_run import ROOT, Box, audio_of, counter_signal, positions, write_toml
+from tests.daemon_run import ROOT, Box, Result, audio_of, counter_signal, positions, write_toml
 
 from .calls import write_call
 
@@ -203,15 +203,9 @@ KILL_RATE = 8000
 KILL_BUTTON_AT = 0.3
 
 
-def _kill_and_recover(root: Path, seed: int) -> dict:
-    """As tests/test_crash.py: kill -9 at a random moment of a realtime recording, restart, measure the loss."""
-    rng = random.Random(seed)
-    box = Box.make(
-        root,
-        counter_signal(8.0, KILL_RATE),
-        KILL_RATE,
-        sim={"scenario": f"{KILL_BUTTON_AT}=button", "pace": "realtime"},
-    )
+def kill_while_recording(box: Box, rng: random.Random, rate: int) -> tuple[float, Result]:
+    """Start ``box``'s daemon, ``kill -9`` it 0.05-3 s after its ``recording.started``, and restart it on a
+    short silence so it recovers what the kill left: the seconds it had recorded, and the restart's result."""
     proc = box.start()
     while True:
         line = proc.stdout.readline()
@@ -226,14 +220,25 @@ def _kill_and_recover(root: Path, seed: int) -> dict:
     proc.wait(timeout=10)
     proc.stdout.close()
     proc.stderr.close()
-    silence = root / "silence.wav"
-    sf.write(silence, np.zeros(800, np.int16), KILL_RATE, subtype="PCM_16")
+    silence = box.root / "silence.wav"
+    sf.write(silence, np.zeros(800, np.int16), rate, subtype="PCM_16")
     box.sections["sim"] = {"enabled": True, "audio": str(silence), "pace": "fast", "scenario": ""}
-    again = box.run()
+    return killed_at - started_at, box.run()
+
+
+def _kill_and_recover(root: Path, seed: int) -> dict:
+    """As tests/test_crash.py: kill -9 at a random moment of a realtime recording, restart, measure the loss."""
+    rng = random.Random(seed)
+    box = Box.make(
+        root,
+        counter_signal(8.0, KILL_RATE),
+        KILL_RATE,
+        sim={"scenario": f"{KILL_BUTTON_AT}=button", "pace": "realtime"},
+    )
+    alive, again = kill_while_recording(box, rng, KILL_RATE)
     if again.code != 0:
         return {"problem": f"restart failed: {again.stderr[-500:]}"}
     rows = box.rows()
-    alive = killed_at - started_at
     if len(rows) != 1 or rows[0]["end_reason"] != "recovered":
         return {"problem": f"not recovered: {rows}"}
     if rows[0]["status"] == "absent":

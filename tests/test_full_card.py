@@ -77,15 +77,8 @@ def test_a_recording_that_fills_the_card_is_finished_in_the_catalog(tmp_path, fm
     assert "in-progress" not in json.dumps(rows)
 
 
-def test_a_row_left_in_progress_beside_its_finished_file_is_finished_at_the_next_start(tmp_path):
-    """A box that filled its card before it kept a reserve: the WAV was published, its row stayed in progress
-    with no path and no sidecar. The next start finishes it from the file and announces it."""
-    box = Box.make(tmp_path, np.resize(counter_signal(8.0), 2 * RATE), RATE, sim={"scenario": ""})
-    spool = Path(box.sections["spool"]["directory"])
-    spool.mkdir(parents=True)
-    rid = "RE" + "7" * 32
-    audio = counter_signal(3.0)
-    sf.write(spool / f"{rid}.wav", audio, RATE, subtype="PCM_16")
+def left_in_progress(box: Box, rid: str) -> None:
+    """A catalog row still in progress, as a box that filled its card before it kept a reserve left it."""
     catalog = Catalog(Path(box.sections["catalog"]["path"]))
     catalog.insert(
         {
@@ -105,6 +98,18 @@ def test_a_row_left_in_progress_beside_its_finished_file_is_finished_at_the_next
         }
     )
     catalog.close()
+
+
+def test_a_row_left_in_progress_beside_its_finished_file_is_finished_at_the_next_start(tmp_path):
+    """A box that filled its card before it kept a reserve: the WAV was published, its row stayed in progress
+    with no path and no sidecar. The next start finishes it from the file and announces it."""
+    box = Box.make(tmp_path, np.resize(counter_signal(8.0), 2 * RATE), RATE, sim={"scenario": ""})
+    spool = Path(box.sections["spool"]["directory"])
+    spool.mkdir(parents=True)
+    rid = "RE" + "7" * 32
+    audio = counter_signal(3.0)
+    sf.write(spool / f"{rid}.wav", audio, RATE, subtype="PCM_16")
+    left_in_progress(box, rid)
     result = box.run()
     assert result.code == 0, result.stderr
     [row] = box.rows()
@@ -139,25 +144,7 @@ def test_a_row_beside_a_file_that_is_not_audio_is_marked_failed_and_the_box_star
     spool.mkdir(parents=True)
     rid = "RE" + "8" * 32
     (spool / f"{rid}.wav").write_bytes(b"RIFF not a wave at all" * 10)
-    catalog = Catalog(Path(box.sections["catalog"]["path"]))
-    catalog.insert(
-        {
-            "id": rid,
-            "name": rid,
-            "call_id": "CA" + "1" * 32,
-            "source": "button",
-            "status": "in-progress",
-            "state": "recording",
-            "format": "wav",
-            "sample_rate": RATE,
-            "channels": 1,
-            "track": "both",
-            "options": {},
-            "start_time": "2026-12-06T10:00:00.000Z",
-            "date_created": "2026-12-06T10:00:00.000Z",
-        }
-    )
-    catalog.close()
+    left_in_progress(box, rid)
     result = box.run()
     assert result.code == 0 and "Traceback" not in result.stderr, result.stderr
     [row] = box.rows()
