@@ -229,20 +229,20 @@ class Destinations:
 
         ``LookupError`` saying why not (an outbox row from before the config changed).
         """
-        destination = self.named.get(name) if name not in (None, MQTT) else None
         if name == MQTT and url == MQTT:
             return Target(Destination(MQTT, MQTT), MQTT)
-        if destination is None:
-            for candidate in self.named.values():
-                if name is None and candidate.covers(url):
-                    return Target(candidate, url)
+        if name is None:  # a row from before uploads named their destination: whichever covers its URL
+            found = next((d for d in self.named.values() if d.covers(url)), None)
+        else:
+            found = self.named.get(name)
+            if found is not None and not found.covers(url):
+                raise LookupError(
+                    f"destination {name!r} no longer covers {redact(url)}; its credentials are not sent there "
+                    "and the file stays on the box"
+                )
+        if found is None:
             raise LookupError(f"destination {name or redact(url)!r} is not in the config; the file stays on the box")
-        if not destination.covers(url):
-            raise LookupError(
-                f"destination {name!r} no longer covers {redact(url)}; its credentials are not sent there "
-                "and the file stays on the box"
-            )
-        return Target(destination, url)
+        return Target(found, url)
 
     def allowed(self) -> str:
         names = [*self.named, *([MQTT] if self.mqtt else [])]
