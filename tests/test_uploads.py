@@ -372,6 +372,37 @@ def test_s3_object_lands_under_the_prefix_with_its_sha256(s3, recording):
     assert metadata["Content-Type"] == "audio/wav"
 
 
+def test_s3_object_carries_an_s3_sha256_checksum_boto3_reads_back(s3, recording):
+    """``x-amz-checksum-sha256``: the server checks the bytes against it and keeps it; AWS's own SDK reads it
+    back (HeadObject with ChecksumMode=ENABLED) as the base64 of the file's SHA-256."""
+    import base64
+
+    import boto3
+
+    path, sha = recording
+    send(path, f"s3://{BUCKET}/sums/", sha, name="call.wav", credentials=s3.credentials())
+    aws = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        region_name="us-east-1",
+    )
+    head = aws.head_object(Bucket=BUCKET, Key="sums/call.wav", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == base64.b64encode(bytes.fromhex(sha)).decode()
+    assert head["Metadata"]["sha256"] == sha
+
+
+def test_s3_refuses_a_damaged_local_file_and_the_error_says_so(s3, recording):
+    path, sha = recording
+    with path.open("r+b") as damaged:
+        damaged.seek(1000)
+        damaged.write(b"\xff" * 16)
+    error = failure(path, f"s3://{BUCKET}/damaged/", sha, credentials=s3.credentials())
+    assert error.permanent and "no longer matches its sha256" in str(error)
+    assert not list(s3.client().list_objects(BUCKET, prefix="damaged/")), "nothing was stored"
+
+
 def test_s3_url_naming_the_file_is_that_key(s3, recording):
     path, sha = recording
     location = send(path, f"s3://{BUCKET}/voice-recordings/my-recording.wav", sha, credentials=s3.credentials())

@@ -30,7 +30,11 @@ Receivers can verify what they got: HTTP sends ``X-Content-SHA256`` (hex) and,
 for PUT, ``Digest: sha-256=`` (RFC 3230) and ``Content-Digest`` (RFC 9530);
 S3 stores it as object metadata ``x-amz-meta-sha256``, and the S3 server
 itself checks every part (SigV4 payload hash over http, Content-MD5 over
-https).
+https). An object sent in one PUT (up to ``S3_PART_SIZE``: most recordings)
+also carries S3's own ``x-amz-checksum-sha256``, which the server checks
+against the whole object and keeps (``HeadObject`` with checksum mode on).
+S3 has no whole-object SHA-256 for a multipart upload (only a checksum of the
+parts' checksums), so larger objects have the metadata alone.
 
 Remote file names come from ``remote_name()``; the default is Sinch's
 ``yyyyMMddHHmmss_<device_id>_<call_id>.<format>``.
@@ -606,18 +610,26 @@ def _upload_s3(
     try:
         with file:
             sending = _SendingFile(file, size, progress)
+            headers = {**metadata, "x-amz-meta-sha256": sha256}
+            if size <= S3_PART_SIZE:  # one PUT: S3's own checksum of the whole object, checked by the server
+                headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
             # put_object rather than fput_object so the bytes pass through our hash;
             # no parallel parts, or each one in flight would add a part of memory.
-            client.put_object(
-                bucket,
-                key,
-                sending,  # type: ignore[arg-type]
-                size,
-                content_type=content_type,
-                metadata={**metadata, "x-amz-meta-sha256": sha256},
-                part_size=S3_PART_SIZE,
-                num_parallel_uploads=1,
-            )
+            try:
+                client.put_object(
+                    bucket,
+                    key,
+                    sending,  # type: ignore[arg-type]
+                    size,
+                    content_type=content_type,
+                    metadata=headers,
+                    part_size=S3_PART_SIZE,
+                    num_parallel_uploads=1,
+                )
+            except S3Error as exc:
+                if exc.code == "BadDigest":  # the server refused the bytes: say whether ours are damaged
+                    sending.check(sha256, path)
+                raise
             sending.check(sha256, path)
         _verify_s3(client, bucket, key, size, sha256, location)
     except DeliveryError:
