@@ -6,10 +6,13 @@ daemon runs, and the monotonic clock is left alone, as the kernel leaves it."""
 from __future__ import annotations
 
 import email.utils
+import json
 import os
+import secrets
 import signal
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ import pytest
 from firmware.delivery.errors import DeliveryError, retry_after
 from firmware.delivery.webhooks import Callback, deliver
 
+from .broker import free_port
 from .daemon_run import Box, counter_signal
 from .http_servers import FlakyHttpServer
 
@@ -138,3 +142,39 @@ def test_the_wall_clock_of_a_running_process_steps_and_its_monotonic_clock_does_
         check=True,
     ).stdout.split()
     assert float(out[0]) == pytest.approx(365 * 86400, abs=5) and 0.2 <= float(out[1]) < 5
+
+
+def test_a_callback_sent_late_carries_media_links_signed_when_it_is_sent(tmp_path):
+    """The webhook is down while the recording ends; an hour later (the wall clock stepped on) it is back. The
+    callback then carries links good from that moment, not ones that expired while it waited in the outbox."""
+    clock = tmp_path / "clock"
+    clock.write_text("0")
+    port = free_port()
+    with FlakyHttpServer() as hooks:
+        hooks.script(503)
+        box = Box.make(
+            tmp_path / "box",
+            np.resize(counter_signal(8.0), 40 * RATE),
+            RATE,
+            events={"webhook": hooks.url + "/hook", "webhook_events": "completed"},
+            http={"listen": f"127.0.0.1:{port}", "tokens": secrets.token_urlsafe(32), "media_link_seconds": 60},
+            sim={"scenario": "0.3=button, 1.3=button", "pace": "realtime"},
+        )
+        proc = box.start(env=stepped_clock(clock))
+        try:
+            wait_for("the first callback, refused", lambda: hooks.received, 20)
+            clock.write_text("3600")  # an hour later
+            wait_for("the callback retried", lambda: len(hooks.received) >= 2, 20)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+        assert "Traceback" not in err
+
+    def expires(received) -> int:
+        body = json.loads(received.body)
+        return int(parse_qs(urlsplit(body["data"]["media_url"]).query)["expires"][0])
+
+    first, late = hooks.received[0], hooks.received[-1]
+    sent_late = time.time() + 3600
+    assert expires(first) < sent_late, "the first attempt's link expired during the outage"
+    assert sent_late - 5 < expires(late) <= sent_late + 60 + 5, "the late callback's link is good from when it went"

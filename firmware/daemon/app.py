@@ -141,6 +141,7 @@ class Box:
             clock_synced=clock_synchronized,
             free_bytes=lambda: shutil.disk_usage(self.spool_dir).free,
             notify=self.journal.publish,
+            links=self._links,
         )
         self.api = None
         if config.http["listen"]:
@@ -161,6 +162,15 @@ class Box:
     @property
     def position(self) -> int:
         return self.loop.position
+
+    def _links(self, row: dict[str, Any]) -> dict[str, str | None]:
+        """A recording's media links signed now, for a callback about to be sent (none without the API)."""
+        if self.api is None:
+            return {}
+        return {
+            "media_url": self.api.media_url(row),
+            "recording_url": getattr(self.api, "recording_url", lambda row: None)(row),
+        }
 
     def _row_extras(self, event: Started, clock_synced: bool, boot: str | None) -> dict[str, Any]:
         return {

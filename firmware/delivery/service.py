@@ -133,8 +133,10 @@ class Delivery:
         clock_synced: Callable[[], bool] = lambda: False,
         free_bytes: Callable[[], int] | None = None,
         notify: Callable[[dict[str, Any]], None] | None = None,
+        links: Callable[[dict[str, Any]], dict[str, str | None]] | None = None,
     ) -> None:
         self.config = config
+        self.links = links or (lambda row: {})
         self.catalog = catalog
         self.device_id = device_id
         self.envelope = envelope
@@ -261,7 +263,20 @@ class Delivery:
 
         c = entry.payload["callback"]
         callback = Callback(c["url"], c["method"], c["format"], tuple(c["events"]))
-        deliver(callback, entry.payload["event"], secret=self.config.events["signing_secret"])
+        deliver(callback, self.fresh_links(entry), secret=self.config.events["signing_secret"])
+
+    def fresh_links(self, entry: Entry) -> dict[str, Any]:
+        """The entry's event with its media links signed now: a callback sent late, or retried for hours,
+        carries links that are good for ``[http] media_link_seconds`` from when it is sent, not from when
+        the event happened. A recording gone (deleted) keeps the links its event had."""
+        event = entry.payload["event"]
+        row = self.catalog.get(entry.recording_id) if entry.recording_id else None
+        if row is None or row.get("status") == "deleted":
+            return event
+        fresh = {key: value for key, value in self.links(row).items() if value}
+        if not fresh:
+            return event
+        return event | {"data": (event.get("data") or {}) | fresh}
 
     def _upload(self, entry: Entry) -> None:
         p = entry.payload
