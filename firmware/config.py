@@ -17,7 +17,9 @@ config defaults``), ``reference()`` as the Markdown reference in
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import math
 import os
 import re
@@ -459,7 +461,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_command_bytes": Key(
             65536, _number(256, 1 << 24, integer=True), "larger commands are refused before parsing"
         ),
-        "ha_discovery": Key(False, _bool, "publish Home Assistant MQTT discovery"),
+        "ha_discovery": Key(
+            False,
+            _bool,
+            "publish Home Assistant MQTT discovery; with command_token, its record button carries a token good "
+            "for the button only",
+        ),
         "ha_prefix": Key("homeassistant", _topic_level, "Home Assistant discovery prefix"),
     },
     "events": {
@@ -740,13 +747,13 @@ def _cross_checks(s: dict[str, Any], source: str) -> None:
             'command_token is set too: with "broker" no token is asked for; remove command_token, or use "token"',
             source,
         )
-    if m["ha_discovery"] and m["command_auth"] == "token":
+    if m["ha_discovery"] and m["command_auth"] == "token" and not m["command_token"]:
         raise ConfigError(
             "mqtt",
             "ha_discovery",
             True,
-            'Home Assistant\'s record button sends commands without a token: it needs command_auth = "broker", '
-            "with a broker ACL that lets only this box and Home Assistant use the box's topics",
+            "Home Assistant's record button needs a command token to press with: set command_token (the button "
+            'then carries a token good for the button only), or command_auth = "broker"',
             source,
         )
     http = s["http"]
@@ -766,6 +773,24 @@ def _cross_checks(s: dict[str, Any], source: str) -> None:
                 raise ConfigError(
                     "dtmf", b, seq_b, f"clashes with {a} = {seq_a!r}: no sequence may begin with another", source
                 )
+
+
+#: What a button token is derived for: it presses the record button and does nothing else.
+BUTTON_SCOPE = b"edge-recorder/mqtt/button"
+
+
+def button_token(command_token: str) -> str:
+    """The token Home Assistant's record button carries (``[mqtt] ha_discovery``): derived from
+    ``command_token`` (HMAC-SHA256), so it is stable and changes with it, and good for the ``button``
+    command only. It sits in the retained discovery document, so whoever may read the discovery topic may
+    press the button, and nothing more: record, stop with options, pause, delete and the destination still
+    need ``command_token`` itself, which cannot be worked back from this.
+
+    >>> button_token("k" * 43)
+    'btn_TbEdiNe55jVQJzZagVyRqZfp70RInbeTHFmIPNBnYo0'
+    """
+    mac = hmac.new(command_token.encode(), BUTTON_SCOPE, hashlib.sha256).digest()
+    return "btn_" + base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
 def command_mode(mqtt: Mapping[str, Any]) -> str:

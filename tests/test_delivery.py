@@ -285,3 +285,66 @@ def test_home_assistant_discovery_documents(tmp_path, broker):
         assert all(doc["origin"] == {"name": "edge-recorder", "sw_version": __version__} for doc in docs.values())
     finally:
         central.close()
+
+
+def test_home_assistants_record_button_works_on_a_box_that_asks_for_a_command_token(tmp_path, broker):
+    """Home Assistant publishes the discovery document's ``payload_press`` as it is on ``command_topic``. On a
+    box with a command token that payload carries a token good for the button alone: pressing records and
+    stops, while the same token cannot start with options, delete, or anything else."""
+    import secrets
+    import signal
+
+    import numpy as np
+
+    from .test_mqtt import BASE, Central
+
+    token = secrets.token_urlsafe(32)
+    central = Central(broker, token=token)
+    home_assistant = Central(broker)
+    central.client.subscribe("homeassistant/#", qos=1)
+    box = Box.make(
+        tmp_path,
+        np.resize(counter_signal(8.0), 120 * RATE),
+        RATE,
+        mqtt={"url": broker.url, "ha_discovery": True, "command_token": token},
+        sim={"pace": "realtime"},
+    )
+    proc = box.start()
+    try:
+        _, payload, _ = central.wait_for(lambda t, p: t == "homeassistant/button/test-box/record/config")
+        button = json.loads(payload)
+        assert token not in payload.decode(), "the command token itself is never published"
+        press = button["payload_press"]
+        assert button["command_topic"] == f"{BASE}/cmd"
+
+        def pressed() -> dict:
+            return home_assistant.command(press.encode())
+
+        answer = pressed()
+        assert answer["ok"] and answer["state"]["state"] == "recording", answer
+        answer = pressed()
+        assert answer["ok"] and answer["state"]["state"] != "recording", answer
+        scoped = json.loads(press)["token"]
+        for request in (
+            {"op": "start", "options": {"name": "x"}},
+            {"op": "stop", "target": "current"},
+            {"op": "delete", "id": "RE" + "0" * 32},
+            {"op": "list"},
+        ):
+            request_id = secrets.token_hex(4)
+            home_assistant.client.publish(
+                f"{BASE}/cmd", json.dumps(request | {"token": scoped, "request_id": request_id})
+            )
+            _, reply, _ = home_assistant.wait_for(  # refused: answered on the box's own reply topic
+                lambda t, p, rid=request_id: t == f"{BASE}/cmd/reply" and json.loads(p).get("request_id") == rid
+            )
+            assert json.loads(reply)["code"] == "unauthorised", (request, reply)
+        assert central.command({"op": "list"})["ok"], "the command token still works for everything"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        central.close()
+        home_assistant.close()
+    assert "Traceback" not in err
+    rows = box.rows()
+    assert len(rows) == 1 and rows[0]["source"] == "button", rows

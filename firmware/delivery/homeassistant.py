@@ -1,7 +1,8 @@
 """Home Assistant MQTT discovery (``[mqtt] ha_discovery = true``).
 
 Publishes retained ``<ha_prefix>/<component>/<device_id>/<object>/config``
-documents for a record button (it sends the ``button`` command), the recording
+documents for a record button (it sends the ``button`` command, with a token
+good for the button alone when the box asks for a command token), the recording
 state, the input level, free storage and the upload backlog, all read from the
 box's retained ``state`` topic and available while ``status`` is ``online``.
 See https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery.
@@ -13,6 +14,7 @@ import json
 from typing import TYPE_CHECKING
 
 from .. import __version__
+from ..config import button_token
 
 if TYPE_CHECKING:
     from .mqtt import Link
@@ -25,8 +27,9 @@ SENSORS = (
 )
 
 
-def documents(link: Link, ha_prefix: str) -> dict[str, dict]:
-    """Discovery topic -> config document."""
+def documents(link: Link, ha_prefix: str, command_token: str = "") -> dict[str, dict]:
+    """Discovery topic -> config document. With a ``command_token``, the button presses with the token
+    derived from it for the button alone (``config.button_token``), never with the command token itself."""
     device_id = link.device_id
     device = {
         "identifiers": [f"edge-recorder-{device_id}"],
@@ -48,7 +51,9 @@ def documents(link: Link, ha_prefix: str) -> dict[str, dict]:
             "name": "Record",
             "unique_id": f"{device_id}-record",
             "command_topic": link.topic("cmd"),
-            "payload_press": json.dumps({"op": "button"}),
+            "payload_press": json.dumps(
+                {"op": "button"} | ({"token": button_token(command_token)} if command_token else {})
+            ),
             "icon": "mdi:record-rec",
         }
     }
@@ -67,6 +72,6 @@ def documents(link: Link, ha_prefix: str) -> dict[str, dict]:
     return docs
 
 
-def publish_discovery(link: Link, ha_prefix: str) -> None:
-    for topic, doc in documents(link, ha_prefix).items():
+def publish_discovery(link: Link, ha_prefix: str, command_token: str = "") -> None:
+    for topic, doc in documents(link, ha_prefix, command_token).items():
         link.client.publish(topic, json.dumps(doc), qos=1, retain=True)

@@ -200,7 +200,7 @@ class Delivery:
         if self.config.mqtt["ha_discovery"]:
             from .homeassistant import publish_discovery
 
-            publish_discovery(link, self.config.mqtt["ha_prefix"])
+            publish_discovery(link, self.config.mqtt["ha_prefix"], self.config.mqtt["command_token"])
         self.uploads.wake()
 
     def start(self) -> None:

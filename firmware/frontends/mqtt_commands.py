@@ -29,7 +29,9 @@ command carries ``[mqtt] command_token`` as ``"token"``, a missing or wrong one
 refused as ``unauthorised``; with no token configured, only ``list`` and ``get``
 are answered and the commands that record or delete are refused as
 ``token_required``. With ``broker``, the broker's ACL alone decides who may
-publish on the box's ``cmd`` topic.
+publish on the box's ``cmd`` topic. The button token (``config.button_token``,
+derived from the command token: what Home Assistant's record button carries)
+is good for ``button`` alone.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from ..config import button_token
 from ..control import Control, ControlError, OptionError, error_fields
 from ..core import Status
 
@@ -66,12 +69,13 @@ class Commands:
         self.control = control
         self.token = token
         self.auth = auth
+        self.button_token = button_token(token) if token else ""
         self.public = control.public
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
-        if self.token and not hmac.compare_digest(str(request.get("token", "")).encode(), self.token.encode()):
-            return _error("unauthorised: the command's token is missing or wrong", code="unauthorised")
         op = request.get("op")
+        if self.token and not self._authorised(str(request.get("token", "")).encode(), op):
+            return _error("unauthorised: the command's token is missing or wrong", code="unauthorised")
         if op not in OPS:
             return _error(f"op {op!r} is not a command; expected one of {', '.join(OPS)}")
         if not self.token and self.auth == "token" and op in GUARDED:
@@ -89,6 +93,12 @@ class Commands:
             return {"ok": True, **getattr(self, "_" + op)(request)}
         except (ControlError, OptionError, LookupError, ValueError) as exc:
             return _error(str(exc.args[0]) if isinstance(exc, LookupError) else str(exc), **error_fields(exc))
+
+    def _authorised(self, given: bytes, op: Any) -> bool:
+        """The command token authorises every command, the button token the button alone."""
+        full = hmac.compare_digest(given, self.token.encode())
+        button = hmac.compare_digest(given, self.button_token.encode())
+        return full or (button and op == "button")
 
     def _start(self, r: dict) -> dict:
         document = {k: v for k, v in r.items() if k not in _ALWAYS}
