@@ -47,9 +47,11 @@ Nothing else of the plain audio is written anywhere: the box cannot trim,
 resample or encode what it cannot read, so a recording's finished file is its
 encrypted part file, renamed. The finishing it asked for (format, sample rate,
 MP3 bit rate; the trim span, known only at its end) is sealed inside the file
-and applied by ``decrypt_to_file`` on the central side. (Plain audio does live
-in memory: the open segment, the core's buffers. Swap on the card, or a core
-dump, would write it out; the box should run without either.)
+and applied by ``decrypt_to_file`` on the central side. So the segments hold
+PCM, never MP3: an MP3 is encoded there, by the same writer as on the box,
+LAME tag included (``writers.Mp3Writer``), and nothing sealed needs rewriting.
+(Plain audio does live in memory: the open segment, the core's buffers. Swap on
+the card, or a core dump, would write it out; the box should run without either.)
 
 File format ``<id>.era`` (edge-recorder age), version 1::
 

@@ -7,6 +7,12 @@ written under a hidden temporary name and appears under its final name only
 after fsync, rename and a directory fsync, so a crash never leaves a
 half-written file that looks finished. If finalising fails (a full disk), the
 part file is kept and the temporary file removed.
+
+An MP3 gets its LAME tag (its exact length: ``mp3tag``) when its writer
+closes, before it is published, so a published MP3 always has it. A power cut
+before then leaves the part file, which recovery finalises again from the
+start, and a hidden temporary file that is never published (it would play,
+only 1105 samples and a frame late, having no tag).
 """
 
 from __future__ import annotations
