@@ -474,7 +474,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "webhook_method": Key("POST", _choice("POST", "GET"), "its HTTP method"),
         "webhook_events": Key("completed", _callback_events, "which statuses fire it"),
         "callback_format": Key(
-            "native", _choice("native", "twilio", "signalwire", "sinch"), "body of status callbacks"
+            "native", _choice("native", "twilio", "signalwire", "sinch", "vonage"), "body of status callbacks"
         ),
         "signing_secret": Key(
             "", _secret, 'HMAC-SHA256 key for the callbacks\' signature header ("file:/path" or "env:NAME" allowed)'

@@ -1,9 +1,10 @@
-"""Status callbacks in the four wire formats, sent to a real HTTP server on loopback.
+"""Status callbacks in the wire formats, sent to a real HTTP server on loopback.
 
 Expected bodies follow the seeds: Twilio's RecordingStatusCallback parameters
 (seed 003 "RecordingStatusCallback", seed 004 "recordingStatusCallback"),
 SignalWire's calling.call.record example (seed 001 "Raw JSON example") and
-Sinch's notification events (seed 002 "Notification events").
+Sinch's notification events (seed 002 "Notification events"). The vendors' own
+signature checks and the Vonage format are in test_webhook_vendors.py.
 """
 
 from __future__ import annotations
@@ -225,19 +226,12 @@ def test_twilio_in_progress_has_no_duration_and_absent_has_an_error_code(receive
     assert "RecordingDuration" not in started and "ErrorCode" not in started
     assert started["RecordingUrl"] == ""
     no_input = _send(receiver, "twilio", every["no_input"]).form()
-    assert no_input["RecordingStatus"] == "absent" and no_input["ErrorCode"] == "no_input"
+    assert no_input["RecordingStatus"] == "absent" and no_input["ErrorCode"].isdigit()
     assert "RecordingDuration" not in no_input
     failed = _send(receiver, "twilio", every["error"]).form()
-    assert failed["RecordingStatus"] == "absent" and failed["ErrorCode"] == "storage"
+    assert failed["RecordingStatus"] == "absent" and failed["ErrorCode"].isdigit()
     empty = _send(receiver, "twilio", every["finished_empty"]).form()
     assert empty["RecordingStatus"] == "absent"
-
-
-def test_twilio_completed_for_an_uploaded_recording_points_at_the_remote_copy(receiver):
-    got = _send(receiver, "twilio", events()["available"]).form()
-    assert got["RecordingStatus"] == "completed"
-    assert got["RecordingUrl"] == LOCATION
-    assert got["RecordingDuration"] == "15"
 
 
 def test_signalwire_callback_posts_calling_call_record_with_state_finished(receiver):
@@ -263,7 +257,7 @@ def test_signalwire_callback_posts_calling_call_record_with_state_finished(recei
             "recording_id": REC_ID,
             "start_time": start,
             "end_time": start + 15.5,
-            "record": {"audio": {"format": "wav", "direction": "both", "stereo": True}},
+            "record": {"audio": {"format": "wav", "direction": "speak", "stereo": True}},
         },
     }
     # The seed example's key order, so a diff against it reads cleanly.
@@ -280,7 +274,7 @@ def test_signalwire_states_and_directions_follow_the_recording(receiver):
     error = json.loads(_send(receiver, "signalwire", every["error"]).body)["params"]
     assert error["state"] == "error" and "duration" not in error
     cloud = _cloud()
-    for track, direction in (("inbound", "speak"), ("outbound", "listen"), ("both", "both")):
+    for track, direction in (("inbound", "speak"), ("outbound", "listen"), ("both", "speak")):
         rec = _recording(track=Track(track), channels=Channels.MONO)
         audio = json.loads(_send(receiver, "signalwire", cloud.of(Started(rec, RATE, 0))).body)["params"]["record"]
         assert audio == {"audio": {"format": "wav", "direction": direction, "stereo": False}}
@@ -295,6 +289,7 @@ def test_sinch_callbacks_are_recording_finished_and_recording_available(receiver
         "callid": CALL_ID,
         "version": 1,
         "type": "recording_finished",
+        "custom": REC_ID,
     }
     available = _send(receiver, "sinch", every["available"])
     assert json.loads(available.body) == {
@@ -303,6 +298,7 @@ def test_sinch_callbacks_are_recording_finished_and_recording_available(receiver
         "version": 1,
         "type": "recording_available",
         "destination": LOCATION,
+        "custom": REC_ID,
     }
 
 
@@ -334,7 +330,9 @@ def test_get_keeps_the_callback_urls_own_query_and_flattens_json_formats(receive
 def test_render_without_sending():
     method, url, headers, body = render(Callback("https://cc.example.com/cb", "GET", "sinch"), events()["finished"])
     assert method == "GET" and body == b""
-    assert url == f"https://cc.example.com/cb?event=notify&callid={CALL_ID}&version=1&type=recording_finished"
+    assert url == (
+        f"https://cc.example.com/cb?event=notify&callid={CALL_ID}&version=1&type=recording_finished&custom={REC_ID}"
+    )
     assert headers["X-EdgeRecorder-Event-Id"]
 
 
@@ -404,12 +402,14 @@ BELONGS = {
     "available": "completed",
     "dtmf": None,
 }
-# What each format can say at all.
+# What each format can say at all: Twilio has no paused status and says completed once, when the
+# recording finishes; SignalWire has no uploaded state; Sinch and Vonage only speak of a file.
 SAYS = {
     "native": set(BELONGS) - {"dtmf"},
-    "twilio": set(BELONGS) - {"dtmf", "paused"},
+    "twilio": set(BELONGS) - {"dtmf", "paused", "available"},
     "signalwire": set(BELONGS) - {"dtmf", "available"},
-    "sinch": {"finished", "finished_empty", "no_input", "error", "available"},
+    "sinch": {"finished", "available"},
+    "vonage": {"finished"},
 }
 SUBSETS = [c for n in (1, 2, 3) for c in itertools.combinations(("in-progress", "completed", "absent"), n)]
 
@@ -559,7 +559,7 @@ def test_a_twilio_format_callback_passes_twilio_s_request_validator(receiver, me
 
 
 def test_other_formats_carry_no_twilio_signature(receiver):
-    for fmt in ("native", "signalwire", "sinch"):
+    for fmt in ("native", "signalwire", "sinch", "vonage"):
         deliver(Callback(receiver.url, "POST", fmt), events()["finished"], timeout=2.0, secret="s" * 32)
         assert "x-twilio-signature" not in receiver.last.headers
 
@@ -567,7 +567,7 @@ def test_other_formats_carry_no_twilio_signature(receiver):
 # The Standard Webhooks signature, checked by the specification's own library (standardwebhooks on PyPI).
 
 
-@pytest.mark.parametrize("fmt", ["native", "twilio", "signalwire", "sinch"])
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("secret", ["a plain signing secret", "whsec_" + base64.b64encode(b"k" * 24).decode()])
 def test_every_post_callback_passes_a_standard_webhooks_verifier(receiver, fmt, secret):
     from standardwebhooks import Webhook, WebhookVerificationError

@@ -14,8 +14,8 @@ place:
    Twilio's ``recordingStatusCallbackEvent`` semantics (seed 004, "Noun
    attributes, recordingStatusCallbackEvent"; seed 003, "Create a Recording
    resource, recording_status_callback_event"). The format must also have a way
-   to say the event (``SAYS``): Sinch only knows a recording that finished and
-   a file that is available, Twilio has no paused status.
+   to say the event, for that callback event (``SAYS``): Twilio has no paused
+   status and says ``completed`` once; Sinch and Vonage only speak of a file.
 2. *What is sent?* (``render``): method, URL, headers and body, no I/O. POST
    carries the body; GET carries the same fields in the query string (JSON
    formats flattened with dotted names, ``params.state=finished``) and no body.
@@ -36,7 +36,14 @@ Formats
     ``RecordingDuration`` (whole seconds, only when ``completed``),
     ``RecordingChannels`` (1 or 2), ``RecordingStartTime`` (RFC 2822 in GMT, as
     the Recording resource's ``start_time``), ``RecordingSource`` (see
-    ``TWILIO_SOURCES``), ``RecordingTrack``, and ``ErrorCode`` when ``absent``.
+    ``TWILIO_SOURCES``), ``RecordingTrack``, and ``ErrorCode`` when ``absent``:
+    a number from Twilio's error dictionary (``TWILIO_ERROR_CODES``).
+    ``RecordingUrl`` is on every callback: the event's ``recording_url`` (the
+    media URL without extension, which takes ``.mp3`` or ``.wav`` as Twilio's
+    does), else its ``media_url``, else empty. ``completed`` goes out once per
+    recording, when it finishes (``recording.finished``): where the upload put
+    the file reaches a twilio-format receiver only through the native and MQTT
+    ``recording.available`` and the API's ``uploads``.
 ``signalwire``
     The ``calling.call.record`` status callback JSON (seed 001,
     "StatusCallbacks", "Raw JSON example"). ``params.state`` is the recording's
@@ -44,36 +51,80 @@ Formats
     ``params.control_id`` and ``params.recording_id`` its id; ``duration`` and
     ``size`` only for ``finished``/``no_input``, ``start_time``/``end_time``
     (Unix seconds) once it has ended, ``pause_behavior`` only when paused.
-    ``params.record.audio.direction`` is ``speak`` for the inbound track,
-    ``listen`` for outbound (SPEC section 3) and ``both`` for both, as
-    SignalWire's ``record_call`` has it.
+    ``params.record.audio.direction`` is one of the two the seed allows
+    (``SIGNALWIRE_DIRECTIONS``): ``speak`` for the inbound track, ``listen``
+    for outbound (SPEC section 3), and ``speak`` for both tracks, the default
+    direction of seed 001's ``record``; ``stereo`` says whether the two tracks
+    are apart (left = inbound = speak).
 ``sinch``
     The ``notify`` events ``recording_finished`` and ``recording_available``
-    (seed 002, "Notification events"), ``callid`` = ``call_id``.
+    (seed 002, "Notification events"), ``callid`` = ``call_id``, and ``custom``
+    = the recording's ``id``, so the recordings of one call can be told apart
+    (not in the seed: ``custom`` is the field of Sinch's Notify event for
+    "notification-specific information"). The seed has no notification for a
+    recording that failed or holds nothing, so an absent recording sends none.
+``vonage``
+    The record action's event webhook (seed 000: "a webhook to the event_url
+    [...] contains a URL where the recording file can be downloaded from"), in
+    the fields and order of Vonage's record event: ``start_time``,
+    ``recording_url`` (the ``media_url``), ``size``, ``recording_uuid``,
+    ``end_time``, ``conversation_uuid``, ``timestamp`` (ISO 8601 in UTC, the
+    times to the second, ``timestamp`` to the millisecond). The uuids are the
+    box's ids in UUID form: ``recording_uuid`` is ``id`` and
+    ``conversation_uuid`` is ``call_id`` without their two-letter prefix
+    (``RE``/``CA`` + the 32 hex digits, dashes removed, gives them back).
+    Vonage sends it when a recording with a file has ended; so does the box, at
+    ``recording.finished``.
 
 Durations in the Twilio and SignalWire formats are whole seconds rounded down,
 as in SignalWire's example (15.5 s between ``start_time`` and ``end_time``,
-``duration`` 15). ``RecordingUrl``, ``params.url`` and ``destination`` are the
-remote location (``data.location``) for ``recording.available`` and the
-recording's ``media_url`` otherwise.
+``duration`` 15). ``params.url`` and Sinch's ``destination`` are the remote
+location (``data.location``) for ``recording.available`` and the recording's
+``media_url`` otherwise.
 
 Signatures
 ----------
-With a secret, each request carries ``X-EdgeRecorder-Signature: t=<ts>,v1=<hex>``
-(the scheme Stripe uses): ``<hex>`` is HMAC-SHA256 with the secret over
-``f"{ts}."`` followed by the body, or for GET by the raw query string (what
-follows ``?`` in the request line). The timestamp is inside the MAC, so a
-receiver that rejects old timestamps (``verify``, 5 minutes) cannot be fed a
-replayed request. ``X-EdgeRecorder-Event-Id`` carries the CloudEvent id in
-every format, so receivers can drop the duplicates a retrying outbox sends.
-Every POST also carries the Standard Webhooks headers ``webhook-id`` (the
-CloudEvent id, the same on every retry), ``webhook-timestamp`` and
-``webhook-signature`` (``standard_signature``): receivers built on a Standard
-Webhooks library verify it unchanged, and ``X-EdgeRecorder-Signature`` stays
-for receivers written against it until they move over.
-A twilio-format callback also carries ``X-Twilio-Signature``, computed as
-Twilio computes it with the secret as the auth token (``twilio_signature``), so
-a central server's Twilio validation middleware takes it unchanged.
+With a secret (``[events] signing_secret``), each request carries
+``X-EdgeRecorder-Signature: t=<ts>,v1=<hex>`` (the scheme Stripe uses):
+``<hex>`` is HMAC-SHA256 with the secret over ``f"{ts}."`` followed by the
+body, or for GET by the raw query string (what follows ``?`` in the request
+line). The timestamp is inside the MAC, so a receiver that rejects old
+timestamps (``verify``, 5 minutes) cannot be fed a replayed request.
+``X-EdgeRecorder-Event-Id`` carries the CloudEvent id in every format, so
+receivers can drop the duplicates a retrying outbox sends. Every POST also
+carries the Standard Webhooks headers ``webhook-id`` (the CloudEvent id, the
+same on every retry), ``webhook-timestamp`` and ``webhook-signature``
+(``standard_signature``): receivers built on a Standard Webhooks library verify
+it unchanged, and ``X-EdgeRecorder-Signature`` stays for receivers written
+against it until they move over.
+
+Each vendor format also carries that vendor's own signature, made with the same
+secret standing for the vendor's credential, so a central server's validation
+code for that vendor takes it unchanged:
+
+- ``twilio``: ``X-Twilio-Signature`` (``twilio_signature``), the secret as
+  Twilio's auth token.
+- ``signalwire``: ``X-SignalWire-Signature``, hex HMAC-SHA1 over the URL as
+  requested followed by the raw body (empty for GET), and
+  ``X-SignalWire-Sha256-Signature``, the same with SHA-256
+  (``signalwire_signature``), the secret as SignalWire's signing key: what the
+  JSON (RELAY/SWML) branch of SignalWire's validators checks.
+- ``sinch``, POST only: ``x-timestamp`` (ISO 8601, UTC) and ``Authorization:
+  Application <key>:<signature>``, Sinch's callback request signing
+  (``sinch_signature``), the secret as Sinch's application secret: like
+  Sinch, the box base64-decodes it; a secret that is not base64 is the key
+  itself (give a Sinch validator base64 of it). ``<key>`` is ``deliver``'s
+  ``application_key``, the device id unless given.
+- ``vonage``: ``Authorization: Bearer <JWT>``, HS256 with the secret as
+  Vonage's signature secret (``vonage_jwt``), whose claims are ``iat``,
+  ``jti`` (unique per request), ``api_key`` (the same key as Sinch's) and
+  ``payload_hash``: SHA-256 (hex) of the body, or for GET of the query
+  parameters as a JSON object without whitespace, which is how Vonage tells
+  receivers to check a webhook's payload (``vonage_payload_hash``).
+
+Sinch's and Vonage's signatures go in ``Authorization``; a callback URL with
+``user:password@`` keeps that header for its HTTP Basic, and then goes without
+them.
 """
 
 from __future__ import annotations
@@ -86,6 +137,7 @@ import hmac
 import json
 import math
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,13 +152,18 @@ from ..core.options import CALLBACK_EVENTS, OptionError
 from ..destinations import redact
 from .errors import DeliveryError, is_permanent_http, retry_after
 
-FORMATS = ("native", "twilio", "signalwire", "sinch")
+FORMATS = ("native", "twilio", "signalwire", "sinch", "vonage")
 METHODS = ("POST", "GET")
 DEFAULT_EVENTS = ("completed",)
 
 SIGNATURE_HEADER = "X-EdgeRecorder-Signature"
 #: Twilio's own signature, on twilio-format callbacks, so Twilio's RequestValidator takes them.
 TWILIO_SIGNATURE_HEADER = "X-Twilio-Signature"
+#: SignalWire's, on signalwire-format callbacks (SHA-1, and the SHA-256 its newer validators prefer).
+SIGNALWIRE_SIGNATURE_HEADER = "X-SignalWire-Signature"
+SIGNALWIRE_SHA256_SIGNATURE_HEADER = "X-SignalWire-Sha256-Signature"
+#: Sinch's signed callbacks: the time that is signed, beside ``Authorization: Application <key>:<signature>``.
+SINCH_TIMESTAMP_HEADER = "x-timestamp"
 EVENT_ID_HEADER = "X-EdgeRecorder-Event-Id"
 USER_AGENT = f"edge-recorder/{__version__}"
 TOLERANCE = 300  # seconds a signature's timestamp may be away from the receiver's clock
@@ -127,17 +184,33 @@ CALLBACK_EVENT_OF = {
 # "a system error" too (seed 004, recordingStatusCallbackEvent).
 _ENDS = {"recording.finished": "completed", "recording.no_input": "absent", "recording.error": "absent"}
 
-# What each format can say. A CloudEvent type missing from a format's set is
-# never sent in that format, whatever the callback's events.
-_RECORDING_TYPES = frozenset({*CALLBACK_EVENT_OF, *_ENDS})
-SAYS: dict[str, frozenset[str]] = {
-    "native": _RECORDING_TYPES,
-    # RecordingStatus has no "paused" (seed 004).
-    "twilio": _RECORDING_TYPES - {"recording.paused"},
+# What each format can say, as (CloudEvent type, Twilio callback event) pairs:
+# a pair missing from a format's set is never sent in that format, whatever the
+# callback's events.
+_IN_PROGRESS = {(kind, "in-progress") for kind in ("recording.started", "recording.paused", "recording.resumed")}
+_COMPLETED = {("recording.finished", "completed"), ("recording.available", "completed")}
+_ABSENT = {(kind, "absent") for kind in _ENDS}
+_EVERY = frozenset(_IN_PROGRESS | _COMPLETED | _ABSENT)
+SAYS: dict[str, frozenset[tuple[str, str]]] = {
+    "native": _EVERY,
+    # RecordingStatus has no "paused" (seed 004); "completed" is said once, when the recording finishes.
+    "twilio": _EVERY - {("recording.paused", "in-progress"), ("recording.available", "completed")},
     # calling.call.record has no "uploaded" state; its "finished" carries the url (seed 001).
-    "signalwire": _RECORDING_TYPES - {"recording.available"},
-    # Only recording_finished and recording_available exist (seed 002).
-    "sinch": frozenset({"recording.finished", "recording.no_input", "recording.error", "recording.available"}),
+    "signalwire": _EVERY - {("recording.available", "completed")},
+    # Only recording_finished and recording_available exist, and nothing for a failed recording (seed 002).
+    "sinch": frozenset(_COMPLETED),
+    # Vonage's record event: a recording with a file has ended (seed 000).
+    "vonage": frozenset({("recording.finished", "completed")}),
+}
+
+# ErrorCode of an absent twilio-format recording, from Twilio's error dictionary
+# (https://www.twilio.com/docs/api/errors). Twilio's "absent" covers a recording
+# that is silent, one too short (nothing left after trimming) and "a system
+# error" (seed 004, recordingStatusCallbackEvent); the box has all three.
+TWILIO_ERROR_CODES = {
+    "no_input": "16102",  # Warning 16102: Voice Recording: Unavailable because recording is silent
+    "empty": "16101",  # Warning 16101: Voice Recording: Unavailable because duration is too short
+    "failed": "12400",  # Error 12400: Internal Failure (no 161xx code covers a recording that failed)
 }
 
 # Our ``source`` as Twilio's RecordingSource (seed 003, Recording properties
@@ -155,14 +228,18 @@ TWILIO_SOURCES = {
 }
 
 # Our track as SignalWire's audio direction (SPEC section 3: speak = inbound,
-# listen = outbound; "both" as in SignalWire's record_call).
-SIGNALWIRE_DIRECTIONS = {"inbound": "speak", "outbound": "listen", "both": "both"}
+# listen = outbound). The callback knows only those two (seed 001: "Direction of
+# the audio recorded: speak or listen"); record_call's "both" is not one of
+# them, so both tracks are "speak", the default direction of seed 001's record,
+# and ``stereo`` tells whether the tracks are apart.
+SIGNALWIRE_DIRECTIONS = {"inbound": "speak", "outbound": "listen", "both": "speak"}
 
 _CONTENT_TYPES = {
     "native": "application/cloudevents+json; charset=utf-8",
     "twilio": "application/x-www-form-urlencoded",
     "signalwire": "application/json",
     "sinch": "application/json",
+    "vonage": "application/json",
 }
 
 
@@ -240,6 +317,16 @@ def callback_event(event: Mapping[str, Any]) -> str | None:
     return CALLBACK_EVENT_OF.get(kind)
 
 
+def says(fmt: str, event: Mapping[str, Any]) -> bool:
+    """Whether the format has a way to say this CloudEvent (``SAYS``).
+
+    >>> finished = {"type": "recording.finished", "data": {"status": "absent"}}
+    >>> says("twilio", finished), says("sinch", finished)
+    (True, False)
+    """
+    return (event.get("type"), callback_event(event)) in SAYS[fmt]
+
+
 def wanted(callback: Callback, event: Mapping[str, Any]) -> bool:
     """Whether this CloudEvent fires this callback.
 
@@ -247,9 +334,9 @@ def wanted(callback: Callback, event: Mapping[str, Any]) -> bool:
     004): ``in-progress`` for started (and paused, resumed), ``completed`` for a
     finished recording with status ``completed`` and for ``recording.available``,
     ``absent`` for no input, nothing left after trimming, or an error. The
-    format must have a way to say the event (``SAYS``).
+    format must have a way to say the event (``says``).
     """
-    return event.get("type") in SAYS[callback.format] and callback_event(event) in callback.events
+    return says(callback.format, event) and callback_event(event) in callback.events
 
 
 def standard_signature(webhook_id: str, timestamp: int, body: bytes, secret: str) -> str:
@@ -282,6 +369,65 @@ def twilio_signature(url: str, params: Iterable[tuple[str, str]], secret: str) -
     return base64.b64encode(hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()).decode()
 
 
+def signalwire_signature(url: str, body: bytes, secret: str, digest: Any = hashlib.sha1) -> str:
+    """``X-SignalWire-Signature``: hex HMAC-SHA1 with the secret (SignalWire's signing key) over the URL
+    as requested followed by the raw body (empty for GET); with ``digest=hashlib.sha256``,
+    ``X-SignalWire-Sha256-Signature``. What SignalWire's validators check for JSON callbacks.
+
+    >>> signalwire_signature("https://cc.example.com/cb", b'{"a":1}', "PSK_s3cret")
+    '5479f4ae7a5b64bf8fee8c3403ee58ca2c07ed25'
+    >>> signalwire_signature("https://cc.example.com/cb", b'{"a":1}', "PSK_s3cret", hashlib.sha256)[:16]
+    'b10622d79451c899'
+    """
+    return hmac.new(secret.encode(), url.encode() + body, digest).hexdigest()
+
+
+def sinch_signature(method: str, content_type: str, timestamp: str, path: str, body: bytes, secret: str) -> str:
+    """The ``<signature>`` of Sinch's ``Authorization: Application <key>:<signature>``: base64 of
+    HMAC-SHA256 over the method, base64 of the body's MD5, the content type, ``x-timestamp:<timestamp>``
+    and the URL's path, one a line, keyed with the base64-decoded secret (Sinch's application secret;
+    one that is not base64 is the key itself). Sinch's example ("Callback request signing"):
+
+    >>> body = b'{"event":"ace","callid":"822aa4b7-05b4-4d83-87c7-1f835ee0b6f6_257","timestamp":"2014-09-24T10:59:41Z","version":1}'
+    >>> sinch_signature("POST", "application/json", "2014-09-24T10:59:41Z", "/sinch/callback/ace", body, "BeIukql3pTKJ8RGL5zo0DA==")
+    'Tg6fMyo8mj9pYfWQ9ssbx3Tc1BNC87IEygAfLbJqZb4='
+    """
+    content_md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+    text = "\n".join([method, content_md5, content_type, f"x-timestamp:{timestamp}", path])
+    return base64.b64encode(hmac.new(_sinch_key(secret), text.encode(), hashlib.sha256).digest()).decode()
+
+
+def vonage_payload_hash(body: bytes, query: str = "") -> str:
+    """``payload_hash`` of a Vonage signed webhook: SHA-256 (hex) of the body, or, for a GET (no body), of
+    its query parameters as a JSON object without whitespace, in their order, as Vonage tells receivers.
+
+    >>> vonage_payload_hash(b'{"size":1}') == hashlib.sha256(b'{"size":1}').hexdigest()
+    True
+    >>> vonage_payload_hash(b"", "size=1&a=b") == hashlib.sha256(b'{"size":"1","a":"b"}').hexdigest()
+    True
+    """
+    if not body and query:
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        body = json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(body).hexdigest()
+
+
+def vonage_jwt(payload_hash: str, secret: str, issued_at: int, jti: str, api_key: str) -> str:
+    """The JWT of ``Authorization: Bearer <JWT>`` on a vonage-format callback: HS256 with the secret
+    (Vonage's signature secret) over the claims ``iat``, ``jti``, ``api_key`` and ``payload_hash``.
+    What Vonage's ``verify_signature`` (vonage-jwt, and the vonage SDK's ``Voice.verify_signature``)
+    checks; the receiver then compares ``payload_hash`` with the body's.
+
+    >>> vonage_jwt("ab" * 32, "s3cret", 1700000000, "jti-1", "pi-frontdesk").split(".")[2]
+    '6EoCLXCXSmSblzj9MqgiPEW0Ro1UMbKQAiNsnS9Eb_g'
+    """
+    header = {"alg": "HS256", "typ": "JWT"}
+    claims = {"iat": issued_at, "jti": jti, "api_key": api_key, "payload_hash": payload_hash}
+    signing_input = ".".join(_base64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims))
+    mac = hmac.new(secret.encode(), signing_input.encode("ascii"), hashlib.sha256).digest()
+    return f"{signing_input}.{_base64url(mac)}"
+
+
 def render(callback: Callback, event: Mapping[str, Any]) -> tuple[str, str, dict[str, str], bytes]:
     """The request for this callback: ``(method, url, headers, body)``.
 
@@ -290,9 +436,9 @@ def render(callback: Callback, event: Mapping[str, Any]) -> tuple[str, str, dict
     ``ValueError`` for an event type the format cannot say (see ``wanted``).
     """
     kind = event.get("type")
-    if callback.format != "native" and kind not in SAYS[callback.format]:
-        says = ", ".join(sorted(SAYS[callback.format]))
-        raise ValueError(f"{callback.format} callbacks cannot carry {kind!r}, only {says}")
+    if callback.format != "native" and not says(callback.format, event):
+        sayable = ", ".join(f"{name} ({belongs})" for name, belongs in sorted(SAYS[callback.format]))
+        raise ValueError(f"{callback.format} callbacks cannot carry {kind!r} ({callback_event(event)}), only {sayable}")
     payload = _PAYLOADS[callback.format](event)
     headers = {"User-Agent": USER_AGENT, EVENT_ID_HEADER: str(event.get("id", ""))}
     if callback.method == "GET":
@@ -362,10 +508,15 @@ def deliver(
     event: Mapping[str, Any],
     *,
     secret: str = "",
+    application_key: str = "",
     timeout: float = 10.0,
     session: requests.Session | None = None,
 ) -> int:
     """Send one callback and return the HTTP status (2xx).
+
+    With a ``secret``, the request is signed (see "Signatures" above);
+    ``application_key`` is the key a sinch-format signature names and the
+    vonage JWT's ``api_key`` (the event's device id when empty).
 
     Raises ``DeliveryError`` naming the URL: permanent for a 4xx other than 408
     and 429 (``is_permanent_http``), a redirect (callbacks do not follow them: a
@@ -384,17 +535,11 @@ def deliver(
         prepared = http.prepare_request(requests.Request(method, url, headers=headers, data=body or None))
         if secret:
             # Sign what goes on the wire: requests may requote the URL it was given.
-            signed = urlsplit(prepared.url).query.encode("ascii") if method == "GET" else body
-            stamp = int(time.time())
-            prepared.headers[SIGNATURE_HEADER] = f"t={stamp},v1={sign(signed, secret, stamp)}"
-            if method == "POST":  # Standard Webhooks: what its libraries (standardwebhooks, svix...) verify
-                webhook_id = str(event.get("id") or "")
-                prepared.headers["webhook-id"] = webhook_id
-                prepared.headers["webhook-timestamp"] = str(stamp)
-                prepared.headers["webhook-signature"] = standard_signature(webhook_id, stamp, body or b"", secret)
-            if callback.format == "twilio":  # what Twilio's own RequestValidator checks
-                params = parse_qsl(body.decode(), keep_blank_values=True) if method == "POST" and body else []
-                prepared.headers[TWILIO_SIGNATURE_HEADER] = twilio_signature(prepared.url, params, secret)
+            signed = _signatures(callback.format, method, prepared.url, body, event, secret, application_key)
+            if "Authorization" in signed and "Authorization" in prepared.headers:
+                # HTTP Basic from the URL's user:password@ (or .netrc): the receiver asked for it.
+                signed = {k: v for k, v in signed.items() if k not in ("Authorization", SINCH_TIMESTAMP_HEADER)}
+            prepared.headers.update(signed)
         settings = http.merge_environment_settings(prepared.url, {}, None, None, None)
         response = http.send(prepared, timeout=timeout, allow_redirects=False, **settings)
     except requests.Timeout as exc:
@@ -430,6 +575,37 @@ def deliver(
     )
 
 
+def _signatures(
+    fmt: str, method: str, url: str, body: bytes, event: Mapping[str, Any], secret: str, application_key: str
+) -> dict[str, str]:
+    """Every signature header of one request: ours, Standard Webhooks' and the format's vendor's."""
+    stamp = int(time.time())
+    query = urlsplit(url).query
+    signed = query.encode("ascii") if method == "GET" else body
+    headers = {SIGNATURE_HEADER: f"t={stamp},v1={sign(signed, secret, stamp)}"}
+    if method == "POST":  # Standard Webhooks: what its libraries (standardwebhooks, svix...) verify
+        webhook_id = str(event.get("id") or "")
+        headers["webhook-id"] = webhook_id
+        headers["webhook-timestamp"] = str(stamp)
+        headers["webhook-signature"] = standard_signature(webhook_id, stamp, body, secret)
+    key = application_key or _device_id(event)
+    if fmt == "twilio":  # what Twilio's own RequestValidator checks
+        params = parse_qsl(body.decode(), keep_blank_values=True) if method == "POST" and body else []
+        headers[TWILIO_SIGNATURE_HEADER] = twilio_signature(url, params, secret)
+    elif fmt == "signalwire":
+        headers[SIGNALWIRE_SIGNATURE_HEADER] = signalwire_signature(url, body, secret)
+        headers[SIGNALWIRE_SHA256_SIGNATURE_HEADER] = signalwire_signature(url, body, secret, hashlib.sha256)
+    elif fmt == "sinch" and method == "POST":  # Sinch signs callback bodies; a GET has none
+        moment = datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        signature = sinch_signature(method, _CONTENT_TYPES[fmt], moment, urlsplit(url).path or "/", body, secret)
+        headers[SINCH_TIMESTAMP_HEADER] = moment
+        headers["Authorization"] = f"Application {key}:{signature}"
+    elif fmt == "vonage":
+        token = vonage_jwt(vonage_payload_hash(body, query), secret, stamp, uuid.uuid4().hex, key)
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
 # The payloads, one function per format.
 
 
@@ -444,7 +620,7 @@ def _twilio(event: Mapping[str, Any]) -> dict[str, str]:
         "AccountSid": account_sid(_device_id(event)),
         "CallSid": str(data.get("call_id") or ""),
         "RecordingSid": str(data.get("id") or ""),
-        "RecordingUrl": _location(event),
+        "RecordingUrl": str(data.get("recording_url") or data.get("media_url") or ""),
         "RecordingStatus": status,
     }
     if status == "completed":
@@ -456,8 +632,12 @@ def _twilio(event: Mapping[str, Any]) -> dict[str, str]:
         RecordingTrack=str(data.get("track") or "both"),
     )
     if status == "absent":
-        # Twilio's codes are numbers from its error dictionary; ours say what happened.
-        fields["ErrorCode"] = str(data.get("error_code") or data.get("end_reason") or data.get("state") or "")
+        if data.get("state") == "no_input":
+            fields["ErrorCode"] = TWILIO_ERROR_CODES["no_input"]
+        elif data.get("status") == "failed" or data.get("state") == "error" or event.get("type") == "recording.error":
+            fields["ErrorCode"] = TWILIO_ERROR_CODES["failed"]
+        else:  # finished, with nothing in it (nothing left after trimming)
+            fields["ErrorCode"] = TWILIO_ERROR_CODES["empty"]
     return fields
 
 
@@ -487,7 +667,7 @@ def _signalwire(event: Mapping[str, Any]) -> dict[str, Any]:
     params["record"] = {
         "audio": {
             "format": data.get("format"),
-            "direction": SIGNALWIRE_DIRECTIONS.get(data.get("track") or "both", "both"),
+            "direction": SIGNALWIRE_DIRECTIONS.get(data.get("track") or "both", "speak"),
             "stereo": data.get("channels") == 2,
         }
     }
@@ -508,10 +688,24 @@ def _sinch(event: Mapping[str, Any]) -> dict[str, Any]:
         payload.update(type="recording_available", destination=_location(event))
     else:
         payload["type"] = "recording_finished"
+    payload["custom"] = data.get("id")
     return payload
 
 
-_PAYLOADS = {"native": _native, "twilio": _twilio, "signalwire": _signalwire, "sinch": _sinch}
+def _vonage(event: Mapping[str, Any]) -> dict[str, Any]:
+    data = event.get("data") or {}
+    return {
+        "start_time": _iso(data.get("start_time")),
+        "recording_url": str(data.get("media_url") or ""),
+        "size": int(data.get("size") or 0),
+        "recording_uuid": _uuid(data.get("id")),
+        "end_time": _iso(data.get("end_time")),
+        "conversation_uuid": _uuid(data.get("call_id")),
+        "timestamp": _iso(event.get("time"), milliseconds=True),
+    }
+
+
+_PAYLOADS = {"native": _native, "twilio": _twilio, "signalwire": _signalwire, "sinch": _sinch, "vonage": _vonage}
 
 
 # Small conversions.
@@ -557,6 +751,37 @@ def _rfc2822(moment: Any) -> str:
 
 def _unix(moment: str) -> float:
     return round(datetime.fromisoformat(moment).timestamp(), 3)
+
+
+def _iso(moment: Any, milliseconds: bool = False) -> str:
+    """RFC 3339 as Vonage writes it: ``2024-05-01T12:00:01Z``, or ``...:01.500Z`` with milliseconds."""
+    if not moment:
+        return ""
+    when = datetime.fromisoformat(str(moment)).astimezone(UTC)
+    fraction = f".{when.microsecond // 1000:03d}" if milliseconds else ""
+    return when.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+
+
+def _uuid(box_id: Any) -> str:
+    """A box id (``RE``/``CA`` and 32 hex digits) in UUID form; anything else as it is."""
+    text = str(box_id or "")
+    try:
+        return str(uuid.UUID(hex=text[2:])) if len(text) == 34 else text
+    except ValueError:
+        return text
+
+
+def _base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _sinch_key(secret: str) -> bytes:
+    """The HMAC key of a Sinch signature: the secret base64-decoded, as Sinch's SDKs read an application
+    secret, or its own bytes when it is not base64."""
+    try:
+        return base64.b64decode(secret)
+    except (binascii.Error, ValueError):
+        return secret.encode()
 
 
 def _flatten(value: Any, prefix: str = ""):
