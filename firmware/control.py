@@ -29,6 +29,7 @@ from .core import (
     CURRENT,
     ButtonPress,
     ControlError,
+    InputMismatch,
     OptionError,
     Pause,
     PauseBehavior,
@@ -57,22 +58,26 @@ def error_fields(exc: Exception) -> dict[str, str]:
     return {}
 
 
-def start_request(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | None, list[dict[str, Any]]]:
+def start_request(
+    body: Mapping[str, Any],
+) -> tuple[str, dict[str, Any], str | None, list[dict[str, Any]], frozenset[str]]:
     """What a start request asks for: native options, or a vendor's document (``firmware.dialects``).
 
-    Returns (action, options, target, unsupported): ``action`` is "start" or
-    "stop" (TwiML's ``<Stop><Recording>``, Sinch's ``StopRecording``), and
-    ``unsupported`` lists the document's fields the box cannot honour, and why.
+    Returns (action, options, target, unsupported, defaulted): ``action`` is
+    "start" or "stop" (TwiML's ``<Stop><Recording>``, Sinch's
+    ``StopRecording``), ``unsupported`` lists the document's fields the box
+    cannot honour, and why, and ``defaulted`` the options that are the
+    vendor's defaults rather than the document's own.
     """
     from . import dialects
 
     found = dialects.detect(dict(body))
     if found is None:
         options = body.get("options", body) if isinstance(body.get("options"), dict) else body
-        return "start", dict(options), None, []
+        return "start", dict(options), None, [], frozenset()
     translation = dialects.translate(*found)
     unsupported = [{"field": u.field, "value": u.value, "reason": u.reason} for u in translation.unsupported]
-    return translation.action, dict(translation.options), translation.target, unsupported
+    return translation.action, dict(translation.options), translation.target, unsupported, translation.defaulted
 
 
 class Recordings(Protocol):
@@ -162,10 +167,24 @@ class Control:
         Returns the action taken ("start" or "stop"), the recording's fields and the document's fields the
         box cannot honour (``start_request``).
         """
-        action, options, target, unsupported = start_request(body)
+        action, options, target, unsupported, defaulted = start_request(body)
         if action == "stop":
             return action, self.stop(target or CURRENT), unsupported
-        return action, self.start(options, source=source), unsupported
+        while True:
+            try:
+                return action, self.start(options, source=source), unsupported
+            except InputMismatch as exc:
+                if exc.option not in defaulted or exc.option not in options:
+                    raise  # the document asked for it: the box says why it cannot
+                # The vendor's default, which this input cannot give (TwiML records dual unless told
+                # otherwise; a mono line has one track): the box's own default applies, and the answer says so.
+                unsupported.append(
+                    {
+                        "field": exc.option,
+                        "value": options.pop(exc.option),
+                        "reason": f"the vendor's default, which this box cannot give ({exc}); its own applies",
+                    }
+                )
 
     def stop(self, target: str = CURRENT) -> dict[str, Any]:
         return self._act(Stop(target), Finished)

@@ -8,7 +8,8 @@ central server already writes for one of the seed platforms: a Vonage NCCO
 ``stop_record_call``), a TwiML ``<Start><Recording>`` / ``<Stop><Recording>``,
 or a Sinch ``StartRecording`` / ``StopRecording``. ``detect`` finds the
 document in a command; ``translate`` maps it, field by field, to the native
-start options of SPEC section 3 and lists every field the box cannot honour,
+start options of SPEC section 3, gives what it leaves out the vendor's
+defaults as its seed states them, and lists every field the box cannot honour,
 with the reason and what the box does instead. Nothing is dropped silently:
 a field that is not the vendor's is reported too.
 
@@ -19,14 +20,25 @@ Rules that hold for every dialect:
   what is accepted. A value the vendor allows but the box cannot do (Vonage's
   ``ogg``, Sinch Drive) is an ``Unsupported`` entry instead, and recording
   goes ahead without it.
-- ``Translation.options`` holds only what the document set, already checked
-  and normalised by ``RecordingOptions.from_mapping`` (a value the box refuses
-  is a ``DialectError`` naming the vendor's field). Options the document leaves
-  out keep the box's own defaults (``[recording]`` in the config, then SPEC's),
-  not the vendor's: where those differ it is said in the tables below. One
-  exception: SWML ``record`` ends on ``#`` unless ``terminators`` says
-  otherwise, because the foreground ``record`` is the voicemail case and the
-  seed's own example ("Press hash to end recording") relies on it.
+- A document means on the box what it means on its vendor's platform.
+  ``Translation.options`` holds what the document set and, for each field it
+  leaves out, the vendor's default where the document's seed states one (the
+  "left out" tables below name the seed section). Where the seed states no
+  default, the option is left out of ``options`` and the box's own default
+  applies (``[recording]`` in the config, then SPEC's); the tables say so. A
+  field that is given but cannot be honoured gets no vendor default either: it
+  is reported, and the box's own applies. A vendor default the input cannot
+  give (TwiML's ``dual`` on a mono line) is dropped when the recording starts
+  (``Translation.defaulted``; ``Control.request``): the box's own default
+  applies and the answer lists it as unsupported. Options are checked and normalised
+  by ``RecordingOptions.from_mapping`` (a value the box refuses is a
+  ``DialectError`` naming the vendor's field).
+- A document's status callbacks go to the URL it names in its vendor's wire
+  format: with the URL the document sets ``status_callback_format`` (``vonage``,
+  ``signalwire``, ``twilio``; ``sinch`` for Sinch's notification events), which
+  ``firmware.delivery.routes`` uses for that callback; ``[events] webhook`` keeps
+  ``[events] callback_format``. A callback the box cannot make as asked (a
+  relative TwiML URL, Sinch's application callback URL) is reported.
 - One recording per command: the first recording instruction in a document is
   used; any further one is reported (send it as a command of its own).
 - Everything else in a document (speech, prompts, call flow) is reported as
@@ -44,7 +56,8 @@ as an NCCO list holding it.
 ================  ==============================  =========================================================
 Vonage field      native option                   seed 000 section / note
 ================  ==============================  =========================================================
-format            format                          "File formats": mp3 (default, as ours), wav; ogg unsupported
+format            format                          "File formats": mp3, wav; ogg unsupported (the box's
+                                                  format instead)
 split             channels = dual                 "Split recording": only ``"conversation"``; caller left
 channels          (with split) 1 mono, 2 dual     NCCO reference: 1-32; more than 2 unsupported (two tracks);
                                                   without split it has no effect (unsupported)
@@ -52,12 +65,30 @@ endOnSilence      end_on_silence                  "Synchronous recording"
 endOnKey          end_on_key                      "Synchronous recording"
 timeOut, timeout  max_length                      "Asynchronous recording" (the seed spells it ``timeout``)
 beepStart         beep                            NCCO reference ("beep" in the seed's overview)
-eventUrl          status_callback, and            "Overview": the webhook once the record action ends, so
-                  status_callback_events =        it fires for a recording that ends with no input too;
-                  completed absent                an array holding one URL (a bare string is taken)
+eventUrl          status_callback,                "Overview": the webhook once the record action ends, so
+                  status_callback_events =        it fires for a recording that ends with no input too (the
+                  completed absent,               vonage format itself says only a finished recording with
+                  status_callback_format =        a file); an array holding one URL (a bare string is
+                  vonage                          taken)
 eventMethod       status_callback_method          NCCO reference
 transcription     unsupported                     the box does not transcribe
 ================  ==============================  =========================================================
+
+Left out of the action:
+
+================  ===============================  ========================================================
+Vonage field      option it sets                   default, where seed 000 states it
+================  ===============================  ========================================================
+format            format = mp3                     "File formats": "the default is MP3"
+split             channels = mono                  "Overview": "By default all recordings are in a mono
+                                                   format"; "File formats": "mono by default"
+endOnSilence,     (none)                           not stated: the box's (with neither, the record is
+endOnKey                                           asynchronous, "Asynchronous recording")
+timeOut           (none)                           not stated: the box's ``max_length``
+beepStart         (none)                           not stated: the box's ``beep``
+eventUrl,         (none)                           not stated: the box's ``[recording] status_callback``,
+eventMethod                                        method and events, in ``[events] callback_format``
+================  ===============================  ========================================================
 
 SignalWire SWML (seed 001; ``record_call``, ``control_id`` and
 ``stop_record_call`` come from SignalWire's SWML reference). Given as one
@@ -70,22 +101,41 @@ SWML parameter        native option                       seed 001 section / not
 record                (foreground, synchronous)           end_on_key ``#`` unless terminators is given
 record_call           (background, asynchronous)          SWML reference; nothing added
 stereo                channels (true dual, false mono)    "Properties"
-format                format                              "Properties": wav, mp3; mp4 unsupported. SignalWire
-                                                          defaults to wav, the box to mp3
+format                format                              "Properties": wav, mp3; mp4 unsupported (the box's
+                                                          format instead)
 direction             track: speak inbound, listen        "Properties"; SPEC section 3
                       outbound, both both
 terminators           end_on_key                          "Properties"
 beep                  beep                                "Properties"
-input_sensitivity     input_sensitivity                   "Properties" (0-100; 44 is both defaults)
+input_sensitivity     input_sensitivity                   "Properties" (0-100)
 initial_timeout       initial_timeout                     "Properties"
 end_silence_timeout   end_on_silence                      "Properties"
 max_length            max_length                          "Properties"
-status_url            status_callback, and                "StatusCallbacks": every state is posted
-                      status_callback_events =            (recording, paused, finished, no_input, error)
-                      in-progress completed absent
+status_url            status_callback,                    "StatusCallbacks": every state is posted
+                      status_callback_events =            (recording, paused, finished, no_input, error),
+                      in-progress completed absent,       as ``calling.call.record``
+                      status_callback_format =
+                      signalwire
 control_id            name (record_call);                 SWML reference
                       target (stop_record_call)
 ====================  ==================================  =================================================
+
+Left out: seed 001's "Properties" states no default for any parameter (its
+status callback example shows ``"format": "wav"``, ``"stereo": false`` as
+values of one recording, not as defaults), so each keeps the box's own, with
+one exception:
+
+====================  ===============================  ====================================================
+SWML parameter        option it sets                   default, where seed 001 shows it
+====================  ===============================  ====================================================
+terminators           end_on_key = ``#``               ``record`` only: "Examples" ("Press hash to end
+                                                       recording" with no terminators given); the
+                                                       foreground record is the voicemail case
+every other one       (none)                           not stated: the box's (``format`` mp3 unless
+                                                       ``[recording]`` says otherwise, ``channels`` mono,
+                                                       ...); ``status_url``: the box's status_callback in
+                                                       ``[events] callback_format``
+====================  ===============================  ====================================================
 
 Twilio TwiML (seed 004, "Noun attributes" and "Stop a Recording"). Given as
 text: a ``<Response>``, or a bare ``<Start>`` / ``<Stop>`` as in the seed.
@@ -94,15 +144,35 @@ text: a ``<Response>``, or a bare ``<Start>`` / ``<Stop>`` as in the seed.
 ``<Recording>`` attribute       native option            note
 ==============================  =======================  ===========================================
 name                            name                     ``<Stop><Recording name>``: the stop target
-recordingStatusCallback         status_callback          absolute http(s) URL; a relative URL is
-                                                         unsupported (the box has no base URL)
+recordingStatusCallback         status_callback,         absolute http(s) URL; a relative URL is
+                                status_callback_format   unsupported (the box has no base URL): no
+                                = twilio                 status callback then
 recordingStatusCallbackMethod   status_callback_method
 recordingStatusCallbackEvent    status_callback_events   space-separated, as in the seed
-trim                            trim                     TwiML defaults to trim-silence, the box to
-                                                         do-not-trim
+trim                            trim
 track                           track
-channels                        channels                 TwiML defaults to dual, the box to mono
+channels                        channels
 ==============================  =======================  ===========================================
+
+Left out of ``<Start><Recording>``: every attribute has its default in seed
+004's "Noun attributes" table (and each attribute's own section).
+
+==============================  ===============================  =====================================
+``<Recording>`` attribute       option it sets                   note
+==============================  ===============================  =====================================
+name                            name = "" (none)
+recordingStatusCallback         status_callback = "" (none)      no per-recording callback, not even
+                                                                 ``[recording] status_callback``;
+                                                                 ``[events] webhook`` still fires
+recordingStatusCallbackMethod   status_callback_method = POST
+recordingStatusCallbackEvent    status_callback_events =
+                                completed
+trim                            trim = trim-silence              a recording all silence is ``absent``
+track                           track = both
+channels                        channels = dual                  needs a 2-channel input: on a mono
+                                                                 one the start is refused (send
+                                                                 ``channels="mono"``)
+==============================  ===============================  =====================================
 
 ``recordingChannels`` and ``recordingTrack`` are not attributes of
 ``<Recording>`` (the Recording resource calls them ``recording_channels`` and
@@ -127,19 +197,34 @@ destinationUrl      destination                      "DestinationURL": ``s3://``
                                                      ``sdrive://`` unsupported (Sinch's own storage)
 credentials         unsupported                      the box takes S3 keys from its config only; the
                                                      value is reported with the secret key masked
-format              format                           "Recording options": mp3 (default, as ours), wav
+format              format                           "Recording options": mp3, wav
 notificationEvents  true: status_callback_events =   "Notification events": recording_finished and
-                    completed; false:                recording_available are both the box's
-                    status_callback = "" (none)      ``completed`` callback event
+                    completed, status_callback_      recording_available are both the box's
+                    format = sinch; false:           ``completed`` callback event. Sinch sends them to
+                    status_callback = "" (none)      the application's callback URL, which no document
+                                                     carries: the box sends them to its own
+                                                     ``[recording] status_callback``, and reports
+                                                     ``notificationEvents`` saying so
+==================  ===============================  ==================================================
+
+Left out of the recording options:
+
+==================  ===============================  ==================================================
+recordingOptions    option it sets                   default, where seed 002 states it
+==================  ===============================  ==================================================
+format              format = mp3                     "Recording options": 'Default value is "mp3"'
+notificationEvents  as for true, above               "Recording options": 'Default value is "true"'
+destinationUrl      (none)                           not stated (the options are "required"): the
+                                                     box's ``destination``
 ==================  ===============================  ==================================================
 
 ``StopRecording`` stops ``"current"`` (Sinch records a call once).
 
 Example:
 
->>> t = translate("twilio", '<Start><Recording name="desk" channels="dual" timeout="5"/></Start>')
->>> t.action, t.options
-('start', {'name': 'desk', 'channels': 'dual'})
+>>> t = translate("twilio", '<Start><Recording name="desk" channels="mono" timeout="5"/></Start>')
+>>> t.action, t.options["name"], t.options["channels"], t.options["trim"]  # trim: left out, seed 004's default
+('start', 'desk', 'mono', 'trim-silence')
 >>> t.unsupported[0].field
 'timeout'
 >>> detect({"op": "start", "sinch": {"name": "StopRecording"}})
@@ -150,7 +235,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -199,8 +284,9 @@ class Unsupported:
 class Translation:
     """A vendor document as a native command.
 
-    ``options`` are native start options (SPEC section 3), only those the
-    document set, valid for ``RecordingOptions.from_mapping``. ``target`` is the
+    ``options`` are native start options (SPEC section 3): those the document
+    set and the vendor's defaults its seed states for those it left out, valid
+    for ``RecordingOptions.from_mapping``. ``target`` is the
     recording a stop acts on: a name or ``"current"``.
     """
 
@@ -209,6 +295,9 @@ class Translation:
     target: str | None = None
     unsupported: tuple[Unsupported, ...] = ()
     dialect: str = ""
+    #: The options set from the vendor's defaults, not by the document: where the box cannot give one (a
+    #: TwiML recording is dual unless it says otherwise; a mono line has one track), its own default applies.
+    defaulted: frozenset[str] = frozenset()
 
 
 def translate(dialect: str, document: Any) -> Translation:
@@ -258,15 +347,27 @@ class _Draft:
     target: str | None = None
     options: dict[str, tuple[Any, str]] = field(default_factory=dict)  # option -> (value, vendor field)
     unsupported: list[Unsupported] = field(default_factory=list)
+    defaulted: set[str] = field(default_factory=set)  # options set from the vendor's defaults
 
     def set(self, option: str, value: Any, source: str) -> None:
         self.options[option] = (value, source)
+        self.defaulted.discard(option)
 
     def skip(self, name: str, value: Any, reason: str) -> None:
         self.unsupported.append(Unsupported(name, _scrubbed(value), reason))
 
     def fail(self, name: str, problem: str, accepted: str) -> DialectError:
         return DialectError(self.dialect, name, problem, accepted)
+
+    def defaults(self, given: Collection[str], table: Mapping[str, tuple[str, Any]]) -> None:
+        """For each vendor field of ``table`` the document leaves out, the option its seed says it defaults to.
+
+        A field that is there but cannot be honoured (reported) gets no default: the box's own applies.
+        """
+        for name, (option, value) in table.items():
+            if name not in given:
+                self.set(option, value, name)
+                self.defaulted.add(option)
 
     def finish(self) -> Translation:
         options: dict[str, Any] = {}
@@ -277,7 +378,9 @@ class _Draft:
                 raise self.fail(source, f"{_show(exc.value)} is not valid", exc.allowed) from None
             options[option] = _plain(getattr(parsed, option))
         RecordingOptions.from_mapping(options)  # all together, as the control will
-        return Translation(self.action, options, self.target, tuple(self.unsupported), self.dialect)
+        return Translation(
+            self.action, options, self.target, tuple(self.unsupported), self.dialect, frozenset(self.defaulted)
+        )
 
     # typed reads of vendor values: a wrong type is the vendor's field named in the error
     def text(self, name: str, value: Any) -> str:
@@ -310,7 +413,8 @@ class _Draft:
             self.skip(
                 name,
                 value,
-                "a relative URL needs the address the document was fetched from, which the box does not have; "
+                "a relative URL needs the address the document was fetched from, which the box does not have, "
+                "so this recording sends no status callback ([events] webhook still gets its events); "
                 "give an absolute https:// URL",
             )
             return None
@@ -345,6 +449,10 @@ def _scrubbed(value: Any) -> Any:
 
 
 # -- Vonage: NCCO record action (seed 000) ---------------------------------------------------
+
+# Seed 000: "the default is MP3" ("File formats"); mono unless split ("Overview": "By default all recordings
+# are in a mono format"). It states no default for the other fields.
+_VONAGE_DEFAULTS = {"format": ("format", "mp3"), "split": ("channels", "mono")}
 
 
 def _vonage(d: _Draft, document: Any) -> None:
@@ -412,6 +520,7 @@ def _vonage(d: _Draft, document: Any) -> None:
             d.set("status_callback", url, key)
             # Vonage calls eventUrl whenever the record action ends, whatever it recorded.
             d.set("status_callback_events", ["completed", "absent"], key)
+            d.set("status_callback_format", "vonage", key)
         elif key == "eventMethod":
             d.set("status_callback_method", d.text(key, value), key)
         elif key == "transcription":
@@ -439,12 +548,16 @@ def _vonage(d: _Draft, document: Any) -> None:
         d.skip(
             "channels", channels, 'Vonage uses channels only with split: "conversation"; without it there is no effect'
         )
+    d.defaults(action, _VONAGE_DEFAULTS)
 
 
 # -- SignalWire: SWML record / record_call / stop_record_call (seed 001) ------------------------
 
 _SWML_METHODS = ("record", "record_call", "stop_record_call")
 _DIRECTIONS = {"speak": "inbound", "listen": "outbound", "both": "both"}
+# Seed 001's "Properties" state no defaults. The foreground record is the voicemail case and ends on "#":
+# the seed's own example ("Press hash to end recording") relies on it, which also makes it synchronous here.
+_SWML_RECORD_DEFAULTS = {"terminators": ("end_on_key", "#")}
 
 
 def _signalwire(d: _Draft, document: Any) -> None:
@@ -546,14 +659,13 @@ def _swml_record(d: _Draft, method: str, params: dict) -> None:
             d.set("status_callback", d.callback_url(key, value), key)
             # SignalWire posts every state change: recording, paused, finished, no_input, error.
             d.set("status_callback_events", ["in-progress", "completed", "absent"], key)
+            d.set("status_callback_format", "signalwire", key)
         elif key == "control_id" and method == "record_call":
             d.set("name", d.text(key, value), key)
         else:
             d.skip(key, value, f"not a field of {element}; it has no effect")
-    if method == "record" and "terminators" not in params:
-        # The foreground record is the voicemail case and ends on "#" (seed 001 example:
-        # "Press hash to end recording"), which also makes it synchronous here.
-        d.set("end_on_key", "#", "terminators")
+    if method == "record":
+        d.defaults(params, _SWML_RECORD_DEFAULTS)
 
 
 def _swml_stop(d: _Draft, params: dict) -> None:
@@ -568,6 +680,16 @@ def _swml_stop(d: _Draft, params: dict) -> None:
 # -- Twilio: TwiML <Start><Recording> / <Stop><Recording> (seed 004) ---------------------------
 
 _TWIML_EXAMPLE = '<Response><Start><Recording name="..."/></Start></Response>'
+# Seed 004, "Noun attributes": the default of every <Recording> attribute ("none" for name and callback).
+_TWIML_DEFAULTS = {
+    "name": ("name", ""),
+    "recordingStatusCallback": ("status_callback", ""),
+    "recordingStatusCallbackMethod": ("status_callback_method", "POST"),
+    "recordingStatusCallbackEvent": ("status_callback_events", ["completed"]),
+    "trim": ("trim", "trim-silence"),
+    "track": ("track", "both"),
+    "channels": ("channels", "dual"),
+}
 # Names people carry over from the Recording resource (seed 003) or <Record>.
 _TWIML_HINTS = {
     "recordingChannels": "channels",
@@ -681,8 +803,11 @@ def _twiml_start(d: _Draft, attributes: Mapping[str, str]) -> None:
             d.set("name", value, key)
         elif key == "recordingStatusCallback":
             url = d.callback_url(key, value, relative_ok=True)
-            if url is not None:
+            if url is None:  # reported: no callback, rather than one the document did not name
+                d.set("status_callback", "", key)
+            else:
                 d.set("status_callback", url, key)
+                d.set("status_callback_format", "twilio", key)
         elif key == "recordingStatusCallbackMethod":
             d.set("status_callback_method", value, key)
         elif key == "recordingStatusCallbackEvent":
@@ -697,6 +822,7 @@ def _twiml_start(d: _Draft, attributes: Mapping[str, str]) -> None:
             d.skip(key, value, f"not an attribute of twilio's <Recording>; did you mean {_TWIML_HINTS[key]}?")
         else:
             d.skip(key, value, "not an attribute of twilio's <Recording>; it has no effect")
+    d.defaults(attributes, _TWIML_DEFAULTS)
 
 
 def _twiml_stop(d: _Draft, attributes: Mapping[str, str]) -> None:
@@ -715,6 +841,14 @@ def _twiml_stop(d: _Draft, attributes: Mapping[str, str]) -> None:
 _SINCH_SHAPES = (
     '{"name": "StartRecording", "options": {...}}, {"name": "StopRecording"}, '
     '{"instructions": [...], "action": {...}} or {"recordingOptions": {...}}'
+)
+# Seed 002, "Recording options": format 'Default value is "mp3"'; notificationEvents 'Default value is
+# "true"' (in _sinch_options). It states none for destinationUrl and credentials.
+_SINCH_DEFAULTS = {"format": ("format", "mp3")}
+_SINCH_NOTIFY_REASON = (
+    "Sinch sends recording_finished and recording_available to the application's callback URL, which a "
+    "document does not carry: the box sends them in Sinch's form to its own [recording] status_callback, "
+    "and to none when that is empty"
 )
 _SINCH_ACTION_REASON = "the box only records: it does not control the call, so of Sinch's action only recording and recordingOptions are used"
 
@@ -820,13 +954,17 @@ def _sinch_options(d: _Draft, options: dict) -> None:
         elif key == "format":
             d.set("format", d.choice(key, value, ("mp3", "wav")), key)
         elif key == "notificationEvents":
-            if d.flag(key, value):
-                # recording_finished and recording_available are both the "completed" callback event.
-                d.set("status_callback_events", ["completed"], key)
-            else:
-                d.set("status_callback", "", key)
+            d.flag(key, value)  # checked here; used below, given or by default
         else:
             d.skip(key, value, "not a field of sinch's recordingOptions; it has no effect")
+    d.defaults(options, _SINCH_DEFAULTS)
+    if options.get("notificationEvents", True):
+        # recording_finished and recording_available are both the "completed" callback event.
+        d.set("status_callback_events", ["completed"], "notificationEvents")
+        d.set("status_callback_format", "sinch", "notificationEvents")
+        d.skip("notificationEvents", True, _SINCH_NOTIFY_REASON)
+    else:
+        d.set("status_callback", "", "notificationEvents")
 
 
 def _masked(credentials: str) -> str:

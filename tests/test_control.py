@@ -233,3 +233,18 @@ def test_calls_from_another_thread_run_on_the_loop_of_a_running_box(running):
     assert control.stop()["name"] == "voicemail"  # now 'current' is the only one left
     assert control.get(monitor["id"])["path"].endswith(".wav")
     assert control.get(voicemail["id"])["path"].endswith(".mp3")
+
+
+def test_a_vendors_default_the_input_cannot_give_falls_back_to_the_boxs_and_says_so(inline):
+    """Seed 004: a bare ``<Start><Recording>`` is dual. On a mono line the box records mono, as its own default,
+    and the answer lists ``channels`` as not honoured; a document that asks for dual itself is refused."""
+    control = inline.control
+    inline.feed(0.2)
+    action, row, unsupported = control.request({"twiml": '<Start><Recording name="bare"/></Start>'}, source="api")
+    assert (action, row["channels"], row["status"]) == ("start", 1, "in-progress")
+    [note] = [u for u in unsupported if u["field"] == "channels"]
+    assert note["value"] == "dual" and "mono" in note["reason"]
+    inline.feed(0.2)
+    control.stop("bare")
+    with pytest.raises(ControlError, match="channels=dual needs the inbound and outbound tracks"):
+        control.request({"twiml": '<Start><Recording name="asked" channels="dual"/></Start>'}, source="api")

@@ -13,7 +13,8 @@ import pytest
 from firmware import __version__, journal
 from firmware import config as cfg
 from firmware.catalog import Catalog, OutboxItem
-from firmware.delivery import retention
+from firmware.core.options import CALLBACK_FORMATS
+from firmware.delivery import retention, webhooks
 from firmware.delivery.outbox import Outbox
 from firmware.delivery.service import Delivery
 from firmware.delivery.webhooks import verify
@@ -90,6 +91,79 @@ def test_status_callbacks_are_signed_and_in_the_chosen_format(tmp_path, hooks):
     done = by_path["/device"][0]
     assert done["RecordingSid"] == row["id"] and done["CallSid"] == row["call_id"]
     assert done["RecordingDuration"] == str(int(row["duration"]))
+
+
+def test_the_callback_formats_a_start_option_names_are_the_formats_webhooks_renders():
+    # core declares them (it may not import delivery); webhooks renders each one.
+    assert webhooks.FORMATS == CALLBACK_FORMATS
+
+
+#: A document of each dialect whose callbacks go to ``url``. A Sinch document names none: its notify events go
+#: to the box's [recording] status_callback. TwiML's default is dual and trim-silence: the test line is mono,
+#: and a counter signal, which trimming would leave empty.
+VENDOR_DOCUMENTS = {
+    "vonage": lambda url: {"ncco": [{"action": "record", "eventUrl": [url]}]},
+    "twilio": lambda url: {
+        "twiml": f'<Start><Recording channels="mono" trim="do-not-trim" recordingStatusCallback="{url}"/></Start>'
+    },
+    "signalwire": lambda url: {"swml": {"record_call": {"status_url": url}}},
+    "sinch": lambda url: {"sinch": {"recordingOptions": {"destinationUrl": "s3://archive/box/"}}},
+}
+
+
+def _vendor_shape(dialect: str, headers: dict, body: bytes, row: dict) -> None:
+    if dialect == "vonage":
+        record = json.loads(body)
+        assert record["recording_uuid"].replace("-", "") == row["id"][2:]
+        assert record["conversation_uuid"].replace("-", "") == row["call_id"][2:]
+        assert record["size"] == row["size"] and "recording_url" in record
+    elif dialect == "twilio":
+        form = dict(parse_qsl(body.decode()))
+        assert form["RecordingStatus"] == "completed"
+        assert (form["RecordingSid"], form["CallSid"]) == (row["id"], row["call_id"])
+    elif dialect == "signalwire":
+        call = json.loads(body)
+        assert call["event_type"] == "calling.call.record"
+        assert (call["params"]["state"], call["params"]["recording_id"]) == ("finished", row["id"])
+    else:
+        notify = json.loads(body)
+        assert (notify["event"], notify["type"], notify["callid"]) == ("notify", "recording_finished", row["call_id"])
+
+
+@pytest.mark.parametrize("dialect", sorted(VENDOR_DOCUMENTS))
+def test_a_vendor_documents_callbacks_reach_their_url_in_the_vendors_shape(tmp_path, hooks, dialect):
+    """The recording a vendor's document starts calls back in that vendor's wire format, whatever the box's
+    ``[events] callback_format`` (native: CloudEvents), which the device-wide webhook keeps."""
+    from firmware.core import RecordingOptions
+    from firmware.delivery.routes import Routes
+
+    from .test_control import Inline
+
+    config = cfg.parse({"events": {"webhook": hooks.url + "/device", "callback_format": "native"}})
+    box = Inline(tmp_path)
+    try:
+        box.journal.routes = Routes(config, "inline").items
+        # the box's own per-recording callback, where a Sinch document's notify events go
+        box.control.defaults = lambda: RecordingOptions.from_mapping(
+            {"format": "wav", "sample_rate": RATE, "status_callback": hooks.url + "/sinch"}
+        )
+        action, rec, _ = box.control.request(VENDOR_DOCUMENTS[dialect](hooks.url + "/" + dialect), source="api")
+        assert action == "start"
+        box.feed(0.5)
+        box.control.stop()
+        for entry in Outbox(box.catalog).due("webhook"):  # as the delivery service's webhook worker sends them
+            c = entry.payload["callback"]
+            callback = webhooks.Callback(c["url"], c["method"], c["format"], tuple(c["events"]))
+            webhooks.deliver(callback, entry.payload["event"])
+        row = box.catalog.get(rec["id"])
+    finally:
+        box.catalog.close()
+    got = {path: (headers, body) for method, path, headers, body in hooks.requests}
+    assert sorted(got) == sorted(["/device", "/" + dialect]), sorted(got)
+    _vendor_shape(dialect, *got["/" + dialect], row)
+    headers, body = got["/device"]
+    assert headers["Content-Type"].startswith("application/cloudevents+json")
+    assert json.loads(body)["type"] == "recording.finished"
 
 
 def test_a_failing_callback_stays_in_the_outbox_and_goes_out_after_a_restart(tmp_path, hooks):

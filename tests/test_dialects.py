@@ -10,8 +10,10 @@ import json
 
 import pytest
 
+from firmware import config as cfg
 from firmware.control import start_request
-from firmware.core.options import RecordingOptions
+from firmware.core.options import CALLBACK_FORMATS, OptionError, RecordingOptions
+from firmware.delivery.routes import Routes
 from firmware.dialects import (
     DIALECTS,
     MAX_TWIML,
@@ -74,10 +76,26 @@ SEED_004_STOP = """<Stop>
 </Stop>"""
 
 
+#: Seed 004, "Noun attributes": the default of every <Recording> attribute, as native options.
+TWIML_DEFAULTS = {
+    "name": "",
+    "status_callback": "",
+    "status_callback_method": "POST",
+    "status_callback_events": ["completed"],
+    "trim": "trim-silence",
+    "track": "both",
+    "channels": "dual",
+}
+
+
 def test_twiml_seed_start_example_records_dual_with_a_callback_and_reports_say():
     t = run("twilio", SEED_004_START)
     assert t.action == "start" and t.target is None
-    assert t.options == {"channels": "dual", "status_callback": "https://example.com/your-callback-url"}
+    assert t.options == TWIML_DEFAULTS | {
+        "channels": "dual",
+        "status_callback": "https://example.com/your-callback-url",
+        "status_callback_format": "twilio",
+    }
     assert t.unsupported == (
         Unsupported(
             "Response/Say", "The recording has started.", "the box only records: it does not run TwiML's <Say> verb"
@@ -87,7 +105,7 @@ def test_twiml_seed_start_example_records_dual_with_a_callback_and_reports_say()
 
 def test_twiml_seed_named_start_sets_the_name():
     t = run("twilio", SEED_004_NAMED)
-    assert (t.action, t.options, t.unsupported) == ("start", {"name": "my_recording"}, ())
+    assert (t.action, t.options, t.unsupported) == ("start", TWIML_DEFAULTS | {"name": "my_recording"}, ())
 
 
 def test_twiml_seed_stop_by_name_targets_that_recording():
@@ -117,18 +135,36 @@ def test_twiml_every_recording_attribute_maps_to_its_option():
         "trim": "trim-silence",
         "track": "inbound",
         "channels": "mono",
+        "status_callback_format": "twilio",
     }
     assert t.unsupported == ()
 
 
-def test_twiml_omitted_attributes_keep_the_box_defaults_not_twilios():
-    # TwiML's own defaults are trim-silence and dual; the box keeps its configured ones.
-    assert run("twilio", "<Start><Recording/></Start>").options == {}
+def test_twiml_bare_recording_gets_seed_004_defaults_not_the_boxs():
+    # The box's own defaults (SPEC, or a config) are mono and do-not-trim; seed 004 says dual and trim-silence.
+    box = RecordingOptions.from_mapping({"channels": "mono", "trim": "do-not-trim", "status_callback_method": "GET"})
+    t = run("twilio", '<Start><Recording name="x"/></Start>')
+    assert (t.options, t.unsupported) == (TWIML_DEFAULTS | {"name": "x"}, ())
+    started = RecordingOptions.from_mapping(t.options, box)
+    assert (started.channels, started.trim, started.track) == ("dual", "trim-silence", "both")
+    assert (started.status_callback, started.status_callback_method, started.status_callback_events) == (
+        "",
+        "POST",
+        ("completed",),
+    )
+    assert run("twilio", "<Start><Recording/></Start>").options == TWIML_DEFAULTS
+
+
+def test_twiml_bare_recording_sends_no_status_callback_as_in_seed_004():
+    # recordingStatusCallback defaults to none: a callback URL configured for the box's own recordings is not used.
+    box = RecordingOptions.from_mapping({"status_callback": "https://box-default.example.com/cb"})
+    options = RecordingOptions.from_mapping(run("twilio", "<Start><Recording/></Start>").options, box)
+    assert options.status_callback == ""
 
 
 def test_twiml_rest_style_and_unknown_attributes_are_reported_with_the_right_name():
     t = run("twilio", '<Start><Recording recordingChannels="dual" recordingTrack="inbound" timeout="5"/></Start>')
-    assert t.options == {}
+    assert t.options == TWIML_DEFAULTS
     assert t.unsupported == (
         Unsupported("recordingChannels", "dual", "not an attribute of twilio's <Recording>; did you mean channels?"),
         Unsupported("recordingTrack", "inbound", "not an attribute of twilio's <Recording>; did you mean track?"),
@@ -138,9 +174,10 @@ def test_twiml_rest_style_and_unknown_attributes_are_reported_with_the_right_nam
 
 def test_twiml_relative_callback_url_is_reported_not_guessed():
     t = run("twilio", '<Start><Recording recordingStatusCallback="/recording-events"/></Start>')
-    assert t.options == {}
+    assert t.options == TWIML_DEFAULTS  # no callback: not the box's configured one either
     assert fields_of(t) == ["recordingStatusCallback"]
     assert "absolute https:// URL" in t.unsupported[0].reason
+    assert "no status callback" in t.unsupported[0].reason
 
 
 def test_twiml_second_recording_and_other_start_nouns_are_reported():
@@ -149,7 +186,7 @@ def test_twiml_second_recording_and_other_start_nouns_are_reported():
         '<Response><Start><Stream url="wss://x.example/s"/><Recording name="a"/></Start>'
         '<Start><Recording name="b"/></Start><Record maxLength="20"/></Response>',
     )
-    assert (t.action, t.options) == ("start", {"name": "a"})
+    assert (t.action, t.options) == ("start", TWIML_DEFAULTS | {"name": "a"})
     assert fields_of(t) == ["Response/Start[1]/Stream", "Response/Record", "Response/Start[2]/Recording"]
     assert t.unsupported[2].value == {"name": "b"}
     assert t.unsupported[2].reason.startswith("one recording per command")
@@ -203,7 +240,7 @@ def test_twiml_oversized_documents_are_refused_before_parsing():
 
 
 def test_twiml_as_bytes_is_read_as_utf8():
-    assert run("twilio", SEED_004_NAMED.encode()).options == {"name": "my_recording"}
+    assert run("twilio", SEED_004_NAMED.encode()).options == TWIML_DEFAULTS | {"name": "my_recording"}
 
 
 # -- SignalWire SWML (seed 001) ------------------------------------------------------------------
@@ -329,8 +366,19 @@ def test_swml_record_every_parameter_maps_to_its_option():
         "max_length": 120.0,
         "status_callback": "https://cc.example.com/swml",
         "status_callback_events": ["in-progress", "completed", "absent"],
+        "status_callback_format": "signalwire",
     }
     assert t.unsupported == ()
+
+
+def test_swml_record_without_format_keeps_the_boxs_because_seed_001_states_no_default():
+    # Seed 001's "Properties" gives no defaults (its status callback example shows "wav" as one value, not a
+    # default), so the box's own apply: left out of the options, for [recording] or SPEC to fill in.
+    t = run("signalwire", {"record": {}})
+    assert t.options == {"end_on_key": "#"}  # the one default the seed shows: its example's "Press hash"
+    assert RecordingOptions.from_mapping(t.options, RecordingOptions.from_mapping({"format": "wav"})).format == "wav"
+    assert RecordingOptions.from_mapping(t.options).format == "mp3"
+    assert run("signalwire", {"record_call": {}}).options == {}
 
 
 def test_swml_record_call_is_a_background_recording_named_by_its_control_id():
@@ -456,6 +504,13 @@ CREDENTIALS_REASON = (
     "the box never takes storage credentials in a command: it uses [upload] s3_access_key, "
     "s3_secret_key and s3_region from its config"
 )
+NOTIFY_REASON = (
+    "Sinch sends recording_finished and recording_available to the application's callback URL, which a "
+    "document does not carry: the box sends them in Sinch's form to its own [recording] status_callback, "
+    "and to none when that is empty"
+)
+#: Seed 002, "Recording options": format "mp3" and notificationEvents true (Sinch's notify events) by default.
+SINCH_DEFAULTS = {"format": "mp3", "status_callback_events": ["completed"], "status_callback_format": "sinch"}
 
 
 def test_sinch_seed_stop_instruction_stops_the_current_recording():
@@ -476,8 +531,8 @@ def test_sinch_seed_svaml_example_filled_in_records_from_the_instruction_and_rep
     filled = {**start, "options": {"destinationUrl": "s3://my-s3-bucket", "format": "wav"}}
     document = {"instructions": [say, filled, say_again], "action": {"name": "Continue"}}
     t = run("sinch", document)
-    assert t.options == {"destination": "s3://my-s3-bucket", "format": "wav"}
-    assert fields_of(t) == ["instructions[0]", "instructions[2]", "action"]
+    assert t.options == SINCH_DEFAULTS | {"destination": "s3://my-s3-bucket", "format": "wav"}
+    assert fields_of(t) == ["instructions[0]", "instructions[2]", "action", "notificationEvents"]
     assert t.unsupported[0].reason == "the box only records: it does not run Sinch's Say instruction"
     assert "does not control the call" in t.unsupported[2].reason
 
@@ -485,7 +540,7 @@ def test_sinch_seed_svaml_example_filled_in_records_from_the_instruction_and_rep
 def test_sinch_seed_ace_response_records_to_s3_and_reports_credentials_and_the_action():
     t = run("sinch", json.loads(SEED_002_ACE.replace("\\_", "_")))
     assert t.action == "start"
-    assert t.options == {"destination": "s3://my-s3-bucket", "format": "mp3", "status_callback_events": ["completed"]}
+    assert t.options == SINCH_DEFAULTS | {"destination": "s3://my-s3-bucket"}
     assert t.unsupported == (
         Unsupported(
             "action.name",
@@ -494,23 +549,24 @@ def test_sinch_seed_ace_response_records_to_s3_and_reports_credentials_and_the_a
             "recordingOptions are used",
         ),
         Unsupported("credentials", "xyz_access_key:***:eu-central-1", CREDENTIALS_REASON),
+        Unsupported("notificationEvents", True, NOTIFY_REASON),
     )
 
 
 def test_sinch_seed_s3_example_keeps_the_file_name_and_never_echoes_the_secret_key():
     t = run("sinch", SEED_002_S3)
-    assert t.options == {
-        "destination": "s3://sinch-storage/voice-recordings/my-recording.mp3",
-        "status_callback_events": ["completed"],
-    }
-    assert t.unsupported == (Unsupported("credentials", "AKIAIOSFODNN7EXAMPLE:***:eu-central-1", CREDENTIALS_REASON),)
+    assert t.options == SINCH_DEFAULTS | {"destination": "s3://sinch-storage/voice-recordings/my-recording.mp3"}
+    assert t.unsupported == (
+        Unsupported("credentials", "AKIAIOSFODNN7EXAMPLE:***:eu-central-1", CREDENTIALS_REASON),
+        Unsupported("notificationEvents", True, NOTIFY_REASON),
+    )
     assert "wJalrXUtnFEMI" not in repr(t)
 
 
 def test_sinch_seed_sdrive_example_is_reported_and_the_configured_destination_used():
     t = run("sinch", SEED_002_SDRIVE)
-    assert t.options == {"status_callback_events": ["completed"]}
-    assert fields_of(t) == ["destinationUrl"]
+    assert t.options == SINCH_DEFAULTS
+    assert fields_of(t) == ["destinationUrl", "notificationEvents"]
     assert t.unsupported[0].reason.startswith("Sinch Drive is Sinch's own storage")
     assert "configured [upload] destination" in t.unsupported[0].reason
 
@@ -524,12 +580,25 @@ def test_sinch_start_instruction_maps_its_options():
         "sinch",
         {"name": "startRecording", "options": {"destinationUrl": "https://files.example.com/up/", "format": "WAV"}},
     )
-    assert t.options == {"destination": "https://files.example.com/up/", "format": "wav"}
+    assert t.options == SINCH_DEFAULTS | {"destination": "https://files.example.com/up/", "format": "wav"}
+
+
+def test_sinch_left_out_format_and_notification_events_get_seed_002_defaults():
+    t = run("sinch", {"recordingOptions": {"destinationUrl": "s3://calls/"}})
+    assert t.options == {
+        "destination": "s3://calls/",
+        "format": "mp3",
+        "status_callback_events": ["completed"],
+        "status_callback_format": "sinch",
+    }
+    assert t.unsupported == (Unsupported("notificationEvents", True, NOTIFY_REASON),)
+    box = RecordingOptions.from_mapping({"format": "wav"})
+    assert RecordingOptions.from_mapping(t.options, box).format == "mp3"
 
 
 def test_sinch_notification_events_false_sends_no_status_callback():
     t = run("sinch", {"recordingOptions": {"notificationEvents": False}})
-    assert t.options == {"status_callback": ""}
+    assert (t.options, t.unsupported) == ({"status_callback": "", "format": "mp3"}, ())
 
 
 def test_sinch_unknown_fields_and_second_recordings_are_reported():
@@ -541,8 +610,8 @@ def test_sinch_unknown_fields_and_second_recordings_are_reported():
             "custom": "x",
         },
     )
-    assert t.options == {"format": "mp3"}
-    assert fields_of(t) == ["action.name", "custom", "action", "bitrate"]
+    assert t.options == SINCH_DEFAULTS
+    assert fields_of(t) == ["action.name", "custom", "action", "bitrate", "notificationEvents"]
     assert t.unsupported[3].reason == "not a field of sinch's recordingOptions; it has no effect"
     stop = run("sinch", {"name": "StopRecording", "options": {"format": "mp3"}})
     assert (stop.action, fields_of(stop)) == ("stop", ["options"])
@@ -550,7 +619,7 @@ def test_sinch_unknown_fields_and_second_recordings_are_reported():
 
 def test_sinch_other_destination_schemes_are_reported():
     t = run("sinch", {"recordingOptions": {"destinationUrl": "ftp://files.example.com/"}})
-    assert t.options == {} and fields_of(t) == ["destinationUrl"]
+    assert t.options == SINCH_DEFAULTS and fields_of(t) == ["destinationUrl", "notificationEvents"]
 
 
 @pytest.mark.parametrize(
@@ -597,36 +666,55 @@ def test_sinch_secret_keys_are_never_reported_back_even_in_a_second_recording_or
 
 # -- Vonage NCCO record (seed 000) ---------------------------------------------------------------
 
+#: Seed 000: "the default is MP3" ("File formats"), mono unless split ("Overview").
+VONAGE_DEFAULTS = {"format": "mp3", "channels": "mono"}
+
+
+def test_vonage_record_left_out_format_and_split_get_seed_000_defaults():
+    t = run("vonage", {"action": "record"})
+    assert (t.options, t.unsupported) == (VONAGE_DEFAULTS, ())
+    box = RecordingOptions.from_mapping({"format": "wav", "max_length": 600, "end_on_silence": 2})
+    started = RecordingOptions.from_mapping(t.options, box)
+    assert (started.format, started.channels) == ("mp3", "mono")
+    # seed 000 gives no value for timeout, endOnSilence, endOnKey or beepStart: the box's own stay
+    assert (started.max_length, started.end_on_silence, started.end_on_key, started.beep) == (600.0, 2.0, "", False)
+
+
+def test_vonage_ogg_is_reported_and_recorded_in_the_boxs_format_not_vonages_default():
+    t = run("vonage", {"action": "record", "format": "ogg"})
+    assert t.options == {"channels": "mono"} and fields_of(t) == ["format"]
+
 
 def test_vonage_voicemail_record_ends_on_silence_or_key_and_is_synchronous():
     t = run("vonage", {"action": "record", "endOnSilence": 3, "endOnKey": "#", "beepStart": True})
-    assert t.options == {"end_on_silence": 3.0, "end_on_key": "#", "beep": True}
+    assert t.options == VONAGE_DEFAULTS | {"end_on_silence": 3.0, "end_on_key": "#", "beep": True}
     assert RecordingOptions.from_mapping(t.options).synchronous
 
 
 def test_vonage_monitor_record_is_asynchronous_with_its_timeout_as_max_length():
     for key in ("timeOut", "timeout"):  # the NCCO reference's spelling, and the seed's
         t = run("vonage", [{"action": "record", key: 3600}])
-        assert t.options == {"max_length": 3600.0}
+        assert t.options == VONAGE_DEFAULTS | {"max_length": 3600.0}
         assert not RecordingOptions.from_mapping(t.options).synchronous
 
 
 def test_vonage_split_conversation_is_a_dual_channel_recording():
-    assert run("vonage", {"action": "record", "split": "conversation"}).options == {"channels": "dual"}
-    assert run("vonage", {"action": "record", "split": "conversation", "channels": 2}).options == {"channels": "dual"}
-    assert run("vonage", {"action": "record", "split": "conversation", "channels": 1}).options == {"channels": "mono"}
+    def channels(**fields) -> str:
+        return run("vonage", {"action": "record", "split": "conversation", **fields}).options["channels"]
+
+    assert (channels(), channels(channels=2), channels(channels=1)) == ("dual", "dual", "mono")
 
 
 def test_vonage_more_than_two_channels_is_reported_and_recorded_as_two():
     t = run("vonage", {"action": "record", "split": "conversation", "channels": 4})
-    assert t.options == {"channels": "dual"}
+    assert t.options == VONAGE_DEFAULTS | {"channels": "dual"}
     assert fields_of(t) == ["channels"]
     assert "left inbound" in t.unsupported[0].reason
 
 
 def test_vonage_channels_without_split_has_no_effect_and_says_so():
     t = run("vonage", {"action": "record", "channels": 2})
-    assert t.options == {}
+    assert t.options == VONAGE_DEFAULTS
     assert t.unsupported == (
         Unsupported(
             "channels", 2, 'Vonage uses channels only with split: "conversation"; without it there is no effect'
@@ -642,15 +730,17 @@ def test_vonage_event_url_becomes_the_status_callback_for_every_end():
     assert t.options == {
         "status_callback": "https://cc.example.com/recordings",
         "status_callback_events": ["completed", "absent"],
+        "status_callback_format": "vonage",
         "status_callback_method": "GET",
         "format": "wav",
+        "channels": "mono",
     }
 
 
 def test_vonage_ogg_transcription_and_unknown_fields_are_reported():
     transcription = {"language": "en-US", "eventUrl": ["https://cc.example.com/t"]}
     t = run("vonage", {"action": "record", "format": "ogg", "transcription": transcription, "beepOnEnd": True})
-    assert t.options == {}
+    assert t.options == {"channels": "mono"}
     assert t.unsupported == (
         Unsupported(
             "format",
@@ -675,7 +765,7 @@ def test_vonage_ncco_list_uses_its_record_action_and_reports_the_rest():
         {"action": "connect", "endpoint": [{"type": "phone", "number": "447700900000"}]},
     ]
     t = run("vonage", ncco)
-    assert t.options == {"channels": "dual"}
+    assert t.options == {"format": "mp3", "channels": "dual"}
     assert fields_of(t) == ["ncco[0]", "ncco[2]", "ncco[4]", "ncco[3]"]
     assert t.unsupported[0].reason == "the box only records: it does not run the NCCO's 'talk' action"
     assert "named conversation" in t.unsupported[1].reason
@@ -769,7 +859,98 @@ def test_detect_refuses_two_documents_or_a_document_with_native_options():
 
 
 def test_detect_and_translate_give_what_the_control_api_needs():
-    assert start_request({"twiml": SEED_004_STOP}) == ("stop", {}, "my_recording", [])
-    action, options, target, unsupported = start_request({"ncco": [{"action": "record", "format": "ogg"}]})
-    assert (action, options, target) == ("start", {}, None)
+    assert start_request({"twiml": SEED_004_STOP}) == ("stop", {}, "my_recording", [], frozenset())
+    action, options, target, unsupported, defaulted = start_request({"ncco": [{"action": "record", "format": "ogg"}]})
+    assert (action, options, target, defaulted) == ("start", {"channels": "mono"}, None, {"channels"})
     assert unsupported == [{"field": "format", "value": "ogg", "reason": unsupported[0]["reason"]}]
+
+
+# -- a document's status callback: to its URL, in its vendor's format -----------------------------
+
+RECORDING_ID = "RE" + "1" * 32
+DEVICE_HOOK = "https://central.example.com/device-hook"
+BOX_HOOK = "https://central.example.com/box-recordings"
+
+
+def queued_formats(translation: Translation, box_format: str = "native") -> dict[str, str]:
+    """URL -> wire format of the status callbacks Routes queues when the recording a document started has
+    finished, on a box with an [events] webhook and [recording] status_callback BOX_HOOK."""
+    config = cfg.parse(
+        {
+            "events": {"webhook": DEVICE_HOOK, "callback_format": box_format, "webhook_events": "completed"},
+            "recording": {"status_callback": BOX_HOOK},
+        }
+    )
+    options = RecordingOptions.from_mapping(translation.options, config.recording)
+    row = {"id": RECORDING_ID, "options": options.to_dict()}
+    event = {"type": "recording.finished", "data": {"id": RECORDING_ID, "status": "completed"}}
+    items = Routes(config, "box").callbacks(event, row)
+    assert all(item.kind == "webhook" and item.recording_id == RECORDING_ID for item in items)
+    return {item.target: item.payload["callback"]["format"] for item in items}
+
+
+@pytest.mark.parametrize(
+    ("dialect", "document", "url"),
+    [
+        ("vonage", {"action": "record", "eventUrl": ["https://cc.example.com/ncco"]}, "https://cc.example.com/ncco"),
+        ("signalwire", {"record_call": {"status_url": "https://cc.example.com/swml"}}, "https://cc.example.com/swml"),
+        ("twilio", SEED_004_START, "https://example.com/your-callback-url"),
+    ],
+)
+@pytest.mark.parametrize("box_format", ["native", "sinch"])
+def test_a_documents_callback_url_gets_its_vendors_format_and_the_device_webhook_the_boxs(
+    dialect, document, url, box_format
+):
+    formats = queued_formats(run(dialect, document), box_format)
+    assert formats == {url: dialect, DEVICE_HOOK: box_format}
+
+
+def test_sinch_notification_events_go_to_the_boxs_status_callback_in_sinchs_format():
+    t = run("sinch", {"recordingOptions": {"destinationUrl": "s3://calls/", "notificationEvents": True}})
+    assert queued_formats(t, "twilio") == {BOX_HOOK: "sinch", DEVICE_HOOK: "twilio"}
+    assert fields_of(t) == ["notificationEvents"]  # said: the document cannot name where they go
+    off = run("sinch", {"recordingOptions": {"notificationEvents": False}})
+    assert queued_formats(off, "twilio") == {DEVICE_HOOK: "twilio"}
+
+
+def test_a_document_without_a_callback_url_leaves_the_boxs_callback_in_the_boxs_format():
+    # Vonage's and SignalWire's seeds give no default callback: the box's [recording] status_callback stays,
+    # in the box's format, as it is not the document's URL. TwiML's default is none (seed 004).
+    assert queued_formats(run("vonage", {"action": "record"}), "twilio") == {BOX_HOOK: "twilio", DEVICE_HOOK: "twilio"}
+    assert queued_formats(run("signalwire", {"record_call": {}}), "twilio") == {
+        BOX_HOOK: "twilio",
+        DEVICE_HOOK: "twilio",
+    }
+    assert queued_formats(run("twilio", SEED_004_NAMED), "sinch") == {DEVICE_HOOK: "sinch"}
+
+
+def test_a_native_start_may_name_its_callbacks_format():
+    config = cfg.parse({"events": {"callback_format": "native"}})
+    options = RecordingOptions.from_mapping(
+        {"status_callback": "https://cc.example.com/cb", "status_callback_format": "SignalWire"}
+    )
+    assert options.status_callback_format == "signalwire"
+    row = {"id": RECORDING_ID, "options": options.to_dict()}
+    event = {"type": "recording.finished", "data": {"id": RECORDING_ID, "status": "completed"}}
+    [item] = Routes(config, "box").callbacks(event, row)
+    assert item.payload["callback"]["format"] == "signalwire"
+    # left out (or "", or a catalog row from before the option): [events] callback_format
+    assert RecordingOptions().status_callback_format == ""
+    for kept in ({**row["options"], "status_callback_format": ""}, {"status_callback": "https://cc.example.com/cb"}):
+        [item] = Routes(config, "box").callbacks(event, {"id": RECORDING_ID, "options": kept})
+        assert item.payload["callback"]["format"] == "native"
+
+
+@pytest.mark.parametrize("value", ["cloudevents", "json", 7, None, ["twilio"]])
+def test_a_bad_status_callback_format_is_refused_naming_the_option_and_the_formats(value):
+    with pytest.raises(OptionError) as refused:
+        RecordingOptions.from_mapping({"status_callback_format": value})
+    assert refused.value.option == "status_callback_format"
+    message = str(refused.value)
+    assert message.startswith("status_callback_format: ")
+    for name in ("native", "twilio", "signalwire", "sinch", "vonage", "[events] callback_format"):
+        assert name in message, message
+
+
+def test_each_dialect_names_a_callback_format_the_option_takes():
+    assert set(DIALECTS) <= set(CALLBACK_FORMATS)

@@ -22,7 +22,7 @@ from .events import (
     Started,
     Tone,
 )
-from .lifecycle import ControlError, EndReason, State, StateError, Status
+from .lifecycle import ControlError, EndReason, InputMismatch, State, StateError, Status
 from .options import (
     Channels,
     Format,
@@ -52,6 +52,7 @@ __all__ = [
     "Format",
     "Hook",
     "InputLayout",
+    "InputMismatch",
     "Key",
     "LayoutError",
     "OptionError",

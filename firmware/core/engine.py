@@ -45,7 +45,7 @@ from . import controls as c
 from . import events as ev
 from . import lifecycle, tracks, vad
 from .dtmf import DtmfDetector, KeyDown, KeyUp
-from .lifecycle import ControlError, EndReason, State, Trigger, finished_status, next_state
+from .lifecycle import ControlError, EndReason, InputMismatch, State, Trigger, finished_status, next_state
 from .options import MAX_PRE_ROLL, PauseBehavior, RecordingOptions, Track, Trim
 from .sequences import KeySequences, Match
 from .tones import ToneKind, render
@@ -344,7 +344,7 @@ class Recorder:
         try:
             self.layout.check(options)
         except tracks.LayoutError as exc:
-            raise ControlError(str(exc)) from None
+            raise InputMismatch(str(exc), exc.option) from None
         if options.name and any(a.info.name == options.name for a in self._active.values()):
             raise ControlError(f"a recording named {options.name!r} is already active")
         if call_id:

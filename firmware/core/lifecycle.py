@@ -102,6 +102,14 @@ class ControlError(ValueError):
     """A control that cannot be applied now; the message says why."""
 
 
+class InputMismatch(ControlError):
+    """Options the input cannot give (``dual`` from a mono line); ``option`` names the one."""
+
+    def __init__(self, message: str, option: str | None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 class StateError(ControlError):
     """A trigger that the recording's current state does not allow; ``state``, ``trigger`` and
     ``recording`` say which clashed.

@@ -54,6 +54,10 @@ class PauseBehavior(StrEnum):
 
 
 CALLBACK_EVENTS = ("in-progress", "completed", "absent")
+#: The wire formats of status callbacks (SPEC section 5): ``[events] callback_format`` for the box, and the
+#: ``status_callback_format`` start option for one recording's own callback. Declared here, below delivery,
+#: for the option to check; ``firmware.delivery.webhooks.FORMATS`` renders each (a test keeps them equal).
+CALLBACK_FORMATS = ("native", "twilio", "signalwire", "sinch", "vonage")
 MAX_PRE_ROLL = 30.0
 
 
@@ -80,6 +84,7 @@ class RecordingOptions:
     status_callback: str = ""
     status_callback_events: tuple[str, ...] = field(default=("completed",))
     status_callback_method: str = "POST"
+    status_callback_format: str = ""  # "": [events] callback_format
 
     @property
     def synchronous(self) -> bool:
@@ -133,6 +138,8 @@ OPTION_HELP = {
     "status_callback": "URL the box tells about this recording's status changes",
     "status_callback_events": "which statuses fire the status callback",
     "status_callback_method": "HTTP method of the status callback",
+    "status_callback_format": "wire format of the status callback (SPEC section 5); a vendor's document sets "
+    "its vendor's",
 }
 
 
@@ -343,6 +350,12 @@ def _callback_events(key: str, value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _callback_format(key: str, value: Any) -> str:
+    if isinstance(value, str) and (value == "" or value.lower() in CALLBACK_FORMATS):
+        return value.lower()
+    raise OptionError(key, value, "one of " + ", ".join(CALLBACK_FORMATS) + ', or "" for [events] callback_format')
+
+
 def _method(key: str, value: Any) -> str:
     if str(value).upper() not in ("POST", "GET"):
         raise OptionError(key, value, "POST or GET")
@@ -369,4 +382,5 @@ _PARSERS = {
     "status_callback": _text(2048),
     "status_callback_events": _callback_events,
     "status_callback_method": _method,
+    "status_callback_format": _callback_format,
 }

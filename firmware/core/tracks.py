@@ -17,7 +17,12 @@ from .options import Channels, RecordingOptions, Track
 
 
 class LayoutError(ValueError):
-    """Options that the input cannot serve (e.g. ``dual`` on a mono line)."""
+    """Options that the input cannot serve (e.g. ``dual`` on a mono line); ``option`` names the one, when
+    it is an option and not the input itself."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +69,14 @@ class InputLayout:
         if options.channels is Channels.DUAL:
             raise LayoutError(
                 "channels=dual needs the inbound and outbound tracks on separate input channels, "
-                "but the input is mono (both tracks mixed); use channels=mono or a 2-channel interface"
+                "but the input is mono (both tracks mixed); use channels=mono or a 2-channel interface",
+                "channels",
             )
         if options.track is not Track.BOTH:
             raise LayoutError(
                 f"track={options.track.value} needs the tracks on separate input channels, "
-                "but the input is mono (both tracks mixed); use track=both or a 2-channel interface"
+                "but the input is mono (both tracks mixed); use track=both or a 2-channel interface",
+                "track",
             )
 
 

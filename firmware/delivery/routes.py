@@ -2,8 +2,9 @@
 
 For one CloudEvent: the event itself for MQTT (when a broker is configured), a
 status callback for each webhook that wants it (the recording's own
-``status_callback`` and ``[events] webhook``), and an upload when a recording
-has finished with media and a destination. Nothing is sent here: whoever
+``status_callback``, in its ``status_callback_format``, and ``[events] webhook``,
+in ``[events] callback_format``), and an upload when a recording has finished
+with media and a destination. Nothing is sent here: whoever
 changes the catalog writes these rows in the same transaction (the daemon, and
 ``edge-recorder recordings delete`` beside a running box), and the delivery
 workers send them.
@@ -59,6 +60,9 @@ class Routes:
         return out
 
     def callbacks(self, event: dict[str, Any], row: dict[str, Any]) -> list[OutboxItem]:
+        """The recording's own status callback goes out in the format its start named (a vendor's document
+        names its vendor's: its URL expects that); "" or none (a row from before the option) is the box's
+        ``[events] callback_format``, which the device-wide ``[events] webhook`` always has."""
         from .webhooks import Callback, wanted
 
         e = self.config.events
@@ -72,7 +76,7 @@ class Routes:
                         options["status_callback"],
                         options.get("status_callback_method"),
                         options.get("status_callback_events"),
-                        fmt,
+                        options.get("status_callback_format") or fmt,
                     )
                 )
             except ValueError as exc:  # checked at start; a config-given one may still be wrong
