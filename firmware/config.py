@@ -25,6 +25,7 @@ import os
 import re
 import stat
 import tomllib
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,6 +330,48 @@ def _level(value: Any) -> str:
     return _choice("debug", "info", "warning", "error")(value)
 
 
+_RSA_KEY = (
+    'expected an RSA public key of at least 2048 bits in PEM ("-----BEGIN PUBLIC KEY-----..."), '
+    'the path of a file holding one, or "" for none'
+)
+
+
+def _rsa_public_key(value: Any) -> str:
+    """``[http] vonage_public_key``: the PEM text itself (it has ``-----BEGIN``), or the path of a file holding it."""
+    if value == "":
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(_RSA_KEY)
+    text = value if "-----BEGIN" in value else read_small_file(value, "the key file")
+    if "PRIVATE KEY-----" in text:
+        raise ValueError("expected the application's public key; this is its private key, which never leaves it")
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(text.encode())
+    except (ValueError, TypeError):
+        raise ValueError(f"{_RSA_KEY}: this is not a PEM public key") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError(f"{_RSA_KEY}: this is not an RSA key (Vonage signs its JWTs with RS256)")
+    if key.key_size < 2048:
+        raise ValueError(f"{_RSA_KEY}: this one has {key.key_size} bits")
+    return text.strip() + "\n"
+
+
+def _application_id(value: Any) -> str:
+    """A Vonage application id: a UUID, given back in lower case; "" for none."""
+    if value == "":
+        return ""
+    allowed = 'expected a Vonage application id, a UUID such as "aaaaaaaa-bbbb-cccc-dddd-0123456789ab", or "" for none'
+    if not isinstance(value, str) or len(value) != 36:
+        raise ValueError(allowed)
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError(allowed) from None
+
+
 # -- the schema -------------------------------------------------------------------
 
 
@@ -528,6 +571,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "failed_logins": Key(
             10, _number(1, 1000, integer=True), "failed logins per minute from one address before 429"
         ),
+        "vonage_public_key": Key(
+            "",
+            _rsa_public_key,
+            "a Vonage application's public key (PEM, or a file holding it): its RS256 JWTs may download media; "
+            "empty: none",
+        ),
+        "vonage_application_id": Key(
+            "", _application_id, "the Vonage application whose JWTs are taken (their application_id claim)"
+        ),
     },
     "encryption": {
         "public_key": Key(
@@ -650,16 +702,29 @@ def _keys_of(section: str, given: Mapping[str, Any], keys: Mapping[str, Key], so
     """The values of one table checked against its keys, with the defaults of those not given."""
     extra = sorted(set(given) - set(keys))
     if extra:
-        raise ConfigError(section, extra[0], given[extra[0]], "unknown key; the keys are " + ", ".join(keys), source)
+        shown = _shown(given[extra[0]], secret=False)
+        raise ConfigError(section, extra[0], shown, "unknown key; the keys are " + ", ".join(keys), source)
     values = {}
     for key, spec in keys.items():
         value = given.get(key, spec.default)
         try:
             values[key] = spec.parse(value)
         except ValueError as exc:
-            shown = redact(value) if not spec.secret or str(value).startswith(("file:", "env:")) else "(hidden)"
-            raise ConfigError(section, key, shown, str(exc), source) from None
+            raise ConfigError(section, key, _shown(value, spec.secret), str(exc), source) from None
     return values
+
+
+def _shown(value: Any, secret: bool) -> Any:
+    """A refused value as an error line may show it: never a secret, nor a private key pasted in the wrong place.
+
+    >>> _shown("-----BEGIN PRIVATE KEY-----\\nMIIE...", secret=False), _shown("hunter2", secret=True)
+    ('(a private key, hidden)', '(hidden)')
+    """
+    if "PRIVATE KEY" in str(value):
+        return "(a private key, hidden)"
+    if secret and not str(value).startswith(("file:", "env:")):
+        return "(hidden)"
+    return redact(value)
 
 
 def _destinations(given: Any, source: str) -> dict[str, dict[str, Any]]:
@@ -766,6 +831,11 @@ def _cross_checks(s: dict[str, Any], source: str) -> None:
             raise ConfigError("http", "tls_key", http["tls_key"], "needs tls_cert too", source)
         if http["username"]:
             _check_basic(http, source)
+    if bool(http["vonage_public_key"]) != bool(http["vonage_application_id"]):
+        key = "vonage_application_id" if http["vonage_public_key"] else "vonage_public_key"
+        raise ConfigError(
+            "http", key, "", "vonage_public_key and vonage_application_id go together: a JWT is checked by both", source
+        )
     sequences = {k: s["dtmf"][k] for k in ("start", "stop", "pause", "resume") if s["dtmf"][k]}
     for a, seq_a in sequences.items():
         for b, seq_b in sequences.items():

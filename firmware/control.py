@@ -258,6 +258,21 @@ class Control:
         """Note a download, a failed login, a config reload in the audit log."""
         self.journal.catalog.audit(action, actor, target, detail)
 
+    # -- the box in Twilio's names (the Twilio-compatible API, beside twilio-format callbacks) ----------
+    @property
+    def account_sid(self) -> str:
+        """The box's Twilio ``AccountSid``, the same as in its twilio-format callbacks."""
+        from .delivery.webhooks import account_sid
+
+        return account_sid(self.journal.device_id)
+
+    @staticmethod
+    def twilio_source(source: str | None) -> str:
+        """A recording's ``source`` as Twilio's (``StartCallRecordingAPI``, ``DialVerb``), as its callbacks say."""
+        from .delivery.webhooks import TWILIO_SOURCES
+
+        return TWILIO_SOURCES.get(source or "", "StartCallRecordingAPI")
+
     def figures(self) -> dict[str, Any]:
         """The box's figures, for metrics."""
         state = self.state()

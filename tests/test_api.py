@@ -231,7 +231,8 @@ def test_https_when_a_certificate_is_configured(tmp_path):
 
 
 #: schemathesis's settings for this API. A page_token is opaque (what a next_page_url carries), so a real one is
-#: used. A start body's schema cannot say all that the box refuses: which destinations exist is the box's config
+#: used, and so is the box's AccountSid on Twilio's routes (another is a 404 before anything else is looked at).
+#: A start body's schema cannot say all that the box refuses: which destinations exist is the box's config
 #: (422 for one it lacks), and a vendor document is read by the vendor's grammar (400 for one the box cannot read);
 #: a body past max_body_bytes is a 413. All of them are refusals that name the problem.
 SCHEMATHESIS_CONFIG = """
@@ -239,6 +240,14 @@ SCHEMATHESIS_CONFIG = """
 include-path = "/v1/recordings"
 include-method = "GET"
 parameters = {{ "query.page_token" = "{page_token}" }}
+
+[[operations]]
+include-operation-id-regex = "^listTwilio"
+parameters = {{ "path.AccountSid" = "{account_sid}", "query.PageToken" = "{page_token}" }}
+
+[[operations]]
+include-path-regex = "^/2010-04-01/"
+parameters = {{ "path.AccountSid" = "{account_sid}" }}
 
 [[operations]]
 include-path = "/v1/recordings"
@@ -263,7 +272,7 @@ def test_the_running_api_matches_its_openapi_document_by_every_check(tmp_path, m
         first = api.box.catalog.get(_record(api, 0.2)["id"])
         token = base64.urlsafe_b64encode(json.dumps([first["date_created"], 1]).encode()).decode()
         config = tmp_path / "schemathesis.toml"
-        config.write_text(SCHEMATHESIS_CONFIG.format(page_token=token))
+        config.write_text(SCHEMATHESIS_CONFIG.format(page_token=token, account_sid=api.box.control.account_sid))
         started = time.monotonic()
         result = subprocess.run(
             [
@@ -322,3 +331,189 @@ def test_every_operation_has_a_unique_operation_id_for_generated_clients():
     assert all(ids) and len(set(ids)) == len(ids), ids
     media = document["paths"]["/v1/recordings/{name}"]["get"]["responses"]["200"]["content"]
     assert {media[kind]["schema"].get("format") for kind in ("audio/wav", "audio/mpeg")} == {"binary"}
+
+
+# -- links that take an extension (Twilio's RecordingUrl) ---------------------------------------------------------
+
+
+def test_recording_url_serves_the_media_with_wav_or_mp3_appended_and_without_a_token(api):
+    done = _record(api, 1.0)
+    row = api.box.catalog.get(done["id"])
+    stored = Path(row["path"]).read_bytes()
+    link = api.box.api.recording_url(row)
+    assert link.startswith(api.url + "/v1/links/") and link.endswith("/" + done["id"]) and "?" not in link
+    own = requests.get(link, timeout=5)  # no extension: the recording's own format
+    assert own.status_code == 200 and own.content == stored and own.headers["Content-Type"] == "audio/wav"
+    wav = requests.get(link + ".wav", timeout=5)
+    assert wav.status_code == 200 and wav.content == stored
+    mp3 = requests.get(link + ".mp3", timeout=5)
+    assert mp3.status_code == 200 and mp3.headers["Content-Type"] == "audio/mpeg" and mp3.content[0] == 0xFF
+    assert requests.get(link + ".wav?RequestedChannels=1", timeout=5).content == stored  # as Twilio's RecordingUrl
+    octets = requests.get(link + ".wav", headers={"Accept": "application/octet-stream"}, timeout=5)
+    assert octets.headers["Content-Type"] == "application/octet-stream" and octets.content == stored
+    assert api.box.api.recording_url({**row, "path": None}) is None  # no media, no link
+    audited = [a["actor"] for a in api.box.catalog.query("SELECT actor FROM audit WHERE action = 'download'")]
+    assert audited == ["signed-link"] * 5
+
+
+def test_recording_url_without_an_extension_serves_an_mp3_recording_as_mp3(api):
+    done = _record(api, 1.0, format="mp3")
+    row = api.box.catalog.get(done["id"])
+    own = requests.get(api.box.api.recording_url(row), timeout=5)
+    assert own.status_code == 200 and own.headers["Content-Type"] == "audio/mpeg"
+    assert own.content == Path(row["path"]).read_bytes()
+
+
+# -- Vonage: media fetched with the application's JWT (seed 000) ----------------------------------------------------
+
+VONAGE_APP = "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"
+
+
+def rsa_key_pair(bits: int = 2048) -> tuple[str, str]:
+    """A new RSA key pair as PEM text: the private key (PKCS#8, as Vonage hands it out) and its public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private.decode(), public.decode()
+
+
+@pytest.fixture(scope="module")
+def vonage_keys():
+    return rsa_key_pair()
+
+
+@pytest.fixture
+def vonage_box(tmp_path, vonage_keys):
+    """A box whose API takes the JWTs of one Vonage application for media, its public key in a file."""
+    key_file = tmp_path / "vonage-application.pub"
+    key_file.write_text(vonage_keys[1])
+    running = Running(tmp_path / "box", vonage_public_key=str(key_file), vonage_application_id=VONAGE_APP)
+    yield running
+    running.stop()
+
+
+def test_a_jwt_from_vonages_library_downloads_media_and_nothing_else(vonage_box, vonage_keys):
+    from vonage_jwt import JwtClient
+
+    api = vonage_box
+    done = _record(api, 1.0)
+    stored = Path(api.box.catalog.get(done["id"])["path"]).read_bytes()
+    jwt = JwtClient(VONAGE_APP, vonage_keys[0]).generate_application_jwt().decode()
+    bearer = {"Authorization": f"Bearer {jwt}"}
+    wav = requests.get(f"{api.url}/v1/recordings/{done['id']}.wav", headers=bearer, timeout=5)
+    assert wav.status_code == 200 and wav.content == stored
+    mp3 = requests.get(f"{api.url}/v1/recordings/{done['id']}.mp3", headers=bearer, timeout=5)
+    assert mp3.status_code == 200 and mp3.headers["Content-Type"] == "audio/mpeg"
+    twilio = f"{api.url}/2010-04-01/Accounts/{api.box.control.account_sid}/Recordings/{done['id']}.wav"
+    assert requests.get(twilio, headers=bearer, timeout=5).content == stored
+    actors = [a["actor"] for a in api.box.catalog.query("SELECT actor FROM audit WHERE action = 'download'")]
+    assert actors == [f"vonage:{VONAGE_APP}"] * 3
+    for method, path in (
+        ("GET", "/v1/recordings"),
+        ("GET", f"/v1/recordings/{done['id']}"),
+        ("GET", f"/v1/recordings/{done['id']}.json"),
+        ("GET", "/metrics"),
+        ("POST", "/v1/recordings"),
+        ("POST", f"/v1/recordings/{done['id']}"),
+        ("DELETE", f"/v1/recordings/{done['id']}"),
+        ("GET", f"/2010-04-01/Accounts/{api.box.control.account_sid}/Recordings.json"),
+    ):
+        refused = requests.request(method, api.url + path, headers=bearer, json={}, timeout=5)
+        assert refused.status_code == 403 and "media" in refused.json()["message"], (method, path, refused.text)
+    assert api.get(f"/v1/recordings/{done['id']}").json()["status"] == "completed"  # nothing was changed
+
+
+def _unsigned(header: dict, payload: dict, key: bytes | None = None) -> str:
+    """A JWT put together by hand: ``alg: none`` (no signature), or HS256 keyed with ``key``."""
+    import hashlib
+    import hmac
+
+    def part(value) -> str:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signing = f"{part(header)}.{part(payload)}"
+    signature = hmac.new(key, signing.encode(), hashlib.sha256).digest() if key else b""
+    return f"{signing}.{part(signature)}"
+
+
+def test_forged_expired_or_foreign_vonage_jwts_are_refused_as_failed_logins(vonage_box, vonage_keys):
+    from vonage_jwt import JwtClient
+
+    api = vonage_box
+    done = _record(api, 0.3)
+    now = int(time.time())
+    claims = {"application_id": VONAGE_APP, "iat": now, "jti": "j-1", "exp": now + 900}
+    other_private, _ = rsa_key_pair()
+    cases = [
+        (JwtClient(VONAGE_APP, other_private).generate_application_jwt(), "signature"),
+        (
+            JwtClient(VONAGE_APP, vonage_keys[0]).generate_application_jwt({"iat": now - 3600, "exp": now - 1800}),
+            "expired",
+        ),
+        (_unsigned({"alg": "none", "typ": "JWT"}, claims), "RS256"),
+        (_unsigned({"alg": "HS256", "typ": "JWT"}, claims, vonage_keys[1].encode()), "RS256"),  # key confusion
+        (JwtClient("ffffffff-bbbb-4ccc-8ddd-0123456789ab", vonage_keys[0]).generate_application_jwt(), "application"),
+    ]
+    url = f"{api.url}/v1/recordings/{done['id']}.wav"
+    for jwt, words in cases:
+        token = jwt.decode() if isinstance(jwt, bytes) else jwt
+        refused = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert refused.status_code == 401, (words, refused.text)
+        message = refused.json()["message"]
+        assert "Vonage JWT" in message and words in message, message
+    audit = [a["action"] for a in api.box.catalog.query("SELECT action FROM audit")]
+    assert audit.count("failed_login") == len(cases) == 5
+    good = JwtClient(VONAGE_APP, vonage_keys[0]).generate_application_jwt().decode()
+    blocked = requests.get(url, headers={"Authorization": f"Bearer {good}"}, timeout=5)
+    assert blocked.status_code == 429  # failed_logins = 5: the address waits, whatever it sends next
+
+
+def test_the_vonage_keys_are_checked_when_the_config_loads(tmp_path, vonage_keys):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private, public = vonage_keys
+    base = {"listen": "127.0.0.1:8080", "tokens": TOKEN, "vonage_application_id": VONAGE_APP}
+    inline = cfg.parse({"http": {**base, "vonage_public_key": public}})
+    assert inline.http["vonage_public_key"].strip() == public.strip()
+    key_file = tmp_path / "app.pub"
+    key_file.write_text(public)
+    assert (
+        cfg.parse({"http": {**base, "vonage_public_key": str(key_file)}}).http["vonage_public_key"]
+        == inline.http["vonage_public_key"]
+    )
+    ec_public = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    for value, words in (
+        ("not a key", "no such file"),
+        (str(tmp_path / "missing.pem"), "no such file"),
+        ("-----BEGIN PUBLIC KEY-----\nbm9wZQ==\n-----END PUBLIC KEY-----\n", "not a PEM public key"),
+        (private, "private key"),
+        (ec_public, "RSA"),
+        (rsa_key_pair(1024)[1], "2048"),
+    ):
+        with pytest.raises(cfg.ConfigError, match="vonage_public_key") as bad:
+            cfg.parse({"http": {**base, "vonage_public_key": value}})
+        assert words.lower() in str(bad.value).lower(), str(bad.value)
+        assert "MII" not in str(bad.value), "no key material in the error line"
+    body = private.splitlines()[1]
+    for key in ("vonage_public_key", "vonage_private_key"):  # pasted in the wrong place, or under a wrong name
+        with pytest.raises(cfg.ConfigError) as pasted:
+            cfg.parse({"http": {**base, key: private}})
+        assert body not in str(pasted.value) and "(a private key, hidden)" in str(pasted.value)
+    with pytest.raises(cfg.ConfigError, match="vonage_application_id") as alone:
+        cfg.parse({"http": {"listen": "127.0.0.1:8080", "tokens": TOKEN, "vonage_public_key": public}})
+    assert "vonage_public_key" in str(alone.value)
+    with pytest.raises(cfg.ConfigError, match="vonage_application_id") as not_uuid:
+        cfg.parse({"http": {**base, "vonage_application_id": "my-app"}})
+    assert "UUID" in str(not_uuid.value)

@@ -157,6 +157,41 @@ def test_a_malformed_signed_link_is_refused_as_a_bad_link(api, query):
     _refused(requests.get(url, timeout=5), 403, "bad_link")
 
 
+def test_a_link_with_its_signature_in_the_path_cannot_be_bent_or_outlive_its_expiry(api):
+    one, two = _record(api, 0.3), _record(api, 0.3)
+    row = api.box.catalog.get(one["id"])
+    link = api.box.api.recording_url(row)
+    expires, signature, _, rid = link.partition("/v1/links/")[2].split("/")
+    assert rid == one["id"] and int(expires) > time.time() and len(signature) == 64
+    flipped = signature[:-1] + ("0" if signature[-1] != "0" else "1")
+    for bent in (
+        link.replace(one["id"], two["id"]),  # another recording's id
+        link.replace(signature, flipped),
+        link.replace(signature, signature.upper()),
+        link.replace(f"/{expires}/", f"/{int(expires) + 3600}/"),  # a longer life
+        link.replace(f"/{expires}/", f"/0{expires}/"),  # the same time, written otherwise
+        link.replace(f"/{expires}/", "/%C2%B2/"),  # a digit to str.isdigit, not to int()
+    ):
+        for suffix in ("", ".wav", ".mp3", ".mp3?RequestedChannels=1"):
+            _refused(requests.get(bent + suffix, timeout=5), 403, "bad_link")
+        assert requests.head(bent, timeout=5).status_code == 403  # not even whether it is there, or its size
+    query_link = api.box.api.media_url(row)  # a query link's signature opens no path link, nor the other way
+    query_signature = query_link.split("signature=")[1]
+    _refused(requests.get(link.replace(signature, query_signature), timeout=5), 403, "bad_link")
+    signer, clock = api.box.api.signer, api.box.api.signer.clock
+    signer.clock = lambda: clock() + signer.lifetime + 1  # the link's lifetime has passed
+    try:
+        for suffix in ("", ".wav", ".mp3"):
+            _refused(requests.get(link + suffix, timeout=5), 403, "bad_link")
+    finally:
+        signer.clock = clock
+    assert requests.get(link + ".mp3", timeout=5).status_code == 200
+    _refused(requests.get(link + ".ogg", timeout=5), 404, "not_found")
+    _refused(requests.get(link + ".wav?RequestedChannels=3", timeout=5), 422, "invalid")
+    api.session.delete(f"{api.url}/v1/recordings/{one['id']}", timeout=5)
+    _refused(requests.get(link, timeout=5), 404, "deleted")  # a good link to a deleted recording
+
+
 # -- bodies and media that used to answer 500 -----------------------------------------------------------
 
 
@@ -334,5 +369,91 @@ def test_any_body_of_the_start_and_update_routes_gets_a_json_answer_below_500(bo
     data = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
     try:
         _answered(box.session.post(box.url + "/v1/recordings" + target.format(done=done), data=data, timeout=10))
+    finally:
+        _stop_all(box)
+
+
+# -- Twilio's routes: form bodies and Twilio's query parameters ------------------------------------------------------
+
+_TWILIO_QUERY_KEYS = [
+    "PageSize",
+    "Page",
+    "PageToken",
+    "DateCreated",
+    "DateCreated<",
+    "DateCreated>",
+    "CallSid",
+    "ConferenceSid",
+    "IncludeSoftDeleted",
+]
+_FORM_NAMES = [
+    "RecordingStatusCallback",
+    "RecordingStatusCallbackMethod",
+    "RecordingStatusCallbackEvent",
+    "Trim",
+    "RecordingChannels",
+    "RecordingTrack",
+    "RecordingConfigurationId",
+    "Status",
+    "PauseBehavior",
+]
+_FORMS = st.one_of(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_FORM_NAMES) | st.text(max_size=8),
+            st.sampled_from(["paused", "in-progress", "stopped", "skip", "mono", "dual", "GET", "completed", ""])
+            | st.text(max_size=20),
+        ),
+        max_size=5,
+    ).map(lambda pairs: "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()),
+    st.binary(max_size=64),
+    st.binary(max_size=30).map(lambda b: b"Status=" + quote_from_bytes(b).encode()),  # not UTF-8, once decoded
+)
+
+
+def _twilio_answered(response: requests.Response) -> None:
+    assert response.status_code < 500, (response.status_code, response.text)
+    if response.status_code >= 400:
+        body = response.json()
+        assert body["status"] == response.status_code and isinstance(body["code"], int) and body["message"], body
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    query=st.lists(
+        st.tuples(st.sampled_from(_TWILIO_QUERY_KEYS) | st.text(min_size=1, max_size=8).map(quote), _QUERY_VALUES),
+        max_size=5,
+    ),
+    calls=st.booleans(),
+)
+def test_any_query_of_twilios_list_routes_gets_a_twilio_answer_below_500(box, query, calls):
+    account = box.box.control.account_sid
+    done = box.box.catalog.query("SELECT call_id FROM recordings ORDER BY date_created LIMIT 1")[0]
+    where = f"Calls/{done['call_id']}/Recordings.json" if calls else "Recordings.json"
+    url = f"{box.url}/2010-04-01/Accounts/{account}/{where}?" + "&".join(
+        f"{quote(k, safe='%<>')}={v}" for k, v in query
+    )
+    _twilio_answered(box.session.get(url, timeout=10))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(
+    body=b"Status=paused&PauseBehavior=%ED%A0%80",
+    target="/Twilio.CURRENT.json",
+    kind="application/x-www-form-urlencoded",
+)
+@given(
+    body=_FORMS,
+    target=st.sampled_from([".json", "", "/Twilio.CURRENT.json", "/{live}.json", "/{live}.wav", "/RE" + "0" * 32]),
+    kind=st.sampled_from(["application/x-www-form-urlencoded", "application/json", "text/plain"]),
+)
+def test_any_form_to_twilios_create_and_update_gets_a_twilio_answer_below_500(box, body, target, kind):
+    live = box.post("/v1/recordings", {"format": "wav"}).json()["recording"]
+    url = f"{box.url}/2010-04-01/Accounts/{box.box.control.account_sid}/Calls/{live['call_id']}/Recordings"
+    try:
+        response = box.session.post(
+            url + target.format(live=live["id"]), data=body, headers={"Content-Type": kind}, timeout=10
+        )
+        _twilio_answered(response)
     finally:
         _stop_all(box)

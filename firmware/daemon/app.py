@@ -169,7 +169,7 @@ class Box:
             return {}
         return {
             "media_url": self.api.media_url(row),
-            "recording_url": getattr(self.api, "recording_url", lambda row: None)(row),
+            "recording_url": self.api.recording_url(row),
         }
 
     def _row_extras(self, event: Started, clock_synced: bool, boot: str | None) -> dict[str, Any]:

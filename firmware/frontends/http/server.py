@@ -8,6 +8,14 @@ JSON ``{"status": <code>, "code": "<short>", "message": "<what is wrong>"}``.
 The routes and their parameters are described in ``openapi.json`` beside this
 module, served at ``/v1/openapi.json``.
 
+Three families of routes share the middleware (errors, then who may):
+``/v1/...`` here; Twilio's ``/2010-04-01/...`` (``twilio``), whose errors are
+Twilio's; and ``/v1/links/<expires>/<signature>/recordings/<id>[.wav|.mp3]``,
+the recording links (``recording_url``) that take an extension. Who may is
+decided in ``_authorise`` alone: a signed link, a token (bearer, or Basic as
+Twilio's libraries send it), or a Vonage application's JWT, which opens media
+and nothing else (the routes whose handler is a ``media``).
+
 The box sits on a shared LAN, so every client is assumed hostile until its
 token says otherwise, and none may turn the API against the box's owner:
 
@@ -15,26 +23,24 @@ token says otherwise, and none may turn the API against the box's owner:
   and as long again for its body; one that trickles bytes (slowloris) is cut
   off, and an idle kept-alive connection is closed after as long;
 - a media link is signed over its path and its whole query (``auth.LinkSigner``),
-  so it cannot be bent to other media or other parameters;
+  so it cannot be bent to other media or other parameters; a recording link
+  over its recording and expiry, so it opens that recording's audio only;
 - input never reaches a 5xx: a body is refused before the control API sees it
-  when it is not plain JSON (nested deeper than ``MAX_DEPTH``, a lone surrogate
-  escape, ``NaN``, an integer too long for any option), each query parameter
-  is checked, and a malformed request is logged as one line, never as a
-  traceback. A handler that fails all the same answers a JSON 500 that names
+  when it is not plain JSON or form text (``inputs``: nested deeper than
+  ``MAX_DEPTH``, a lone surrogate escape, ``NaN``, an integer too long for any
+  option, bytes that are not UTF-8), each query parameter is checked, and a
+  malformed request is logged as one line, never as a traceback. A handler that fails all the same answers a JSON 500 that names
   nothing inside the box, and logs the traceback: that is a bug to fix.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import re
 import ssl
 import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,29 +53,35 @@ from ... import __version__
 from ...control import Control, ControlError, OptionError, error_fields
 from ...core import PauseBehavior, Status
 from ...media.convert import EncryptedMedia, NoMedia
-from .auth import Auth, Limiter, LinkSigner, parse_tokens
+from . import twilio
+from .auth import ACTOR, Auth, JwtRefused, Limiter, LinkSigner, VonageJwt, parse_tokens
+from .inputs import (
+    MAX_PAGE,
+    ApiError,
+    boolean,
+    created_filters,
+    either,
+    json_body,
+    page_position,
+    page_token,
+    recording_name,
+    whole_number,
+)
 
 log = logging.getLogger("edge-recorder.api")
 
 OPENAPI = Path(__file__).with_name("openapi.json")
-RECORDING_ID = re.compile(r"^RE[0-9a-f]{32}$")
 MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+#: What a client that asks for no audio type in particular may be sent instead (a generated client's download).
+OCTET_STREAM = "application/octet-stream"
 PUBLIC = {"/v1/health", "/v1/openapi.json"}
-MAX_PAGE = 1000
+LINKS = "/v1/links/"
+# A recording's media are a resource of their own (GET only): a 405 then lists exactly what each one takes.
+MEDIA_NAME = r"{name:[^/]+\.(?:wav|mp3)}"
+OTHER_NAME = r"{name:[^/]+(?<!\.wav)(?<!\.mp3)}"
 #: Seconds a client has to send a request's line and headers (counted from connecting, or from the previous
 #: answer on a kept-alive connection), and then its body; an idle kept-alive connection is closed after as long.
 READ_TIMEOUT = 15.0
-#: How deep a request body may nest: a vendor document is a handful of levels, deeper only strains the parser.
-MAX_DEPTH = 32
-#: Digits an integer in a request body may have: no option needs more, and float() of a longer one overflows.
-MAX_INT_DIGITS = 18
-ACTOR = web.RequestKey("actor", str)  # who made the request, for the audit log
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -78,7 +90,8 @@ def listen_address(text: str) -> tuple[str, int]:
 
 
 class ApiServer:
-    """``start()`` serves until ``stop()``; ``media_url(row)`` signs a link to a recording's media.
+    """``start()`` serves until ``stop()``; ``media_url(row)`` and ``recording_url(row)`` sign links to a
+    recording's media.
 
     ``read_timeout`` (``READ_TIMEOUT`` unless given) bounds how long a client may take to send a request.
     """
@@ -88,7 +101,10 @@ class ApiServer:
         self.read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout
         self.control = control
         self.host, self.port = listen_address(h["listen"])
-        self.auth = Auth(parse_tokens(h["tokens"]), h["username"], h["password"])
+        self.auth = Auth(parse_tokens(h["tokens"]), h["username"], h["password"], control.account_sid)
+        self.vonage = (
+            VonageJwt(h["vonage_public_key"], h["vonage_application_id"]) if h.get("vonage_public_key") else None
+        )
         self.limiter = Limiter(h["failed_logins"])
         self.signer = LinkSigner(h["link_secret"].encode() or None, h["media_link_seconds"])
         self.max_body = h["max_body_bytes"]
@@ -101,6 +117,7 @@ class ApiServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.twilio = twilio.TwilioRecordings(self)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -141,9 +158,12 @@ class ApiServer:
                 web.get("/metrics", self.metrics),
                 web.get("/v1/recordings", self.list),
                 web.post("/v1/recordings", self.create),
-                web.get("/v1/recordings/{name}", self.fetch),
-                web.post("/v1/recordings/{name}", self.update),
-                web.delete("/v1/recordings/{name}", self.delete),
+                web.get(f"/v1/recordings/{MEDIA_NAME}", self.media),
+                web.get(f"/v1/recordings/{OTHER_NAME}", self.fetch),
+                web.post(f"/v1/recordings/{OTHER_NAME}", self.update),
+                web.delete(f"/v1/recordings/{OTHER_NAME}", self.delete),
+                web.get(LINKS + "{expires}/{signature}/recordings/{name}", self.linked),
+                *self.twilio.routes(),
             ]
         )
         context = None
@@ -166,35 +186,43 @@ class ApiServer:
     # -- middleware ----------------------------------------------------------------------------
     @web.middleware
     async def _errors(self, request: web.Request, handler) -> web.StreamResponse:
+        answer = self._twilio_error if twilio.is_twilio(request.path) else _native_error
         try:
             return await handler(request)
         except ApiError as exc:
-            return _error(exc.status, exc.code, exc.message, exc.headers)
+            return answer(exc.status, exc.code, exc.message, exc.headers)
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, "too_large", f"the request body is over the {self.max_body}-byte limit")
+            return answer(413, "too_large", f"the request body is over the {self.max_body}-byte limit")
         except web.HTTPException as exc:
             if exc.status >= 400:
                 reason = {404: "no such resource", 405: f"{request.method} is not allowed on {request.path}"}
                 kept = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}  # 405: the methods that are
-                return _error(
+                return answer(
                     exc.status, exc.reason.lower().replace(" ", "_"), reason.get(exc.status, exc.reason), kept or None
                 )
             raise
         except TimeoutError:
-            return _error(503, "busy", "the box did not answer within 5 s; try again", {"Retry-After": "1"})
+            return answer(503, "busy", "the box did not answer within 5 s; try again", {"Retry-After": "1"})
         except ControlError as exc:  # a ValueError too: before the others
-            return _error(409, "conflict", str(exc), extra=error_fields(exc))
+            return answer(409, "conflict", str(exc), extra=error_fields(exc))
         except (OptionError, ValueError) as exc:
-            return _error(422 if isinstance(exc, OptionError) else 400, "invalid", str(exc))
+            return answer(422 if isinstance(exc, OptionError) else 400, "invalid", str(exc))
         except LookupError as exc:
-            return _error(404, "not_found", str(exc.args[0]) if exc.args else "not found")
+            return answer(404, "not_found", str(exc.args[0]) if exc.args else "not found")
         except Exception:
             log.exception("API %s %s failed", request.method, request.path)
-            return _error(500, "internal", "internal error; the box's log has the details")
+            return answer(500, "internal", "internal error; the box's log has the details")
 
     @web.middleware
     async def _authorise(self, request: web.Request, handler) -> web.StreamResponse:
         if request.path in PUBLIC:
+            return await handler(request)
+        if request.path.startswith(LINKS):
+            if not self._linked(request):  # HEAD too: it would say whether the recording is there, and its size
+                raise ApiError(
+                    403, "bad_link", "the link has expired or its signature does not match; ask for a new one"
+                )
+            request[ACTOR] = "signed-link"
             return await handler(request)
         if request.method == "GET" and ("signature" in request.query or "expires" in request.query):
             if not self._signed(request):
@@ -212,25 +240,56 @@ class ApiServer:
                 f"too many failed logins from {address}; try again in {wait:.0f} s",
                 {"Retry-After": str(int(wait) + 1)},
             )
-        actor = self.auth.check(request.headers.get("Authorization"))
+        actor, refusal, media_only = self._caller(request.headers.get("Authorization"))
         if actor is None:
             self.limiter.failed(address)
-            await self._run(self.control.audit, "failed_login", address, request.path, None)
-            present = "Authorization" in request.headers
+            await self.run(self.control.audit, "failed_login", address, request.path, refusal)
+            if "Authorization" in request.headers:
+                message = refusal or "the credentials are not valid"
+            elif twilio.is_twilio(request.path):
+                message = "credentials are needed: HTTP Basic with the box's AccountSid and an API token"
+            else:
+                message = "a bearer token (Authorization: Bearer ...) is needed"
+            raise ApiError(401, "unauthorised", message, {"WWW-Authenticate": 'Bearer realm="edge-recorder"'})
+        if media_only and request.match_info.handler not in (self.media, self.twilio.media):
             raise ApiError(
-                401,
-                "unauthorised",
-                "the credentials are not valid" if present else "a bearer token (Authorization: Bearer ...) is needed",
-                {"WWW-Authenticate": 'Bearer realm="edge-recorder"'},
+                403,
+                "media_only",
+                "a Vonage JWT downloads recordings' media only (GET /v1/recordings/<id>.wav or .mp3); "
+                "use an API token for the rest",
             )
         request[ACTOR] = actor
         return await handler(request)
 
+    def _caller(self, header: str | None) -> tuple[str | None, str | None, bool]:
+        """Who ``header`` names, for the audit log; else why not, when there is more to say than that the
+        credentials are not valid; and whether it opens media only (a Vonage JWT)."""
+        actor = self.auth.check(header)
+        scheme, _, credential = (header or "").partition(" ")
+        credential = credential.strip()
+        if actor or self.vonage is None or scheme.lower() != "bearer" or not VonageJwt.looks_like(credential):
+            return actor, None, False
+        try:
+            return self.vonage.check(credential), None, True
+        except JwtRefused as exc:
+            return None, str(exc), False
+
     def _signed(self, request: web.Request) -> bool:
         return self.signer.verify("GET", request.path, request.query.items())
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _linked(self, request: web.Request) -> bool:
+        m = request.match_info
+        if "name" not in m:  # no such route: the 404 says so
+            return True
+        rid = m["name"].partition(".")[0]
+        return self.signer.verify_recording(rid, m["expires"], m["signature"])
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in the executor: the control API blocks (on the audio loop, on SQLite)."""
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    def _twilio_error(self, *args: Any, **kwargs: Any) -> web.Response:
+        return twilio.error_response(*args, **kwargs, more_info=f"{self.base_url}/v1/openapi.json")
 
     # -- routes ----------------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
@@ -243,96 +302,124 @@ class ApiServer:
     async def metrics(self, request: web.Request) -> web.Response:
         registry = CollectorRegistry()
         registry.register(_Metrics(self.control))
-        body = await self._run(generate_latest, registry)
+        body = await self.run(generate_latest, registry)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def list(self, request: web.Request) -> web.Response:
         q = request.query
-        size = _int(q.get("page_size", q.get("PageSize", "50")), "page_size", 1, MAX_PAGE)
-        created = _created_filters(q)
-        after = _page_token(q.get("page_token")) if q.get("page_token") else None
-        include_deleted = _bool(q.get("include_soft_deleted", "false"), "include_soft_deleted")
+        size = whole_number(q.get("page_size", q.get("PageSize", "50")), "page_size", 1, MAX_PAGE)
+        created = created_filters(q)
+        after = page_position(q["page_token"]) if q.get("page_token") else None
+        include_deleted = boolean(q.get("include_soft_deleted", "false"), "include_soft_deleted")
         status = q.get("status")
         if status is not None and status not in _STATUSES:
             raise OptionError("status", status, "one of " + ", ".join(_STATUSES))
         call_id = q.get("call_id") or q.get("call_sid")
-        rows, position = await self._run(
+        rows, position = await self.run(
             lambda: self.control.page(
                 status=status, call_id=call_id, include_deleted=include_deleted, created=created, size=size, after=after
             )
         )
         meta: dict[str, Any] = {"page_size": size, "next_page_url": None}
         if position is not None:
-            token = base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
-            query = {k: v for k, v in q.items() if k != "page_token"} | {"page_token": token}
+            query = {k: v for k, v in q.items() if k != "page_token"} | {"page_token": page_token(position)}
             meta["next_page_url"] = str(request.url.with_query(query).relative())
         return web.json_response({"recordings": [self.view(r) for r in rows], "meta": meta}, dumps=_dumps)
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await _json_body(request, self.read_timeout)
-        action, row, unsupported = await self._run(lambda: self.control.request(body, source="api"))
+        body = await json_body(request, self.read_timeout)
+        action, row, unsupported = await self.run(lambda: self.control.request(body, source="api"))
         status = 201 if action == "start" else 200
         return web.json_response({"recording": self.view(row), "unsupported": unsupported}, status=status, dumps=_dumps)
 
     async def fetch(self, request: web.Request) -> web.StreamResponse:
-        rid, fmt = _name(request.match_info["name"])
-        channels = request.query.get("RequestedChannels", request.query.get("requested_channels"))
-        wanted = _int(channels, "RequestedChannels", 1, 2) if channels is not None else None
+        rid, _ = recording_name(request.match_info["name"])
+        _requested_channels(request)  # checked for the fields too: the parameter is the route's
         row = await self._row(rid)
         if row["status"] == Status.DELETED:  # as Twilio: gone, though the list keeps its fields for 40 days
             raise ApiError(
                 404, "deleted", f"recording {rid} was deleted; GET /v1/recordings?include_soft_deleted=true lists it"
             )
-        if fmt == "json" or fmt is None:
-            return web.json_response(self.view(row), dumps=_dumps)
-        try:
-            path = await self._run(self.control.media, row, fmt, wanted)
-        except NoMedia as exc:
-            raise ApiError(404, "no_media", str(exc)) from None
-        except EncryptedMedia as exc:
-            raise ApiError(409, "encrypted", str(exc)) from None
-        if request.http_range.start in (None, 0):  # one audit row per download, not per Range request
-            await self._run(
-                self.control.audit, "download", request.get(ACTOR, "?"), rid, f"{fmt} {wanted or row['channels']}ch"
-            )
-        response = web.FileResponse(path, headers={"Content-Type": MEDIA_TYPES[fmt]})
-        response.headers["Content-Disposition"] = f'inline; filename="{rid}.{fmt}"'
-        return response
+        return web.json_response(self.view(row), dumps=_dumps)
+
+    async def media(self, request: web.Request) -> web.StreamResponse:
+        rid, fmt = recording_name(request.match_info["name"])
+        return await self.serve_media(request, await self._row(rid), fmt, MEDIA_TYPES[fmt])
+
+    async def linked(self, request: web.Request) -> web.StreamResponse:
+        """A recording link (``recording_url``): its signature was checked on the way in; no extension serves the
+        recording's own format."""
+        rid, fmt = recording_name(request.match_info["name"])
+        if fmt == "json":
+            raise ApiError(404, "not_found", "a recording link serves media only: append .wav or .mp3, or nothing")
+        row = await self._row(rid)
+        fmt = fmt or row["format"]
+        return await self.serve_media(request, row, fmt, MEDIA_TYPES[fmt])
 
     async def update(self, request: web.Request) -> web.Response:
-        rid, fmt = _name(request.match_info["name"], allow_current=True)
+        rid, fmt = recording_name(request.match_info["name"], allow_current=True)
         if fmt is not None:
-            raise ApiError(404, "not_found", f"{request.path}: only the recording itself can be updated")
-        body = await _json_body(request, self.read_timeout)
+            raise ApiError(
+                404, "not_found", f"{request.path}: only the recording itself can be updated, without .{fmt}"
+            )
+        body = await json_body(request, self.read_timeout)
         extra = sorted(set(body) - {"status", "Status", "pause_behavior", "PauseBehavior"})
         if extra:
             raise OptionError(extra[0], body[extra[0]], "only status and pause_behavior can be changed")
         for key, allowed in _UPDATE_FIELDS.items():  # every spelling given is checked, also the one not used
             if key in body and (not isinstance(body[key], str) or body[key] not in allowed):
-                raise OptionError(key, body[key], _either(allowed))
+                raise OptionError(key, body[key], either(allowed))
         status = body.get("status", body.get("Status"))
         behavior = body.get("pause_behavior", body.get("PauseBehavior", "silence"))
         if status == "paused":
-            row = await self._run(self.control.pause, rid, behavior)
+            row = await self.run(self.control.pause, rid, behavior)
         elif status == "in-progress":
-            row = await self._run(self.control.resume, rid)
+            row = await self.run(self.control.resume, rid)
         elif status == "stopped":
-            row = await self._run(self.control.stop, rid)
+            row = await self.run(self.control.stop, rid)
         else:
-            raise OptionError("status", status, _either(_UPDATE_FIELDS["status"]))
+            raise OptionError("status", status, either(_UPDATE_FIELDS["status"]))
         return web.json_response(self.view(row), dumps=_dumps)
 
     async def delete(self, request: web.Request) -> web.Response:
-        rid, fmt = _name(request.match_info["name"])
+        rid, fmt = recording_name(request.match_info["name"])
         if fmt is not None:
-            raise ApiError(404, "not_found", f"{request.path}: delete the recording, not one of its media")
-        force = _bool(request.query.get("force", "false"), "force")
-        await self._run(lambda: self.control.delete(rid, force=force, actor=request.get(ACTOR, "?")))
+            raise ApiError(404, "not_found", f"{request.path}: delete the recording itself, without .{fmt}")
+        force = boolean(request.query.get("force", "false"), "force")
+        await self.run(lambda: self.control.delete(rid, force=force, actor=request.get(ACTOR, "?")))
         return web.Response(status=204)
+
+    # -- media, for every route that serves them -------------------------------------------------------
+    async def serve_media(
+        self, request: web.Request, row: dict[str, Any], fmt: str, content_type: str
+    ) -> web.StreamResponse:
+        """The recording's audio as ``fmt`` (``RequestedChannels`` from the query), with Range, audited once
+        per download. ``content_type`` is what the route calls the format; a client that accepts only
+        ``application/octet-stream`` (not audio) gets that."""
+        rid = row["id"]
+        wanted = _requested_channels(request)
+        if row["status"] == Status.DELETED:
+            raise ApiError(404, "deleted", f"recording {rid} was deleted: its media are gone")
+        try:
+            path = await self.run(self.control.media, row, fmt, wanted)
+        except NoMedia as exc:
+            raise ApiError(404, "no_media", str(exc)) from None
+        except EncryptedMedia as exc:
+            raise ApiError(409, "encrypted", str(exc)) from None
+        if request.http_range.start in (None, 0):  # one audit row per download, not per Range request
+            await self.run(
+                self.control.audit, "download", request.get(ACTOR, "?"), rid, f"{fmt} {wanted or row['channels']}ch"
+            )
+        accept = request.headers.get("Accept", "")
+        if OCTET_STREAM in accept and "audio/" not in accept:
+            content_type = OCTET_STREAM
+        response = web.FileResponse(path, headers={"Content-Type": content_type})
+        response.headers["Content-Disposition"] = f'inline; filename="{rid}.{fmt}"'
+        return response
 
     # -- helpers -----------------------------------------------------------------------------------
     async def _row(self, rid: str) -> dict[str, Any]:
-        return await self._run(self.control.get, rid)  # LookupError: 404
+        return await self.run(self.control.get, rid)  # LookupError: 404
 
     def view(self, row: dict[str, Any]) -> dict[str, Any]:
         return self.control.public(row)  # with the signed media link
@@ -344,6 +431,19 @@ class ApiServer:
             return None
         path = f"/v1/recordings/{row['id']}.{row['format']}"
         return f"{self.base_url}{path}?{self.signer.sign('GET', path, params)}"
+
+    def recording_url(self, row: dict[str, Any]) -> str | None:
+        """A link to the recording's media without an extension, Twilio's ``RecordingUrl``: it serves the
+        recording's own format, and the client may append ``.wav`` or ``.mp3`` (and ``?RequestedChannels=1``).
+        It works without a token until it expires (``[http] media_link_seconds``), for that recording only.
+        None when the recording has no media.
+
+        ``{base_url}/v1/links/{expires}/{signature}/recordings/{id}``: one HMAC, no I/O.
+        """
+        if not row.get("path") or not row.get("id"):
+            return None
+        expires, signature = self.signer.sign_recording(row["id"])
+        return f"{self.base_url}{LINKS}{expires}/{signature}/recordings/{row['id']}"
 
 
 class _Metrics:
@@ -405,11 +505,13 @@ _UPDATE_FIELDS = {
 }
 
 
-def _either(values: tuple[str, ...]) -> str:
-    return ", ".join(values[:-1]) + " or " + values[-1]
+def _requested_channels(request: web.Request) -> int | None:
+    """``RequestedChannels`` (1: a downmix, 2: both channels; none: as recorded), Twilio's media parameter."""
+    channels = request.query.get("RequestedChannels", request.query.get("requested_channels"))
+    return whole_number(channels, "RequestedChannels", 1, 2) if channels is not None else None
 
 
-def _error(
+def _native_error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, extra: dict[str, str] | None = None
 ) -> web.Response:
     body = {"status": status, "code": code, "message": message, **(extra or {})}
@@ -418,148 +520,6 @@ def _error(
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, default=str)
-
-
-async def _json_body(request: web.Request, timeout: float) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        async with asyncio.timeout(timeout):
-            raw = await request.read()
-    except TimeoutError:
-        raise ApiError(408, "slow_body", f"the request body did not arrive within {timeout:g} s") from None
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw, parse_constant=_no_constant, parse_int=_short_int)
-    except RecursionError:
-        raise ApiError(400, "too_deep", f"the body is nested more than {MAX_DEPTH} levels deep") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "not_json", f"the body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "not_an_object", "the body must be a JSON object")
-    _plain(body)
-    return body
-
-
-def _no_constant(name: str) -> float:
-    raise ApiError(400, "not_json", f"the body is not JSON: {name} is not a JSON number")
-
-
-def _short_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ApiError(400, "not_json", f"the body holds an integer of {len(text)} digits; at most {MAX_INT_DIGITS}")
-    return int(text)
-
-
-def _plain(body: Any) -> None:
-    """Refuse what ``json.loads`` lets through but nothing behind the API should meet: nesting deeper than
-    ``MAX_DEPTH`` (recursive code further on would overflow), and text with a lone surrogate (a ``\\ud800``
-    escape), which no file, database row or UTF-8 message can hold, so it would fail long after it was taken."""
-    stack = [(body, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise ApiError(400, "too_deep", f"the body is nested more than {MAX_DEPTH} levels deep")
-        if isinstance(value, dict):
-            stack.extend((key, depth) for key in value)
-            stack.extend((item, depth + 1) for item in value.values())
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value)
-        elif isinstance(value, str) and _SURROGATE.search(value):
-            shown = repr(value if len(value) <= 40 else value[:37] + "...")
-            raise ApiError(400, "not_unicode", f"the body holds text that is not Unicode (a lone surrogate): {shown}")
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _name(name: str, allow_current: bool = False) -> tuple[str, str | None]:
-    stem, dot, ext = name.partition(".")
-    if allow_current and stem == "current" and not dot:
-        return stem, None
-    if not RECORDING_ID.match(stem):
-        raise ApiError(404, "not_found", f"{stem!r} is not a recording id (RE and 32 hex digits)")
-    if dot and ext not in ("wav", "mp3", "json"):
-        raise ApiError(404, "not_found", f"no media type .{ext}; the recording is served as .wav, .mp3 or .json")
-    return stem, (ext or None)
-
-
-def _int(text: str | None, name: str, low: int, high: int) -> int:
-    digits = (text or "").strip()
-    # isascii: "²" is a digit to isdigit() but not to int(); the length keeps int() within its digit limit
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(high)) or not low <= int(digits) <= high:
-        raise OptionError(name, text, f"a whole number from {low} to {high}")
-    return int(digits)
-
-
-def _bool(text: str, name: str) -> bool:
-    """A boolean query parameter as OpenAPI writes one, true or false (in any case: Python's requests sends True)."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    raise OptionError(name, text, "true or false")
-
-
-_OPS = ("<=", ">=", "<", ">")
-
-
-def _created_filters(query) -> list[tuple[str, str]]:
-    """``date_created`` filters: ``date_created=2026-11-21`` (that day), ``date_created=<=2026-11-21`` and the
-    other operators in the value, and Twilio's ``DateCreated<=D`` / ``DateCreated>=D`` (which arrive as the
-    keys ``DateCreated<`` and ``DateCreated>``). A date is a whole day in UTC; a time is exact."""
-    out: list[tuple[str, str]] = []
-    for key, value in query.items():
-        base = key.rstrip("<>")
-        if base not in ("date_created", "DateCreated"):
-            continue
-        if key.endswith("<"):
-            op, text = "<=", value
-        elif key.endswith(">"):
-            op, text = ">=", value
-        else:
-            op = next((o for o in _OPS if value.startswith(o)), "=")
-            text = value[len(op) :] if op != "=" else value
-        out += _bounds(op, text)
-    return out
-
-
-def _bounds(op: str, text: str) -> list[tuple[str, str]]:
-    try:
-        if len(text) == 10:
-            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-            start, end = _iso(day), _iso(day + timedelta(days=1))
-            return {
-                "=": [(">=", start), ("<", end)],
-                "<": [("<", start)],
-                "<=": [("<", end)],
-                ">": [(">=", end)],
-                ">=": [(">=", start)],
-            }[op]
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        stamp = _iso(moment)
-        return [(">=", stamp), ("<=", stamp)] if op == "=" else [(op, stamp)]
-    except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31, year 1 in UTC
-        raise OptionError("date_created", text, "YYYY-MM-DD or an ISO 8601 time, after =, <, <=, > or >=") from None
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _page_token(token: str) -> tuple[str, int]:
-    """The position a ``next_page_url`` carries: a stamp and a SQLite rowid, checked as the catalog will bind them
-    (a rowid past 64 bits, text that is not UTF-8, would fail in SQLite)."""
-    try:
-        created, rowid = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(created, str) or not created.isascii() or len(created) > 64:
-            raise ValueError
-        if isinstance(rowid, bool) or not isinstance(rowid, int) or not 0 <= rowid < 1 << 63:
-            raise ValueError
-        return created, rowid
-    except (ValueError, TypeError, RecursionError):
-        raise OptionError("page_token", token, "a page_token from a next_page_url") from None
 
 
 __all__ = ["ApiError", "ApiServer"]
