@@ -260,3 +260,65 @@ def test_errors_have_twilios_shape_so_the_sdk_raises_with_the_status(api, twilio
     nothing = requests.get(f"{api.url}/2010-04-01/Accounts/{twilio.account_sid}/Recordings.json", timeout=5)
     assert nothing.status_code == 401 and nothing.headers["WWW-Authenticate"].startswith("Basic ")
     assert nothing.json()["code"] == 20003
+
+
+def test_a_twilio_format_callback_from_the_box_validates_and_its_recording_url_takes_an_extension(tmp_path):
+    """End to end, as a Twilio-built central server sees a box: every callback of a recording passes Twilio's
+    ``RequestValidator``, carries a ``RecordingUrl``, and that URL with ``.mp3`` or ``.wav`` appended downloads
+    the recording without credentials, as Twilio's media URLs do."""
+    import io
+    from urllib.parse import parse_qsl
+
+    import soundfile as sf
+    from twilio.request_validator import RequestValidator
+
+    from .test_api import Running
+
+    secret = "twilio-auth-token-of-the-central-server"
+    with FlakyHttpServer() as hooks:
+        events = {
+            "callback_format": "twilio",
+            "signing_secret": secret,
+            "webhook": hooks.url + "/hook",
+            "webhook_events": "in-progress completed",
+        }
+        box = Running(tmp_path, sections={"events": events})
+        try:
+            done = _record(box, 1.0)
+            deadline = time.monotonic() + 15
+            while len(hooks.received) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            got = [dict(parse_qsl(r.body.decode(), keep_blank_values=True)) for r in hooks.received]
+            assert [g["RecordingStatus"] for g in got] == ["in-progress", "completed"], got
+            validator = RequestValidator(secret)
+            for received, fields in zip(hooks.received, got, strict=True):
+                assert validator.validate(hooks.url + "/hook", fields, received.header("X-Twilio-Signature"))
+                assert fields["RecordingSid"] == done["id"] and fields["RecordingUrl"], fields
+            url = got[-1]["RecordingUrl"]
+            plain = requests.Session()
+            plain.trust_env = False  # no credentials, no proxy: the link alone
+            early = plain.get(got[0]["RecordingUrl"] + ".mp3", timeout=10)  # the in-progress callback's link
+            assert early.status_code == 200, "its recording has finished since: the same link serves it"
+            mp3 = plain.get(url + ".mp3", timeout=10)
+            assert mp3.status_code == 200 and mp3.headers["Content-Type"] == "audio/mpeg"
+            wav = plain.get(url + ".wav", timeout=10)
+            assert wav.status_code == 200
+            audio, rate = sf.read(io.BytesIO(wav.content), dtype="int16")
+            assert rate == 8000 and len(audio) == round(done["duration"] * rate)
+            assert plain.get(url.replace(done["id"], "RE" + "0" * 32) + ".mp3", timeout=10).status_code == 403
+        finally:
+            box.stop()
+
+
+def test_a_recordings_link_answers_404_until_it_has_media(api):
+    """Every callback carries a RecordingUrl, the in-progress ones too: fetched before the recording has
+    media, it answers 404 saying so, never a 5xx."""
+    rec = api.post("/v1/recordings", {"format": "wav"}).json()["recording"]
+    try:
+        url = api.box.api.recording_url(api.box.catalog.get(rec["id"]))
+        plain = requests.Session()
+        plain.trust_env = False
+        early = plain.get(url + ".mp3", timeout=10)
+        assert early.status_code == 404 and early.json()["code"] == "no_media", early.text
+    finally:
+        api.post(f"/v1/recordings/{rec['id']}", {"status": "stopped"})

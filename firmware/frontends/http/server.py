@@ -436,11 +436,12 @@ class ApiServer:
         """A link to the recording's media without an extension, Twilio's ``RecordingUrl``: it serves the
         recording's own format, and the client may append ``.wav`` or ``.mp3`` (and ``?RequestedChannels=1``).
         It works without a token until it expires (``[http] media_link_seconds``), for that recording only.
-        None when the recording has no media.
+        Every recording has one, as every Twilio callback has a ``RecordingUrl``: until the recording has
+        media (in progress), and when it has none (absent), the link answers 404 saying so.
 
         ``{base_url}/v1/links/{expires}/{signature}/recordings/{id}``: one HMAC, no I/O.
         """
-        if not row.get("path") or not row.get("id"):
+        if not row.get("id"):
             return None
         expires, signature = self.signer.sign_recording(row["id"])
         return f"{self.base_url}{LINKS}{expires}/{signature}/recordings/{row['id']}"
