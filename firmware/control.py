@@ -273,6 +273,14 @@ class Control:
 
         return TWILIO_SOURCES.get(source or "", "StartCallRecordingAPI")
 
+    @staticmethod
+    def twilio_error_code(row: Mapping[str, Any]) -> int | None:
+        """Why a recording is absent or failed, as a number of Twilio's error dictionary (its callbacks' too)."""
+        from .delivery.webhooks import twilio_error_code
+
+        code = twilio_error_code(str(row.get("status") or ""), row.get("end_reason"))
+        return None if code is None else int(code)
+
     def figures(self) -> dict[str, Any]:
         """The box's figures, for metrics."""
         state = self.state()

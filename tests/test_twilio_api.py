@@ -322,3 +322,16 @@ def test_a_recordings_link_answers_404_until_it_has_media(api):
         assert early.status_code == 404 and early.json()["code"] == "no_media", early.text
     finally:
         api.post(f"/v1/recordings/{rec['id']}", {"status": "stopped"})
+
+
+def test_an_absent_recording_has_the_error_code_its_callbacks_say(api, twilio):
+    """Twilio gives an absent recording a number from its error dictionary; the box gives the one its
+    twilio-format callbacks carry. The rows are set as the journal leaves a recording that ended with no
+    input and one that failed (a real one of each needs a silent line and a failing card)."""
+    from firmware.delivery.webhooks import TWILIO_ERROR_CODES
+
+    silent, broken = _record(api, 0.3), _record(api, 0.3)
+    api.box.catalog.update(silent["id"], status="absent", end_reason="no_input")
+    api.box.catalog.update(broken["id"], status="failed", end_reason="error")
+    assert twilio.recordings(silent["id"]).fetch().error_code == int(TWILIO_ERROR_CODES["no_input"])
+    assert twilio.recordings(broken["id"]).fetch().error_code == int(TWILIO_ERROR_CODES["failed"])

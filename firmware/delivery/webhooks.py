@@ -632,13 +632,29 @@ def _twilio(event: Mapping[str, Any]) -> dict[str, str]:
         RecordingTrack=str(data.get("track") or "both"),
     )
     if status == "absent":
-        if data.get("state") == "no_input":
-            fields["ErrorCode"] = TWILIO_ERROR_CODES["no_input"]
-        elif data.get("status") == "failed" or data.get("state") == "error" or event.get("type") == "recording.error":
-            fields["ErrorCode"] = TWILIO_ERROR_CODES["failed"]
-        else:  # finished, with nothing in it (nothing left after trimming)
-            fields["ErrorCode"] = TWILIO_ERROR_CODES["empty"]
+        failed = (
+            data.get("status") == "failed" or data.get("state") == "error" or event.get("type") == "recording.error"
+        )
+        reason = "no_input" if data.get("state") == "no_input" else data.get("end_reason")
+        fields["ErrorCode"] = twilio_error_code("failed" if failed else "absent", reason) or ""
     return fields
+
+
+def twilio_error_code(status: str, end_reason: str | None) -> str | None:
+    """The ErrorCode of Twilio's error dictionary for a recording that is ``absent`` or ``failed`` (``status``),
+    by why it ended (``TWILIO_ERROR_CODES``); None for one that is not. The twilio-format callbacks and the
+    Twilio-compatible API both say it.
+
+    >>> twilio_error_code("absent", "no_input"), twilio_error_code("absent", "stop"), twilio_error_code("completed", "stop")
+    ('16102', '16101', None)
+    """
+    if status not in ("absent", "failed"):
+        return None
+    if end_reason == "no_input":
+        return TWILIO_ERROR_CODES["no_input"]
+    if status == "failed":
+        return TWILIO_ERROR_CODES["failed"]
+    return TWILIO_ERROR_CODES["empty"]  # finished, with nothing in it (nothing left after trimming)
 
 
 def _signalwire(event: Mapping[str, Any]) -> dict[str, Any]:

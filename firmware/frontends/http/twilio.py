@@ -38,8 +38,9 @@ Fields, Twilio's from ours (SPEC section 3):
 ``source``                  ``Control.twilio_source``: ``DialVerb`` for ``auto``, else
                             ``StartCallRecordingAPI``, as the callbacks' ``RecordingSource``
 ``track``                   ``track``
-``error_code``              null: the box's reasons are not numbers of Twilio's error dictionary; ``/v1``
-                            has ``end_reason``, ``error_code`` and ``error_message``
+``error_code``              for an absent or failed recording, the number of Twilio's error dictionary its
+                            twilio-format callbacks say (``webhooks.TWILIO_ERROR_CODES``); else null.
+                            ``/v1`` has ``end_reason``, ``error_code`` and ``error_message``
 ``price``, ``price_unit``   null
 ``encryption_details``      ``encryption`` (null unless encrypted at rest; how to decrypt it)
 ``uri``                     ``/2010-04-01/Accounts/{AccountSid}/Recordings/{Sid}.json``
@@ -348,7 +349,7 @@ class TwilioRecordings:
             "status": status or STATUSES[Status(row["status"])],
             "channels": int(row["channels"]),
             "source": self.control.twilio_source(row.get("source")),
-            "error_code": None,
+            "error_code": self.control.twilio_error_code(row),
             "track": row["track"],
             "uri": f"{PREFIX}Accounts/{account}/Recordings/{sid}.json",
             "encryption_details": row.get("encryption") or None,
