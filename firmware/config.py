@@ -18,6 +18,7 @@ config defaults``), ``reference()`` as the Markdown reference in
 from __future__ import annotations
 
 import base64
+import difflib
 import hashlib
 import hmac
 import math
@@ -702,7 +703,10 @@ def _keys_of(section: str, given: Mapping[str, Any], keys: Mapping[str, Key], so
     """The values of one table checked against its keys, with the defaults of those not given."""
     extra = sorted(set(given) - set(keys))
     if extra:
-        shown = _shown(given[extra[0]], secret=False)
+        # A misspelt secret key (pasword, command_tokn) holds a secret all the same.
+        secrets = [name for name, spec in keys.items() if spec.secret or _SECRET_NAME.search(name)]
+        secret = bool(_SECRET_NAME.search(extra[0]) or difflib.get_close_matches(extra[0], secrets, cutoff=0.75))
+        shown = _shown(given[extra[0]], secret=secret)
         raise ConfigError(section, extra[0], shown, "unknown key; the keys are " + ", ".join(keys), source)
     values = {}
     for key, spec in keys.items():
@@ -712,6 +716,10 @@ def _keys_of(section: str, given: Mapping[str, Any], keys: Mapping[str, Key], so
         except ValueError as exc:
             raise ConfigError(section, key, _shown(value, spec.secret), str(exc), source) from None
     return values
+
+
+#: Key names that say their value is a secret (the rule ``redact`` applies to query parameters).
+_SECRET_NAME = re.compile(r"token|secret|pass|pw|jwt|bearer|key|sig|auth|credential", re.IGNORECASE)
 
 
 def _shown(value: Any, secret: bool) -> Any:

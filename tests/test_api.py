@@ -92,9 +92,35 @@ def test_failed_logins_are_limited_and_audited(api):
         for _ in range(7)
     ]
     assert codes[:5] == [401] * 5 and codes[5:] == [429, 429]
-    assert api.get("/v1/recordings").status_code == 429  # the address is blocked, even with the right token
+    # A token of 128 random bits cannot be guessed: the central server behind the same address (a reverse
+    # proxy, a NAT) goes on working while the guesser waits.
+    assert api.get("/v1/recordings").status_code == 200
     audit = api.box.catalog.query("SELECT action, actor FROM audit")
     assert [a["action"] for a in audit].count("failed_login") == 5
+
+
+def test_a_token_that_is_not_utf8_and_a_bent_link_are_failed_logins_like_any_other(api):
+    """Bytes that are not UTF-8 in a bearer token are a wrong token (401, counted), not a 400 about codecs;
+    a bent signed link is a failed login too, so neither kind of guessing escapes the limit (5 here)."""
+    import http.client
+
+    def raw_token() -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+        conn.putrequest("GET", "/v1/recordings")
+        conn.putheader("Authorization", b"Bearer \xff\xfe")
+        conn.endheaders()
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    assert [raw_token() for _ in range(3)] == [401] * 3
+    bent = requests.get(f"{api.url}/v1/links/9999999999/{'0' * 64}/recordings/RE{'1' * 32}.wav", timeout=5)
+    assert bent.status_code == 403
+    query = requests.get(f"{api.url}/v1/recordings/RE{'1' * 32}.wav?expires=9999999999&signature=00", timeout=5)
+    assert query.status_code == 403
+    assert raw_token() == 429, "five failures of either kind block the address for guessing"
+    audit = [a["action"] for a in api.box.catalog.query("SELECT action FROM audit")]
+    assert audit.count("failed_login") == 5
 
 
 def test_start_pause_resume_stop_and_current(api):
@@ -392,7 +418,9 @@ def vonage_box(tmp_path, vonage_keys):
     """A box whose API takes the JWTs of one Vonage application for media, its public key in a file."""
     key_file = tmp_path / "vonage-application.pub"
     key_file.write_text(vonage_keys[1])
-    running = Running(tmp_path / "box", vonage_public_key=str(key_file), vonage_application_id=VONAGE_APP)
+    running = Running(
+        tmp_path / "box", vonage_public_key=str(key_file), vonage_application_id=VONAGE_APP, failed_logins=6
+    )
     yield running
     running.stop()
 
@@ -459,6 +487,10 @@ def test_forged_expired_or_foreign_vonage_jwts_are_refused_as_failed_logins(vona
         (_unsigned({"alg": "none", "typ": "JWT"}, claims), "RS256"),
         (_unsigned({"alg": "HS256", "typ": "JWT"}, claims, vonage_keys[1].encode()), "RS256"),  # key confusion
         (JwtClient("ffffffff-bbbb-4ccc-8ddd-0123456789ab", vonage_keys[0]).generate_application_jwt(), "application"),
+        (  # a JWT good for thirty years is a key that never expires
+            JwtClient(VONAGE_APP, vonage_keys[0]).generate_application_jwt({"exp": now + 30 * 365 * 86400}),
+            "lifetime",
+        ),
     ]
     url = f"{api.url}/v1/recordings/{done['id']}.wav"
     for jwt, words in cases:
@@ -468,10 +500,12 @@ def test_forged_expired_or_foreign_vonage_jwts_are_refused_as_failed_logins(vona
         message = refused.json()["message"]
         assert "Vonage JWT" in message and words in message, message
     audit = [a["action"] for a in api.box.catalog.query("SELECT action FROM audit")]
-    assert audit.count("failed_login") == len(cases) == 5
+    assert audit.count("failed_login") == len(cases) == 6
     good = JwtClient(VONAGE_APP, vonage_keys[0]).generate_application_jwt().decode()
-    blocked = requests.get(url, headers={"Authorization": f"Bearer {good}"}, timeout=5)
-    assert blocked.status_code == 429  # failed_logins = 5: the address waits, whatever it sends next
+    still = requests.get(url, headers={"Authorization": f"Bearer {good}"}, timeout=5)
+    assert still.status_code == 200  # a signed JWT cannot be guessed: the block stops the guesser only
+    guess = requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert guess.status_code == 429  # failed_logins = 6: the address may not guess on
 
 
 def test_the_vonage_keys_are_checked_when_the_config_loads(tmp_path, vonage_keys):
@@ -517,3 +551,19 @@ def test_the_vonage_keys_are_checked_when_the_config_loads(tmp_path, vonage_keys
     with pytest.raises(cfg.ConfigError, match="vonage_application_id") as not_uuid:
         cfg.parse({"http": {**base, "vonage_application_id": "my-app"}})
     assert "UUID" in str(not_uuid.value)
+
+
+def test_a_blocked_address_may_not_try_the_basic_password_even_when_it_is_right(tmp_path):
+    """The Basic password is what a guesser could find: once an address is blocked it waits, right password
+    or not; a token still goes through."""
+    password = "correct-horse-battery-staple"
+    box = Running(tmp_path, username="desk", password=password)
+    try:
+        for _ in range(5):
+            assert (
+                requests.get(box.url + "/v1/recordings", auth=("desk", "wrong-password"), timeout=5).status_code == 401
+            )
+        assert requests.get(box.url + "/v1/recordings", auth=("desk", password), timeout=5).status_code == 429
+        assert box.get("/v1/recordings").status_code == 200
+    finally:
+        box.stop()

@@ -42,6 +42,9 @@ def test_a_file_overrides_defaults_and_recording_options(tmp_path):
         ("[audio]\nsample_rate = 44100\n", "[audio] sample_rate = 44100: expected 8000 or 16000"),
         ("[audio]\nperiod_ms = 5\n", "[audio] period_ms = 5: expected a whole number from 10 to 40"),
         ("[audio]\ncapturee = 'hw:1'\n", "[audio] capturee = 'hw:1': unknown key"),
+        # a misspelt secret is a secret all the same
+        ("[http]\npasword = 'hunter2hunter2'\n", "[http] pasword = '(hidden)': unknown key"),
+        ("[mqtt]\ncommand_tokn = 's3cr3t'\n", "[mqtt] command_tokn = '(hidden)': unknown key"),
         ("[audoi]\n", "[audoi]: unknown section"),
         ("[recording]\nformat = 'ogg'\n", "[recording] format = 'ogg': expected one of wav, mp3"),
         ("[recording]\nchannels = 'dual'\n", "[recording] channels = 'dual': needs [audio] channels = 2"),

@@ -500,6 +500,22 @@ def test_a_password_in_the_url_is_not_in_the_error(receiver):
     assert receiver.last.headers["authorization"].startswith("Basic ")
 
 
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_failed_callback_names_neither_its_secret_query_nor_the_media_link(receiver, method):
+    """TLS spoken to a plain-HTTP server fails inside requests, whose text repeats the request's URL: its
+    ``token`` and, for GET, the RecordingUrl that opens the recording. The error (logged, and kept in the
+    catalog with every retry) says what failed and nothing of either."""
+    url = receiver.url.replace("http://", "https://") + "?token=SUPERSECRET"
+    event = events()["finished"]
+    event["data"]["recording_url"] = "http://box/v1/links/1999999999/" + "ab" * 32 + "/recordings/" + REC_ID
+    with pytest.raises(DeliveryError) as caught:
+        deliver(Callback(url, method, "twilio"), event, timeout=2.0)
+    text = str(caught.value)
+    assert "SUPERSECRET" not in text and "abab" not in text and "links" not in text, text
+    assert "token=***" in text and "SSL" in text, text
+
+
 # Validation.
 
 
@@ -546,11 +562,12 @@ def test_a_twilio_format_callback_passes_twilio_s_request_validator(receiver, me
 
     secret = "c0ffee" * 6
     event = events()["finished"]
-    callback = Callback(receiver.url + "?site=7&desk=front", method, "twilio")
+    # the fragment is not sent, so it cannot be signed either
+    callback = Callback(receiver.url + "?site=7&desk=front#desk", method, "twilio")
     assert deliver(callback, event, timeout=2.0, secret=secret) == 200
     got = receiver.last
     url = receiver.url.rsplit("/hooks/", 1)[0] + got.path + ("?" + got.query if got.query else "")
-    params = dict(parse_qsl(got.body.decode())) if method == "POST" else {}
+    params = dict(parse_qsl(got.body.decode(), keep_blank_values=True)) if method == "POST" else {}
     validator = RequestValidator(secret)
     assert validator.validate(url, params, got.headers["x-twilio-signature"])
     assert not RequestValidator("another token").validate(url, params, got.headers["x-twilio-signature"])

@@ -136,6 +136,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -451,7 +452,8 @@ def render(callback: Callback, event: Mapping[str, Any]) -> tuple[str, str, dict
         body = urlencode(payload).encode("ascii")
     else:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return "POST", callback.url, headers, body
+    # A fragment is never sent: signed as it is not sent, a receiver's check (Twilio's, SignalWire's) would fail.
+    return "POST", urlunsplit(urlsplit(callback.url)._replace(fragment="")), headers, body
 
 
 def sign(body: bytes, secret: str, timestamp: int) -> str:
@@ -549,11 +551,11 @@ def deliver(
         requests.exceptions.InvalidSchema,
         requests.exceptions.MissingSchema,
     ) as exc:
-        raise DeliveryError(f"{method} {shown}: unusable URL ({exc})", permanent=True) from exc
+        raise DeliveryError(f"{method} {shown}: unusable URL ({_reason(exc)})", permanent=True) from exc
     except requests.ConnectionError as exc:
         raise DeliveryError(f"{method} {shown}: cannot connect ({_reason(exc)})", permanent=False) from exc
     except requests.RequestException as exc:
-        raise DeliveryError(f"{method} {shown}: {exc}", permanent=False) from exc
+        raise DeliveryError(f"{method} {shown}: {_reason(exc)}", permanent=False) from exc
     finally:
         if own:
             http.close()
@@ -837,12 +839,25 @@ def _check_url(url: Any) -> None:
         raise OptionError("status_callback", redact(url), allowed)
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
+    """What went wrong, naming no URL: requests' own texts repeat the whole request URL, whose query may hold a
+    secret of the callback URL's and, for GET, a media link that works without a token. The error is kept in
+    the catalog and logged, so only the innermost cause is told, with any URL in it cut out.
+
+    >>> _reason(ValueError("Max retries exceeded with url: /hook?token=s3cret (Caused by x)"))
+    'ValueError: Max retries exceeded with <url> (Caused by x)'
+    """
     text = str(exc)
     for marker in ("Connection refused", "Name or service not known", "No route to host", "Network is unreachable"):
         if marker in text:
             return marker.lower()
-    return text
+    while exc.__context__ is not None and str(exc.__context__):  # requests nests urllib3's, and those the OS's
+        exc = exc.__context__
+    return f"{type(exc).__name__}: {_URL_IN_TEXT.sub('<url>', str(exc))}"
+
+
+#: A URL, or the path and query requests and urllib3 quote after "url:", in an exception's text.
+_URL_IN_TEXT = re.compile(r"url: \S+|\S+://\S+|/\S*\?\S+")
 
 
 def _snippet(response: requests.Response) -> str:

@@ -83,7 +83,8 @@ class Auth:
             return None
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer":
-            return self._token(value.strip().encode())
+            # surrogateescape: the header's bytes as they came, so one that is not UTF-8 is a wrong token
+            return self._token(value.strip().encode("utf-8", "surrogateescape"))
         if scheme.lower() == "basic":
             try:
                 user, _, password = base64.b64decode(value.strip(), validate=True).partition(b":")
@@ -217,11 +218,13 @@ class VonageJwt:
 
     The algorithm is pinned to RS256, so ``alg: none`` and an HS256 token keyed with the public key (which
     anyone has) are refused; ``exp`` and ``iat`` are checked with ``LEEWAY`` seconds for clocks that differ,
-    and ``application_id`` must be the configured application's. ``check(token)`` names the caller for the
-    audit log or raises ``JwtRefused`` saying what is wrong.
+    and ``application_id`` must be the configured application's; a JWT may be good for ``MAX_LIFETIME`` at
+    most (Vonage's libraries make them for 15 minutes), so a leaked one does not open media for years.
+    ``check(token)`` names the caller for the audit log or raises ``JwtRefused`` saying what is wrong.
     """
 
     LEEWAY = 30
+    MAX_LIFETIME = 86400
     REQUIRED = ("application_id", "iat", "exp", "jti")
 
     def __init__(self, public_key: str, application_id: str) -> None:
@@ -258,6 +261,11 @@ class VonageJwt:
             raise JwtRefused("the Vonage JWT's signature does not match the application's public key") from None
         except jwt.InvalidTokenError as exc:
             raise JwtRefused(f"the Vonage JWT is not valid: {exc}") from None
+        lifetime = claims["exp"] - claims["iat"]
+        if not isinstance(lifetime, int | float) or lifetime > self.MAX_LIFETIME:
+            raise JwtRefused(
+                f"the Vonage JWT's lifetime (exp - iat) is over {self.MAX_LIFETIME} s; make one that expires sooner"
+            )
         given = claims["application_id"]
         if not isinstance(given, str) or given.lower() != self.application_id:
             raise JwtRefused(f"the Vonage JWT is for application {_shown(given)}, not this box's")
