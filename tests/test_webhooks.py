@@ -500,7 +500,6 @@ def test_a_password_in_the_url_is_not_in_the_error(receiver):
     assert receiver.last.headers["authorization"].startswith("Basic ")
 
 
-
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_a_failed_callback_names_neither_its_secret_query_nor_the_media_link(receiver, method):
     """TLS spoken to a plain-HTTP server fails inside requests, whose text repeats the request's URL: its
