@@ -17,6 +17,8 @@ import soundfile as sf
 from .interface import Chunk, DeviceUnavailable, as_mono_int16
 
 SAMPLE_RATES = (8000, 16000)
+#: Periods ``WavCapture`` reads from its file at a time (half a second at 20 ms).
+READ_PERIODS = 25
 
 
 class AudioFileError(DeviceUnavailable, ValueError):
@@ -71,6 +73,10 @@ class WavCapture:
         self._sleep = sleep
         self._file: sf.SoundFile | None = None
         self._anchor = (0.0, 0)  # (clock time, position) that pacing counts from
+        # Read ahead READ_PERIODS periods at a time and served from memory: a read from the file costs
+        # several times what serving a period does, and at real time the simulator should cost what a
+        # device does, not what libsndfile's per-call overhead does.
+        self._ahead = np.zeros((0, self.channels), np.int16)
 
     def __repr__(self) -> str:
         return f"WavCapture({str(self.path)!r})"
@@ -82,15 +88,19 @@ class WavCapture:
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise AudioFileError(f"{self.path}: cannot open ({exc})") from None
         self._file.seek(min(self.position, self.frames))
+        self._ahead = np.zeros((0, self.channels), np.int16)
         self._anchor = (self._clock(), self.position)
 
     def read(self) -> Chunk | None:
         if self._file is None:
             raise RuntimeError(f"capture file {self.path} is not open")
-        try:
-            frames = self._file.read(self.period_frames, dtype="int16", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioFileError(f"{self.path}: audio data is damaged ({exc})") from None
+        if len(self._ahead) < self.period_frames:
+            try:
+                more = self._file.read(self.period_frames * READ_PERIODS, dtype="int16", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AudioFileError(f"{self.path}: audio data is damaged ({exc})") from None
+            self._ahead = np.concatenate([self._ahead, more]) if len(self._ahead) else more
+        frames, self._ahead = self._ahead[: self.period_frames], self._ahead[self.period_frames :]
         if len(frames) == 0:
             return None
         self.position += len(frames)
@@ -105,6 +115,7 @@ class WavCapture:
         """Move ``frames`` ahead without serving them (no pacing); returns how many were skipped."""
         skipped = max(0, min(frames, self.frames - self.position))
         self.position += skipped
+        self._ahead = np.zeros((0, self.channels), np.int16)
         if self._file is not None:
             self._file.seek(self.position)
         return skipped
