@@ -266,10 +266,12 @@ class Link:
             self._in_flight.clear()
             self._sent.clear()
             self._early.clear()
-        client.publish(self.topic("status"), "online", qos=1, retain=True)
+        # Subscribed first: the broker takes a connection's packets in order, so whoever sees "online" can
+        # command the box at once, rather than into a subscription that is not in place yet.
         client.subscribe(self.topic("cmd"), qos=1)
         for topic, _ in self.extra:
             client.subscribe(topic, qos=1)
+        client.publish(self.topic("status"), "online", qos=1, retain=True)
         self.connected.set()
         log.info("connected to %s:%d as %s", self.settings.host, self.settings.port, self.device_id)
         self.publish_state()
