@@ -446,3 +446,54 @@ def test_level_dbfs_reads_a_full_scale_sine_at_minus_3_db_and_silence_as_minus_i
     assert level_dbfs(np.stack([sine, sine], axis=1)) == pytest.approx(-3.01, abs=0.01)
     assert level_dbfs((sine // 10).reshape(-1, 1)) == pytest.approx(-23.01, abs=0.02)
     assert level_dbfs(np.zeros((0, 2), np.int16)) == -math.inf
+
+
+# -- the daemon's capture thread: blocks at real time, a period at once when the loop wants it -------------
+
+
+def _drain(thread, until):
+    """Items from the capture thread's queue until ``until(items)``, or 5 s."""
+    import contextlib
+    import queue as queues
+    import time
+
+    items, deadline = [], time.monotonic() + 5
+    while not until(items) and time.monotonic() < deadline:
+        with contextlib.suppress(queues.Empty):
+            items.append(thread.queue.get(timeout=0.1))
+    return items
+
+
+def test_the_capture_thread_hands_over_blocks_and_each_period_when_urgent(tmp_path):
+    """At real time the loop wakes once a block (four 20 ms periods here), not once a period; when it has
+    something to land at a sample it gets each period at once. Every frame arrives once, in order, and a
+    gap (an overrun) comes after what was read before it, never merged into a block."""
+    from firmware.daemon.capture import CaptureThread, Ended
+
+    rate = 8000
+    signal = counter_signal(2 * rate, rate, 1)
+    line = WavCapture(write_wav(tmp_path / "line.wav", signal, rate), 20)
+    capture = FaultyCapture(line, [Overrun(at_frame=rate, lost_frames=160)])
+    urgent_from = round(1.5 * rate)  # from 1.5 s on, the loop "has a control waiting"
+    thread = CaptureThread(capture, 2.0, lossless=True, block_frames=4 * 160, urgent=lambda n: n >= urgent_from)
+    capture.open()
+    thread.start()
+    try:
+        items = _drain(thread, lambda got: got and isinstance(got[-1], Ended))
+    finally:
+        thread.stop()
+    chunks = [i for i in items if isinstance(i, Chunk)]
+    sizes = [len(c.frames) for c in chunks]
+    assert isinstance(items[-1], Ended)
+    np.testing.assert_array_equal(
+        np.concatenate([c.frames for c in chunks]), np.concatenate([signal[:rate], signal[rate + 160 :]])
+    )
+    [gap_at] = [i for i, c in enumerate(chunks) if c.gap]
+    assert chunks[gap_at].gap == 160 and sizes[gap_at] == 160, "the gap's period alone"
+    assert sum(sizes[:gap_at]) == rate and all(s == 640 for s in sizes[: gap_at - 1]), "blocks up to the gap"
+    at, urgent = 0, []
+    for chunk in chunks:
+        at += chunk.gap + len(chunk.frames)
+        if at > urgent_from + 160:
+            urgent.append(len(chunk.frames))
+    assert urgent and set(urgent) == {160}, "once urgent, each period as it comes"

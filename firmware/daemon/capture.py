@@ -6,6 +6,13 @@ it miss a period. The queue holds ``[audio] buffer_seconds`` of audio; should
 the loop fall further behind, the oldest audio is dropped and counted as a gap
 (the timeline stays true), rather than blocking capture.
 
+At real time it hands the loop ``block_frames`` at a time (``BLOCK_SECONDS`` of
+the loop), several periods in one queue item: the loop then wakes once a block
+instead of once a period, which is most of what listening costs. Whenever the
+loop has something to land at a sample (``urgent``: a control waiting, a panel
+timer running, a scenario action due), each period goes at once instead, so
+nothing waits on the block.
+
 An unpaced simulated source (a WAV file fed as fast as possible, ALSA's file
 plugin) has no real time to keep up with: with ``lossless`` the thread waits
 for room in the queue instead of dropping audio.
@@ -24,6 +31,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from hal.audio import Capture, Chunk, DeviceLost, DeviceUnavailable
 
@@ -67,9 +76,15 @@ class CaptureThread:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         lossless: bool = False,
+        block_frames: int = 0,
+        urgent: Callable[[int], bool] | None = None,
     ) -> None:
         self.capture = capture
         self.lossless = lossless
+        self.block_frames = block_frames  # 0: each period as it comes
+        self.urgent = urgent  # given the frames captured so far: whether the loop wants them now
+        self.captured = 0
+        self._held: list = []  # periods read, not yet queued (block_frames)
         periods = max(2, round(buffer_seconds * capture.sample_rate / capture.period_frames))
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=periods)
         self.dropped_frames = 0
@@ -126,14 +141,34 @@ class CaptureThread:
                     self._reconnect(str(exc))
                     continue
                 if chunk is None:
+                    self._flush()
                     self._put(Ended())
                     return
-                self._put(chunk)
+                self._deliver(chunk)
         except Exception as exc:  # a bug or an unexpected device error: tell the loop, don't die silently
             log.exception("capture failed")
+            self._flush()
             self._put(Failed(f"capture failed: {exc}"))
 
+    def _deliver(self, chunk: Chunk) -> None:
+        """Queue ``chunk``, or hold it until a block is full or the loop wants it (see the module)."""
+        self.captured += chunk.gap + len(chunk.frames)
+        if not self.block_frames or chunk.gap:
+            self._flush()
+            self._put(chunk)
+            return
+        self._held.append(chunk.frames)
+        held = sum(len(f) for f in self._held)
+        if held >= self.block_frames or (self.urgent is not None and self.urgent(self.captured)):
+            self._flush()
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        if held:
+            self._put(Chunk(held[0] if len(held) == 1 else np.concatenate(held), 0))
+
     def _reconnect(self, reason: str) -> None:
+        self._flush()  # what was read before the loss goes first
         lost_at = self._clock()
         log.error("audio device lost: %s", reason)
         self._put(Lost(reason, lost_at))

@@ -74,11 +74,14 @@ SPACE_CHECK_SECONDS = 5.0
 SILENCE_DBFS = -100.0
 #: The most audio fed to the session in one call when the loop catches up.
 BATCH_SECONDS = 0.5
-#: Audio the loop gathers before it feeds the session at real time. The session's cost is mostly per call
-#: (the detectors' set-up, the bookkeeping), so feeding it 80 ms at a time costs about a third of feeding
-#: each 20 ms period. Nothing lands later than its sample for it: a control, a running panel timer or a
-#: scheduled scenario action has what is gathered fed first, and a key is heard at most this much later.
+#: Audio fed to the session at a time at real time, and handed over by the capture thread in one piece
+#: (``capture``). The session's cost is mostly per call (the detectors' set-up, the bookkeeping), and the
+#: loop's per turn: 80 ms at a time cost about a third of each 20 ms period. Nothing lands later than its
+#: sample for it: a control, a running panel timer or a scheduled scenario action has the audio handed over
+#: and fed at once, and a key is heard at most this much later.
 BLOCK_SECONDS = 0.08
+#: The longest the loop waits for audio before a turn of its own (timers, LED, watchdog).
+TURN_SECONDS = 0.1
 #: How often the state others read is refreshed when nothing changed (the level, free space);
 #: a recording's change refreshes it at once.
 STATE_SECONDS = 0.25
@@ -250,7 +253,14 @@ class AudioLoop:
             return False
         self.journal.cloud.timebase = Timebase(datetime.now(UTC), self.rate)
         self.mono_origin = time.monotonic()
-        capture = CaptureThread(self.hw.capture, self.settings.buffer_seconds, lossless=self.settings.unpaced)
+        capture = CaptureThread(
+            self.hw.capture,
+            self.settings.buffer_seconds,
+            lossless=self.settings.unpaced,
+            # at real time, a block per queue item (an unpaced source is gathered by the loop instead)
+            block_frames=0 if self.settings.unpaced else round(BLOCK_SECONDS * self.rate),
+            urgent=self._urgent,
+        )
         self.capture_thread = capture
         capture.start()
         self.notifier.ready(f"recording from {self.hw.describe}")
@@ -265,8 +275,8 @@ class AudioLoop:
         ended = False
         held: list[np.ndarray] = []  # audio gathered, not yet fed (BLOCK_SECONDS)
         while not self._stopping.is_set() and not ended:
-            try:
-                item = capture.queue.get(timeout=0.05)
+            try:  # a block comes every BLOCK_SECONDS; a turn without one keeps the timers and the watchdog going
+                item = capture.queue.get(timeout=TURN_SECONDS)
             except queue.Empty:
                 item = None
             if isinstance(item, Chunk) and not item.gap:
@@ -326,6 +336,18 @@ class AudioLoop:
             held.append(nxt.frames)
             frames += len(nxt.frames)
         return None
+
+    def _urgent(self, captured: int) -> bool:
+        """Whether the capture thread should hand over what it holds now rather than at the end of its block
+        (it asks after each period, from its own thread, with the frames captured so far): something is to
+        land at a sample, a control, a panel timer or a scenario action."""
+        if not self._controls.empty():
+            return True
+        panel = self.hw.panel
+        if panel is not None and panel.busy:
+            return True
+        scenario = self.hw.scenario
+        return scenario is not None and scenario.next_at is not None and captured >= scenario.next_at * self.rate
 
     def _due(self, held: list[np.ndarray]) -> bool:
         """Whether the audio gathered is to be fed now: a block of it, or less when something is to land at a
