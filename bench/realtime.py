@@ -16,6 +16,12 @@ Beside them, in the same run, the offline cost of the same audio: ``edge-recorde
 on the window's seconds of the call, CPU from ``getrusage``, as a share of the audio's duration, so the
 two figures compare like for like (what a second of audio costs live and as fast as it can go).
 
+And what the desk waits for (``latency``): the box run in this process at real-time pace with gpiozero's
+mock pins, the record button pressed ``BENCH_PRESSES`` times at random moments (a press, then a release
+after 0.3 s): wall time from the press to the LED's change, debounce (``[gpio] bounce_ms``, 30) included;
+and a DTMF start sequence (``*1``) in the audio, with a buzzer: wall time from the end of the sequence's
+last key, as the real-time pace plays it, to the start beep on the buzzer.
+
 Run: ``PYTHONPATH=. .venv/bin/python -m bench.realtime``.
 """
 
@@ -39,6 +45,7 @@ from tests.daemon_run import ROOT, write_toml
 from .calls import write_call
 
 SECONDS = float(os.environ.get("BENCH_REALTIME_SECONDS", 60))
+PRESSES = int(os.environ.get("BENCH_PRESSES", 20))
 WARMUP = float(os.environ.get("BENCH_REALTIME_WARMUP", 5))
 RATE = 16000
 TOKEN = "bench-token-0123456789abcdefghijklmnopqrstuvw"
@@ -117,6 +124,93 @@ def live(tmp: Path, name: str, wav: Path, sections: dict) -> dict:
     }
 
 
+def latency(tmp: Path) -> tuple[list[float], list[float]]:
+    """Seconds from each button press to the LED's change, and from the end of each key sequence to its beep."""
+    import random
+    import threading
+
+    from firmware import config as cfg
+    from firmware.daemon.app import Box
+    from firmware.media.synth import dtmf_tone
+
+    rng = random.Random(7)
+    rate = 8000
+    # The presses first, over PRESSES x 3 s of silence; then a key sequence *1 every 4 s (its last key ends
+    # at ``ends``), each starting a 1.5 s recording with its beep.
+    first = PRESSES * 3.0 + 5.0
+    audio = np.zeros(round((first + 120) * rate))
+    ends = []
+    starts = first + np.cumsum(np.random.default_rng(7).uniform(3.5, 4.5, 28))  # at every phase of a block
+    for start in starts:
+        at = round(start * rate)
+        for key in "*1":
+            tone = dtmf_tone(key, rate, 0.08)
+            audio[at : at + tone.size] = tone
+            at += tone.size + round(0.08 * rate)
+        ends.append((at - round(0.08 * rate)) / rate)
+    wav = tmp / "keys.wav"
+    sf.write(wav, np.round(audio).astype(np.int16), rate, subtype="PCM_16")
+    state = tmp / "latency"
+    sections = {
+        "device": {"id": "bench-box"},
+        "audio": {"sample_rate": rate, "channels": 1},
+        "recording": {"format": "wav", "beep": True, "max_length": 1.5},
+        "dtmf": {"start": "*1"},
+        "gpio": {"pin_factory": "mock", "buzzer": 22},
+        "spool": {"directory": str(state / "spool")},
+        "catalog": {"path": str(state / "catalog.sqlite3")},
+        "sim": {"enabled": True, "audio": str(wav), "pace": "realtime"},
+    }
+    box = Box(cfg.load(write_toml(tmp / "latency.toml", sections)))
+    runner = threading.Thread(target=box.run)
+    started = time.monotonic()
+    runner.start()
+    panel = box.hw.panel
+    button, led, buzzer = (panel.mock_pin(name) for name in ("record_button", "led", "buzzer"))
+    presses, beeps = [], []
+    try:
+        # the beeps of the key sequences: watched throughout; the presses go between the sequences
+        def watch_buzzer() -> None:
+            was = False
+            while runner.is_alive():
+                now, on = time.monotonic(), bool(buzzer.state)
+                if on and not was:
+                    beeps.append(now - started)
+                was = on
+                time.sleep(0.0005)
+
+        watcher = threading.Thread(target=watch_buzzer, daemon=True)
+        watcher.start()
+        time.sleep(1.0)
+        for _ in range(PRESSES):
+            time.sleep(rng.uniform(2.0, 2.6))
+            before = bool(led.state)
+            button.drive_low()
+            pressed = time.monotonic()
+            while bool(led.state) == before and time.monotonic() - pressed < 2:
+                time.sleep(0.0005)
+            presses.append(time.monotonic() - pressed)
+            time.sleep(0.3)
+            button.drive_high()
+        if bool(led.state):  # the last press started a recording: stop it before the sequences
+            button.drive_low()
+            time.sleep(0.3)
+            button.drive_high()
+        time.sleep(first + 120 - (time.monotonic() - started))
+    finally:
+        box.stop()
+        runner.join(timeout=30)
+    # a beep belongs to the sequence that ended last before it (the button's own recordings beep too)
+    anchor = box.loop.mono_origin - started
+    heard = []
+    for end in ends:
+        wall = anchor + end
+        after = [b - wall for b in beeps if 0 <= b - wall < 1.0]
+        if after:
+            heard.append(min(after))
+    return presses, heard
+
+
 def offline(tmp: Path, wav: Path, seconds: float) -> float:
     """CPU seconds per second of audio of ``edge-recorder record --format wav`` on ``seconds`` of ``wav``."""
     part = tmp / "offline.wav"
@@ -167,6 +261,7 @@ def main() -> None:
         finally:
             broker.stop()
         cost = offline(tmp, wav, SECONDS)
+        presses, beeps = latency(tmp)
     print(f"The daemon at real-time pace ({SECONDS:.0f} s measured after {WARMUP:.0f} s, 16 kHz 2-channel call):")
     print("| case | CPU, % of one core | loop turns per s | turn p50 | turn p99 | turn max |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -180,6 +275,12 @@ def main() -> None:
         f"audio's duration ({cost * 3600:.1f} CPU s per audio hour); recording live costs "
         f"{results['recording']['share'] / cost:.0f}x that"
     )
+    for what, waits in (("button press to LED", presses), ("end of a key sequence to its beep", beeps)):
+        w = np.array(waits) * 1000
+        print(
+            f"{what}: {len(w)} measured, median {np.median(w):.0f} ms, p90 {np.percentile(w, 90):.0f} ms, "
+            f"max {w.max():.0f} ms"
+        )
     print(f"realtime benchmark took {time.perf_counter() - started:.0f} s")
 
 

@@ -298,3 +298,21 @@ def test_a_sequence_that_does_not_act_on_a_recording_leaves_silence_not_its_tone
     assert [e.reason for e in r.events if type(e).__name__ == "Rejected"] == [
         "a recording is already active; the start sequence started none"
     ]
+
+
+def test_the_session_says_while_a_key_is_down_or_a_sequence_part_way_keyed():
+    """``keying`` is what a live caller reads to feed the session period by period rather than in blocks
+    (the daemon's capture and loop): true from a key proven down to its end, and while a sequence waits for
+    its next key; false on a quiet line and once the sequence is done."""
+    frames = line(4.0, [("*", 1.0), ("1", 1.3)], tone=0.12)
+    r = sig.Run(R, 2, rules=rules(), button_options=dual())
+    said = []
+    for at in range(0, len(frames), R // 50):
+        r.feed(frames[at : at + R // 50], piece=0.02)
+        said.append((at + R // 50, r.core.keying))
+    keying = [end for end, on in said if on]
+    assert keying, "a key was down at some point"
+    assert min(keying) > 1.0 * R and min(keying) < 1.0 * R + 0.1 * R, "from the first key, within its proof"
+    assert all(1.0 * R < end <= 1.3 * R + 0.2 * R for end in keying), "only while the sequence is keyed"
+    assert not [on for end, on in said if end > 1.6 * R and on], "done once the sequence acted"
+    assert r.of(Started), "the sequence started a recording"

@@ -191,6 +191,7 @@ class Recorder:
         self._queue: list[tuple[int, int, c.Control]] = []
         self._order = 0
         self._dtmf = {name: DtmfDetector(self.rate) for name in layout.tracks()}
+        self._down: set[tuple[str, str]] = set()  # (track, key) proven down and not yet up
         self._vad = {name: vad.SpeechDetector(self.rate) for name in layout.tracks()}
         self._vad_history: dict[str, list[vad.Blocks]] = {name: [] for name in layout.tracks()}
         self._ring = _Ring(round(MAX_PRE_ROLL * self.rate), layout.channels)
@@ -206,6 +207,12 @@ class Recorder:
     def state_of(self, recording_id: str) -> State | None:
         act = self._active.get(recording_id)
         return act.state if act else None
+
+    @property
+    def keying(self) -> bool:
+        """A key is down, or a key sequence is part-way keyed: what comes next may act within a period
+        (a sequence's last key up starts a recording and its beep), so a live caller feeds it promptly."""
+        return bool(self._down) or (self.sequences is not None and self.sequences.pending is not None)
 
     def speech_span(self, since: int, sensitivity: float) -> tuple[int, int] | None:
         """The ends of the first and the last 10 ms blocks after sample ``since`` that hold speech on any
@@ -540,14 +547,15 @@ class Recorder:
             out.append(ev.Rejected(match, str(exc)))
         return out
 
-    @staticmethod
-    def _keys(track: str, found: list[KeyDown | KeyUp], downs: list[tuple[str, KeyDown]]) -> list[ev.Event]:
+    def _keys(self, track: str, found: list[KeyDown | KeyUp], downs: list[tuple[str, KeyDown]]) -> list[ev.Event]:
         """Collect proven keys into ``downs``; return the ended ones as events."""
         out: list[ev.Event] = []
         for item in found:
             if isinstance(item, KeyDown):
                 downs.append((track, item))
+                self._down.add((track, item.key))
             else:
+                self._down.discard((track, item.key))
                 out.append(ev.Key(item.key, track, item.start, item.end))
         return out
 

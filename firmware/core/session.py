@@ -125,6 +125,10 @@ class Session:
         return self.recorder.state_of(recording_id)
 
     @property
+    def keying(self) -> bool:
+        return self.recorder.keying
+
+    @property
     def call_id(self) -> str | None:
         return self.recorder.call_id
 

@@ -286,9 +286,11 @@ class AudioLoop:
                 self._feed_held(held)  # all audio before a device message or a gap goes first
             ended = self._take(item) if item is not None else False
             self._tick()  # panel timers first: a press they complete is applied at once below
-            if held and not self._controls.empty():
-                self._feed_held(held)  # a control lands after every sample received before it
-            self._run_controls()
+            if not self._controls.empty():
+                if held:
+                    self._feed_held(held)  # a control lands after every sample received before it
+                self._run_controls()
+                self._set_led()  # now, not a block later: the desk sees the press take
             if self.between is not None:
                 self.between()
         if held:
@@ -340,8 +342,9 @@ class AudioLoop:
     def _urgent(self, captured: int) -> bool:
         """Whether the capture thread should hand over what it holds now rather than at the end of its block
         (it asks after each period, from its own thread, with the frames captured so far): something is to
-        land at a sample, a control, a panel timer or a scenario action."""
-        if not self._controls.empty():
+        land at a sample, a control, a panel timer or a scenario action, or is to be heard soon: a key is
+        down or a key sequence part-way keyed (its last key's end starts a recording and its beep)."""
+        if not self._controls.empty() or self.session.keying:
             return True
         panel = self.hw.panel
         if panel is not None and panel.busy:
@@ -351,9 +354,9 @@ class AudioLoop:
 
     def _due(self, held: list[np.ndarray]) -> bool:
         """Whether the audio gathered is to be fed now: a block of it, or less when something is to land at a
-        sample (a scenario action, a panel timer)."""
+        sample (a scenario action, a panel timer) or to be heard soon (a key down, a sequence being keyed)."""
         frames = sum(len(f) for f in held)
-        return frames >= min(round(BLOCK_SECONDS * self.rate), self._batch_limit())
+        return frames >= min(round(BLOCK_SECONDS * self.rate), self._batch_limit()) or self.session.keying
 
     def _feed_held(self, held: list[np.ndarray]) -> None:
         self.feed(held[0] if len(held) == 1 else np.concatenate(held))
