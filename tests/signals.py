@@ -131,3 +131,82 @@ class Run:
         rid = recording_id or self.finished[0].recording.id
         parts = self.audio.get(rid, [])
         return np.concatenate(parts) if parts else np.zeros((0, 1), np.int16)
+
+
+# -- caller-like DTMF material (tests/test_dtmf.py and bench/dtmf_accuracy.py) ---------------------
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of pink noise (power falling 3 dB an octave, 1/f, from the lowest
+    frequency ``n`` samples hold) with an RMS of 1: white noise shaped in the frequency domain."""
+    spectrum = np.fft.rfft(rng.normal(0, 1, n))
+    spectrum[0] = 0
+    spectrum[1:] /= np.sqrt(np.arange(1, spectrum.size))
+    y = np.fft.irfft(spectrum, n)
+    return y / np.sqrt(np.mean(y**2))
+
+
+def mulaw(x: np.ndarray) -> np.ndarray:
+    """``x`` (int16 scale) through ITU-T G.711 mu-law and back: each sample's 8-bit code
+    (sign, 3-bit segment, 4-bit step, on the 14-bit magnitude) decoded to the middle of its step."""
+    v = np.clip(np.round(x), -32768, 32767).astype(np.int64)
+    magnitude = np.minimum(np.abs(v), 32635) + 0x84
+    segment = np.floor(np.log2(magnitude)).astype(np.int64) - 7
+    step = (magnitude >> (segment + 3)) & 0x0F
+    decoded = (((step << 3) + 0x84) << segment) - 0x84
+    return np.where(v < 0, -decoded, decoded).astype(np.float64)
+
+
+def active_power(x: np.ndarray, rate: int) -> float:
+    """Active speech power, simplified from ITU-T P.56: the mean power of the 10 ms frames
+    no more than 15.9 dB below that mean."""
+    frame = rate // 100
+    power = np.mean(x[: x.size // frame * frame].reshape(-1, frame) ** 2, axis=1)
+    level = float(np.mean(power))
+    for _ in range(20):
+        level = float(np.mean(power[power >= level * 10 ** (-15.9 / 10)]))
+    return level
+
+
+def caller_keys(
+    rate: int,
+    rng: np.random.Generator,
+    count: int,
+    *,
+    seconds: tuple[float, float] = (0.05, 0.25),
+    gaps: tuple[float, float] = (0.05, 0.5),
+    dbfs: tuple[float, float] = (-25.0, -8.0),
+    twist: tuple[float, float] = (-5.0, 3.0),
+    deviation: tuple[float, float] = (-0.01, 0.01),
+    repeats: float = 0.5,
+) -> tuple[np.ndarray, list[tuple[str, int, int]], float]:
+    """``count`` keys as a caller presses them, after a gap: each tone and gap drawn from
+    ``seconds`` and ``gaps``, one level per caller (``dbfs`` per tone, +-1 dB a key), and per key
+    a twist and a frequency error. A share ``repeats`` of the keys repeat a key: half the one
+    just pressed (``11``), half the one before it (``545``).
+
+    Returns the signal, the presses as ``(key, first sample, end sample)``, and the power of a
+    key at the caller's level (both tones, no twist), to set noise and speech against.
+    """
+    from firmware.core.dtmf import KEYS
+
+    level = rng.uniform(*dbfs)
+    parts = [np.zeros(round(rng.uniform(*gaps) * rate))]
+    at = parts[0].size
+    presses: list[tuple[str, int, int]] = []
+    for i in range(count):
+        u = rng.uniform()
+        if i >= 1 and u < repeats / 2:
+            k = presses[-1][0]
+        elif i >= 2 and u < repeats:
+            k = presses[-2][0]
+        else:
+            k = KEYS[rng.integers(len(KEYS))]
+        tone = dtmf_tone(
+            k, rate, rng.uniform(*seconds), level + rng.uniform(-1, 1), rng.uniform(*twist), rng.uniform(*deviation)
+        )
+        gap = np.zeros(round(rng.uniform(*gaps) * rate))
+        presses.append((k, at, at + tone.size))
+        parts += [tone, gap]
+        at += tone.size + gap.size
+    return np.concatenate(parts), presses, (32767 * 10 ** (level / 20)) ** 2

@@ -155,3 +155,96 @@ def test_keys_over_speech_are_found():
     for i, k in enumerate("36#"):
         starts.append(sig.place(talk, sig.key(k, rate, 0.08, dbfs=-8), 0.8 + i * 1.2, rate))
     assert [e.key for e in detect(talk, rate)] == list("36#")
+
+
+# -- issue 15: keys pressed again, and answers whatever the piece size ------------------------------
+
+#: The report's timings: a 5 at 8.935-9.031 s, a 4, and the 5 again at 9.416 s (which came out as
+#: one 5 at 9.416-9.416 s and the repeat); and the same key pressed twice.
+REPORTED = {
+    "545": ((8.935, 9.031), (9.18, 9.29), (9.416, 9.512)),
+    "11": ((8.935, 9.031), (9.416, 9.512)),
+}
+#: Where speech over those keys made the detector before the fix report a key 29 ms (545) or 47 ms
+#: (11) after its onset: text, voice, pitch, and how long before the first key the speech begins.
+SPOKEN_OVER = {"545": (TALK[1], "en+f3", 70, 4.2), "11": (TALK[0], "en-gb", 30, 0.1)}
+
+
+def pressed_again(keys: str, rate: int, over: str) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """The report's keys at -16 dBFS a tone (the repeat -15), either as a line carries them (twist
+    -5 dB, 1 % off, pink noise at 24 dB SNR, G.711 mu-law) or spoken over at -10 dB (speech-to-tone)."""
+    x = np.zeros(round(10 * rate))
+    presses = []
+    for i, (k, (start, end)) in enumerate(zip(keys, REPORTED[keys], strict=True)):
+        # One phone: the same frequency error and twist each time; the repeat a decibel louder.
+        level = -15.0 if i == len(keys) - 1 else -16.0
+        line = dict(twist_db=-5.0, deviation=0.01) if over == "line" else {}
+        tone = sig.key(k, rate, end - start, dbfs=level, **line)
+        at = round(start * rate)
+        x[at : at + tone.size] += tone
+        presses.append((k, at, at + tone.size))
+    key_power = (32767 * 10 ** (-16 / 20)) ** 2
+    if over == "line":
+        noise = sig.pink_noise(x.size, np.random.default_rng(15))
+        return sig.mulaw(x + noise * np.sqrt(key_power / 10**2.4)), presses
+    text, voice, pitch, lead = SPOKEN_OVER[keys]
+    talk = sig.speech(text, rate, voice, pitch)
+    talk *= np.sqrt(key_power / 10 / sig.active_power(talk, rate))
+    at = round((REPORTED[keys][0][0] - lead) * rate)
+    x[at : at + talk.size] += talk[: x.size - at]
+    return x, presses
+
+
+@pytest.mark.parametrize("piece", [0.02, 0.08, 0.1, 0.5, 1.0, 2.0])
+@pytest.mark.parametrize("over", ["line", "speech"])
+@pytest.mark.parametrize("keys", ["545", "11"])
+@pytest.mark.parametrize("rate", RATES)
+def test_a_key_pressed_again_is_reported_once_at_its_own_onset(rate, keys, over, piece):
+    x, presses = pressed_again(keys, rate, over)
+    found = detect(x, rate, piece)
+    assert [e.key for e in found] == list(keys)
+    for e, (_, start, end) in zip(found, presses, strict=True):
+        assert abs(e.start - start) <= 0.005 * rate, (e, start)
+        assert abs(e.end - end) <= 0.005 * rate, (e, end)
+
+
+def caller_over_speech(rate: int, seed: int) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """Twenty keys as a caller presses them (half of them repeats), spoken over at -10 dB, mu-law."""
+    x, presses, key_power = sig.caller_keys(rate, np.random.default_rng(seed), 20)
+    voices = [("en-us", 50), ("en+f3", 70), ("en-gb", 30)]
+    talk = [sig.speech(TALK[i % len(TALK)], rate, *voices[i % len(voices)]) for i in range(5)]
+    talk = np.concatenate([t * np.sqrt(key_power / 10 / sig.active_power(t, rate)) for t in talk])
+    return sig.mulaw(x + np.resize(talk, x.size)), presses
+
+
+def events(x: np.ndarray, rate: int, piece: float) -> list[KeyDown | KeyUp]:
+    det = DtmfDetector(rate)
+    x = np.clip(np.round(x), -32768, 32767).astype(np.int16)
+    size = round(piece * rate)
+    found = []
+    for i in range(0, x.size, size):
+        found += det.process(x[i : i + size])
+    return found + det.flush()
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_piece_size_does_not_change_the_answers_on_a_caller_like_sequence(rate):
+    x, presses = caller_over_speech(rate, seed=2)
+    reference = events(x, rate, 0.02)
+    for piece in (0.08, 0.1, 1.0):
+        assert events(x, rate, piece) == reference, piece
+    ups = [e for e in reference if isinstance(e, KeyUp)]
+    assert len(ups) == len(presses)
+    for e, (k, start, _) in zip(ups, presses, strict=True):
+        assert e.key == k and abs(e.start - start) <= 0.06 * rate, (e, k, start)
+
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("at", [0.02, 0.15])
+def test_a_10ms_break_inside_a_tone_moves_neither_edge(rate, at):
+    tone = sig.key("5", rate, 0.2)
+    tone[round(at * rate) : round((at + 0.010) * rate)] = 0
+    x = np.concatenate([np.zeros(1600), tone, np.zeros(1600)])
+    (found,) = detect(x, rate)
+    assert abs(found.start - 1600) <= rate // 1000
+    assert abs(found.end - (1600 + tone.size)) <= rate // 1000
