@@ -13,14 +13,7 @@ LEAD = 0.1
 
 
 def detect(x: np.ndarray, rate: int, piece: float = 0.02) -> list[KeyUp]:
-    det = DtmfDetector(rate)
-    x = np.clip(np.round(x), -32768, 32767).astype(np.int16)
-    size = round(piece * rate)
-    found = []
-    for i in range(0, x.size, size):
-        found += det.process(x[i : i + size])
-    found += det.flush()
-    return [e for e in found if isinstance(e, KeyUp)]
+    return [e for e in events(x, rate, piece) if isinstance(e, KeyUp)]
 
 
 def one_key(k: str, rate: int, seconds: float = 0.1, snr_db: float | None = None, **kw):
