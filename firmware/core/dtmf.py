@@ -270,6 +270,11 @@ class DtmfDetector:
         self._tail_start = base + consumed
         return out
 
+    @property
+    def sounding(self) -> bool:
+        """A tone may be a key: a run of candidate windows is open, proven or not yet."""
+        return self._run is not None
+
     def flush(self) -> list[KeyDown | KeyUp]:
         """End of input: close any key still sounding."""
         if self._run is None:

@@ -210,9 +210,11 @@ class Recorder:
 
     @property
     def keying(self) -> bool:
-        """A key is down, or a key sequence is part-way keyed: what comes next may act within a period
+        """A key may be sounding, is down, or a key sequence is part-way keyed: what comes next may act within a period
         (a sequence's last key up starts a recording and its beep), so a live caller feeds it promptly."""
-        return bool(self._down) or (self.sequences is not None and self.sequences.pending is not None)
+        if self._down or (self.sequences is not None and self.sequences.pending is not None):
+            return True
+        return any(detector.sounding for detector in self._dtmf.values())
 
     def speech_span(self, since: int, sensitivity: float) -> tuple[int, int] | None:
         """The ends of the first and the last 10 ms blocks after sample ``since`` that hold speech on any
