@@ -85,6 +85,7 @@ class CaptureThread:
         self.urgent = urgent  # given the frames captured so far: whether the loop wants them now
         self.captured = 0
         self._held: list = []  # periods read, not yet queued (block_frames)
+        self._held_frames = 0
         periods = max(2, round(buffer_seconds * capture.sample_rate / capture.period_frames))
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=periods)
         self.dropped_frames = 0
@@ -158,12 +159,12 @@ class CaptureThread:
             self._put(chunk)
             return
         self._held.append(chunk.frames)
-        held = sum(len(f) for f in self._held)
-        if held >= self.block_frames or (self.urgent is not None and self.urgent(self.captured)):
+        self._held_frames += len(chunk.frames)
+        if self._held_frames >= self.block_frames or (self.urgent is not None and self.urgent(self.captured)):
             self._flush()
 
     def _flush(self) -> None:
-        held, self._held = self._held, []
+        held, self._held, self._held_frames = self._held, [], 0
         if held:
             self._put(Chunk(held[0] if len(held) == 1 else np.concatenate(held), 0))
 

@@ -273,28 +273,20 @@ class AudioLoop:
             self.settings.spool_dir,
         )
         ended = False
-        held: list[np.ndarray] = []  # audio gathered, not yet fed (BLOCK_SECONDS)
         while not self._stopping.is_set() and not ended:
             try:  # a block comes every BLOCK_SECONDS; a turn without one keeps the timers and the watchdog going
                 item = capture.queue.get(timeout=TURN_SECONDS)
             except queue.Empty:
                 item = None
             if isinstance(item, Chunk) and not item.gap:
-                held.append(item.frames)
-                item = self._gather(held, capture.queue)
-            if held and (item is not None or self._due(held)):
-                self._feed_held(held)  # all audio before a device message or a gap goes first
+                item = self._feed_batch(item, capture.queue)
             ended = self._take(item) if item is not None else False
             self._tick()  # panel timers first: a press they complete is applied at once below
             if not self._controls.empty():
-                if held:
-                    self._feed_held(held)  # a control lands after every sample received before it
                 self._run_controls()
                 self._set_led()  # now, not a block later: the desk sees the press take
             if self.between is not None:
                 self.between()
-        if held:
-            self._feed_held(held)
         capture.stop()
         return ended
 
@@ -316,28 +308,29 @@ class AudioLoop:
                 delay = min(delay * 2, 5.0)
         self._error = None
 
-    def _gather(self, held: list[np.ndarray], pending: queue.Queue):
-        """Add the periods queued behind ``held`` to it, up to the batch limit; return the item that stopped it
-        (a device message or a gap, to be handled after ``held`` is fed), else None.
+    def _feed_batch(self, first: Chunk, pending: queue.Queue):
+        """Feed ``first`` and the pieces queued behind it in one call; return the item that ended the batch.
 
-        At real time the queue holds one period at a time, and the loop gathers
-        ``BLOCK_SECONDS`` of them over several turns (``_due``). When it is
-        behind (a slow card, an unpaced simulated source) it catches up in pieces
-        of up to ``BATCH_SECONDS``: the session's cost is mostly per call. A
-        scheduled scenario action bounds the batch so it lands on time.
+        At real time the capture thread hands over a block at a time (or a period, when something is to
+        land at a sample: ``_urgent``) and this feeds it. When the loop is behind (a slow card, an unpaced
+        simulated source) it catches up in pieces of up to ``BATCH_SECONDS``: the session's cost is mostly
+        per call. A scheduled scenario action bounds the batch so it lands on time.
         """
-        frames = sum(len(f) for f in held)
+        batch, frames = [first.frames], len(first.frames)
         limit = self._batch_limit()
+        stopped_by = None
         while frames < limit:
             try:
                 nxt = pending.get_nowait()
             except queue.Empty:
-                return None
+                break
             if not isinstance(nxt, Chunk) or nxt.gap:
-                return nxt
-            held.append(nxt.frames)
+                stopped_by = nxt
+                break
+            batch.append(nxt.frames)
             frames += len(nxt.frames)
-        return None
+        self.feed(batch[0] if len(batch) == 1 else np.concatenate(batch))
+        return stopped_by
 
     def _urgent(self, captured: int) -> bool:
         """Whether the capture thread should hand over what it holds now rather than at the end of its block
@@ -351,16 +344,6 @@ class AudioLoop:
             return True
         scenario = self.hw.scenario
         return scenario is not None and scenario.next_at is not None and captured >= scenario.next_at * self.rate
-
-    def _due(self, held: list[np.ndarray]) -> bool:
-        """Whether the audio gathered is to be fed now: a block of it, or less when something is to land at a
-        sample (a scenario action, a panel timer) or to be heard soon (a key down, a sequence being keyed)."""
-        frames = sum(len(f) for f in held)
-        return frames >= min(round(BLOCK_SECONDS * self.rate), self._batch_limit()) or self.session.keying
-
-    def _feed_held(self, held: list[np.ndarray]) -> None:
-        self.feed(held[0] if len(held) == 1 else np.concatenate(held))
-        held.clear()
 
     def _batch_limit(self) -> int:
         limit = round(BATCH_SECONDS * self.rate)
