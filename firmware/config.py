@@ -25,9 +25,8 @@ import math
 import os
 import re
 import stat
-import tomllib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,23 +34,14 @@ from urllib.parse import urlsplit
 
 from .core import OptionError, RecordingOptions, SessionRules, Track
 from .core.options import CALLBACK_EVENTS, OPTION_HELP, accepted, destination
-from .destinations import DEFAULT, MQTT, NAME, Destinations, redact
+from .destinations import DEFAULT, MQTT, NAME, Destinations, is_loopback, redact
+from .findings import BOM, SECRET_NAME, ConfigError, Finding, decode_all, locate, misnamed, rename_hint
 
 DEFAULT_PATH = Path("/etc/edge-recorder/config.toml")
 ENV_VAR = "EDGE_RECORDER_CONFIG"
 #: The sections SIGHUP (``systemctl reload edge-recorder``) applies to the running box; the
 #: others take effect at the next restart.
 RELOADABLE_SECTIONS: tuple[str, ...] = ("recording", "call", "dtmf", "log")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot be used; ``str()`` is the one-line message."""
-
-    def __init__(self, section: str, key: str | None, value: Any, allowed: str, source: str = "") -> None:
-        self.section, self.key, self.value, self.allowed = section, key, value, allowed
-        where = f"[{section}]" + (f" {key} = {value!r}" if key else "")
-        prefix = f"{source}: " if source else ""
-        super().__init__(f"{prefix}{where}: {allowed}")
 
 
 # -- API tokens (``[http] tokens``; the HTTP front end checks requests against them) ---------------
@@ -161,18 +151,73 @@ def _text(value: Any) -> str:
     return value
 
 
-_PIN = re.compile(r"^(GPIO\d{1,2}|BCM\d{1,2}|BOARD\d{1,2}|J8:\d{1,2})$", re.IGNORECASE)
+_PIN = re.compile(r"^(GPIO|BCM|BOARD|J8:)(\d{1,2})$", re.IGNORECASE)
+_PIN_ALLOWED = 'expected a GPIO of the 40-pin header: a BCM number 0-27, a pin name like "GPIO17" or "BOARD11", or "" when not wired'
 
 
 def _pin(value: Any) -> int | str | None:
-    """A BCM pin number, a gpiozero pin name (``GPIO17``, ``BOARD11``), or "" for not wired."""
+    """A GPIO on the 40-pin header: a BCM number, a gpiozero pin name (``GPIO17``, ``BOARD11``), or "" for not wired."""
     if value == "" or (isinstance(value, str) and value.lower() == "none"):
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 53:
+    if isinstance(value, int) and not isinstance(value, bool):
+        header_gpio(value)
         return value
     if isinstance(value, str) and _PIN.match(value):
+        header_gpio(value.upper())
         return value.upper()
-    raise ValueError('expected a BCM pin number 0-53, a pin name like "GPIO17" or "BOARD11", or "" when not wired')
+    raise ValueError(_PIN_ALLOWED)
+
+
+def header_gpio(pin: int | str) -> int:
+    """The BCM number of ``pin`` on the 40-pin header every supported board has (Pi 3, 4, 5, Zero 2 W),
+    as gpiozero's board data has it; ValueError saying what the pin is when it is not a GPIO there.
+
+    >>> header_gpio("BOARD11"), header_gpio("J8:11"), header_gpio("GPIO17"), header_gpio(17)
+    (17, 17, 17, 17)
+    >>> header_gpio("BOARD2")
+    Traceback (most recent call last):
+    ...
+    ValueError: BOARD2 is pin 2 of the 40-pin header, 5V power, not a GPIO
+    >>> header_gpio(40)
+    Traceback (most recent call last):
+    ...
+    ValueError: there is no GPIO40 on the 40-pin header (GPIO0 to GPIO27); physical pin 40 is BOARD40 (GPIO21)
+    """
+    names = _header()
+    if isinstance(pin, int):
+        kind, number = "GPIO", pin
+    else:
+        match = _PIN.match(pin)
+        if match is None:
+            raise ValueError(_PIN_ALLOWED)
+        kind, number = match.group(1).upper(), int(match.group(2))
+    if kind in ("BOARD", "J8:"):
+        if number not in names:
+            raise ValueError(f"{pin} is not on the 40-pin header (pins 1 to 40)")
+        name = names[number]
+        if not name.startswith("GPIO"):
+            kind_of = {"3V3": "3.3 V power", "5V": "5V power", "GND": "ground"}.get(name, name)
+            raise ValueError(f"{pin} is pin {number} of the 40-pin header, {kind_of}, not a GPIO")
+        return int(name[4:])
+    if f"GPIO{number}" not in names.values():
+        text = f"there is no GPIO{number} on the 40-pin header (GPIO0 to GPIO27)"
+        if names.get(number, "").startswith("GPIO"):
+            text += f"; physical pin {number} is BOARD{number} ({names[number]})"
+        raise ValueError(text)
+    return number
+
+
+_HEADER_NAMES: dict[int, str] = {}
+
+
+def _header() -> dict[int, str]:
+    """Physical pin number to its name (``GPIO17``, ``GND``) on the 40-pin header, from gpiozero."""
+    if not _HEADER_NAMES:
+        from gpiozero.pins.pi import PiBoardInfo
+
+        board = PiBoardInfo.from_revision(0xC03111)  # a Pi 4 B: the header is the same on every 40-pin board
+        _HEADER_NAMES.update({number: info.name for number, info in board.headers["J8"].pins.items()})
+    return _HEADER_NAMES
 
 
 def _keys(value: Any) -> str:
@@ -198,8 +243,9 @@ def _device_id(value: Any) -> str:
 def _broker_url(value: Any) -> str:
     if value == "":
         return ""
-    if not isinstance(value, str) or not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", value):
-        raise ValueError('expected "mqtt://host[:port]" or "mqtts://host[:port]", or "" for none')
+    match = re.match(r"^mqtts?://[^/:\s]+(:(\d{1,5}))?/?$", value) if isinstance(value, str) else None
+    if match is None or not 0 < int(match.group(2) or 1883) < 65536:
+        raise ValueError('expected "mqtt://host[:port]" or "mqtts://host[:port]" (port 1-65535), or "" for none')
     return value.rstrip("/")
 
 
@@ -243,7 +289,8 @@ def read_small_file(path: str | Path, what: str = "the file") -> str:
     if len(data) > SMALL_FILE_BYTES:
         raise ValueError(f"{what} {path} is over {SMALL_FILE_BYTES} bytes; it should hold a secret or a key")
     try:
-        return data.decode("utf-8")
+        # A byte order mark (Notepad writes one) is not part of the secret.
+        return data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError:
         raise ValueError(f"{what} {path} is not UTF-8 text") from None
 
@@ -298,9 +345,17 @@ def _upload_destination(value: Any) -> str:
     if isinstance(value, str) and value not in ("", "mqtt") and "://" not in value:
         raise ValueError(f"expected {_UPLOAD_URL}")
     try:
-        return destination("destination", value)
+        value = destination("destination", value)
     except OptionError as exc:
         raise ValueError(f"expected {exc.allowed if '@' in str(exc.value) else _UPLOAD_URL}") from None
+    parts = urlsplit(value)
+    if parts.scheme.lower() == "http" and not is_loopback(parts.hostname):
+        # The upload would refuse it at the first recording (firmware.delivery.uploads): say so now.
+        raise ValueError(
+            "plain http:// would send recordings and credentials across the network in clear: use https:// "
+            "(http:// is for a receiver on this box, 127.0.0.1 or localhost)"
+        )
+    return value
 
 
 def _destination_url(value: Any) -> str:
@@ -675,51 +730,100 @@ class Config:
 
 
 def parse(raw: Mapping[str, Any], source: str = "config") -> Config:
-    """Check ``raw`` (a parsed TOML document) against the schema."""
-    unknown = sorted(set(raw) - set(SCHEMA) - {"destinations"})
-    if unknown:
-        raise ConfigError(
-            unknown[0],
+    """Check ``raw`` (a parsed TOML document) against the schema; ConfigError with every problem found."""
+    config, findings = validate(raw, source)
+    if config is None:
+        raise ConfigError.of(findings)
+    return config
+
+
+def validate(
+    raw: Mapping[str, Any], source: str = "config", unreadable: Iterable[tuple[str, str]] = ()
+) -> tuple[Config | None, list[Finding]]:
+    """Every problem in ``raw`` at once, and the config when none is an error (warnings may remain).
+
+    Each key is checked on its own; a key that fails counts as its default for the rules between keys,
+    and a rule is not reported again on a key that failed already, nor on one that is ``unreadable``
+    (on a line of the file that is not TOML: ``firmware.findings.decode_all``).
+    """
+    check = _Check(source)
+    check.failed.update(unreadable)
+    for name in sorted(set(raw) - set(SCHEMA) - {"destinations"}):
+        check.add(
+            name,
             None,
             None,
             "unknown section; the sections are " + ", ".join(f"[{s}]" for s in SCHEMA) + " and [destinations.NAME]",
-            source,
         )
     sections: dict[str, Any] = {}
     for name, keys in SCHEMA.items():
         given = raw.get(name, {})
         if not isinstance(given, Mapping):
-            raise ConfigError(name, None, given, "must be a table of keys", source)
+            check.add(name, None, given, "must be a table of keys")
+            given = {}
         if name == "recording":
-            sections[name] = _recording(given, source)
+            sections[name] = _recording(given, check)
             continue
-        sections[name] = _keys_of(name, given, keys, source)
-    sections["destinations"] = _destinations(raw.get("destinations", {}), source)
-    _cross_checks(sections, source)
-    return Config(**sections, source=source, raw=raw)
+        sections[name] = _keys_of(name, given, keys, check)
+    sections["destinations"] = _destinations(raw.get("destinations", {}), check)
+    _cross_checks(sections, check)
+    if any(not f.warning for f in check.findings):
+        return None, check.findings
+    return Config(**sections, source=source, raw=raw), check.findings
 
 
-def _keys_of(section: str, given: Mapping[str, Any], keys: Mapping[str, Key], source: str) -> dict[str, Any]:
-    """The values of one table checked against its keys, with the defaults of those not given."""
-    extra = sorted(set(given) - set(keys))
-    if extra:
+class _Check:
+    """The findings of one check, and the keys that failed on their own."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.findings: list[Finding] = []
+        self.failed: set[tuple[str, str | None]] = set()
+
+    def add(
+        self,
+        section: str,
+        key: str | None,
+        value: Any,
+        reason: str,
+        *,
+        warning: bool = False,
+        given: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """Report ``reason`` on ``section``/``key``; a rule that reads other keys names them in ``given``, so it
+        is not reported when one of them was wrong on its own (its default would stand in for the real value)."""
+        if (section, key) in self.failed or any(other in self.failed for other in given):
+            return
+        self.failed.add((section, key))
+        self.findings.append(Finding(self.source, reason, section, key, value, warning=warning))
+
+
+def _keys_of(section: str, given: Mapping[str, Any], keys: Mapping[str, Key], check: _Check) -> dict[str, Any]:
+    """The values of one table checked against its keys, with the defaults of those not given or wrong."""
+    for extra in sorted(set(given) - set(keys)):
         # A misspelt secret key (pasword, command_tokn) holds a secret all the same.
-        secrets = [name for name, spec in keys.items() if spec.secret or _SECRET_NAME.search(name)]
-        secret = bool(_SECRET_NAME.search(extra[0]) or difflib.get_close_matches(extra[0], secrets, cutoff=0.75))
-        shown = _shown(given[extra[0]], secret=secret)
-        raise ConfigError(section, extra[0], shown, "unknown key; the keys are " + ", ".join(keys), source)
+        secrets = [name for name, spec in keys.items() if spec.secret or SECRET_NAME.search(name)]
+        secret = bool(SECRET_NAME.search(extra) or difflib.get_close_matches(extra, secrets, cutoff=0.75))
+        close = difflib.get_close_matches(extra, list(keys), n=1)
+        reason = f"unknown key; did you mean {close[0]}? " if close else "unknown key; "
+        check.add(section, extra, _shown(given[extra], secret=secret), reason + "the keys are " + ", ".join(keys))
     values = {}
     for key, spec in keys.items():
         value = given.get(key, spec.default)
         try:
             values[key] = spec.parse(value)
         except ValueError as exc:
-            raise ConfigError(section, key, _shown(value, spec.secret), str(exc), source) from None
+            check.add(section, key, _shown(value, spec.secret), str(exc))
+            values[key] = _default(spec)
     return values
 
 
-#: Key names that say their value is a secret (the rule ``redact`` applies to query parameters).
-_SECRET_NAME = re.compile(r"token|secret|pass|pw|jwt|bearer|key|sig|auth|credential", re.IGNORECASE)
+def _default(spec: Key) -> Any:
+    """A key's default as parsed, or as written where it has none that parses (a destination's url)."""
+    try:
+        return spec.parse(spec.default)
+    except ValueError:
+        return spec.default
 
 
 def _shown(value: Any, secret: bool) -> Any:
@@ -735,122 +839,139 @@ def _shown(value: Any, secret: bool) -> Any:
     return redact(value)
 
 
-def _destinations(given: Any, source: str) -> dict[str, dict[str, Any]]:
+def _destinations(given: Any, check: _Check) -> dict[str, dict[str, Any]]:
     """The ``[destinations.NAME]`` tables: each a name of its own and a url with its credentials."""
     if not isinstance(given, Mapping):
-        raise ConfigError("destinations", None, given, "must hold tables: [destinations.NAME] with a url", source)
+        check.add("destinations", None, given, "must hold tables: [destinations.NAME] with a url")
+        return {}
     out = {}
     for name, table in given.items():
         section = f"destinations.{name}"
         if not NAME.match(name) or name in (DEFAULT, MQTT):
-            raise ConfigError(
+            check.add(
                 section,
                 None,
                 None,
                 f"a destination's name is lower-case letters, digits, - and _ (at most 32, starting with a letter), "
                 f"and not {DEFAULT!r} or {MQTT!r}",
-                source,
             )
+            continue
         if not isinstance(table, Mapping):
-            raise ConfigError(section, None, table, "must be a table of keys, with a url", source)
-        out[name] = _keys_of(section, table, DESTINATION_SCHEMA, source)
+            check.add(section, None, table, "must be a table of keys, with a url")
+            continue
+        before = len(check.findings)
+        values = _keys_of(section, table, DESTINATION_SCHEMA, check)
+        if len(check.findings) == before:
+            out[name] = values
     return out
 
 
-def _recording(given: Mapping[str, Any], source: str) -> RecordingOptions:
-    try:
-        return RecordingOptions.from_mapping(given)
-    except OptionError as exc:
-        raise ConfigError("recording", exc.option, exc.value, f"expected {exc.allowed}", source) from None
+def _recording(given: Mapping[str, Any], check: _Check) -> RecordingOptions:
+    """The ``[recording]`` start options; each wrong one is reported and left out, the others checked again."""
+    given = dict(given)
+    while True:
+        try:
+            return RecordingOptions.from_mapping(given)
+        except OptionError as exc:
+            check.add("recording", exc.option, exc.value, f"expected {exc.allowed}")
+            if exc.option not in given:
+                return RecordingOptions()
+            del given[exc.option]
 
 
-def _cross_checks(s: dict[str, Any], source: str) -> None:
+def _cross_checks(s: dict[str, Any], check: _Check) -> None:
+    """The rules between keys, each reported on the key to change."""
     audio = s["audio"]
     if audio["channels"] == 2 and audio["inbound_channel"] == audio["outbound_channel"]:
-        raise ConfigError(
+        check.add(
             "audio",
             "outbound_channel",
             audio["outbound_channel"],
             "must differ from inbound_channel on a 2-channel input",
-            source,
+            given=(("audio", "channels"), ("audio", "inbound_channel")),
         )
     rec: RecordingOptions = s["recording"]
     if rec.channels.value == "dual" and audio["channels"] == 1:
-        raise ConfigError(
+        check.add(
             "recording",
             "channels",
             "dual",
             'needs [audio] channels = 2; a mono input cannot separate the tracks: use "mono"',
-            source,
+            given=(("audio", "channels"),),
         )
     gpio = s["gpio"]
-    pins = [
-        (role, gpio[role])
-        for role in ("record_button", "pause_button", "hook_switch", "led", "buzzer")
-        if gpio[role] is not None
-    ]
-    seen: dict[Any, str] = {}
-    for role, pin in pins:
-        if pin in seen:
-            raise ConfigError("gpio", role, pin, f"pin already used by {seen[pin]}", source)
-        seen[pin] = role
-    if s["call"]["detect"] == "hook" and gpio["hook_switch"] is None:
-        raise ConfigError("call", "detect", "hook", "needs [gpio] hook_switch to be wired", source)
-    if s["call"]["auto_record"] != "none" and s["call"]["detect"] == "none":
-        raise ConfigError(
+    seen: dict[int, tuple[str, Any]] = {}
+    for role in ("record_button", "pause_button", "hook_switch", "led", "buzzer"):
+        pin = gpio[role]
+        if pin is None or ("gpio", role) in check.failed:
+            continue
+        bcm = header_gpio(pin)
+        if bcm in seen:
+            other, named = seen[bcm]
+            same = "" if named == pin else f": {pin} and {named} are the same pin (GPIO{bcm})"
+            check.add("gpio", role, pin, f"pin already used by {other}{same}")
+        seen.setdefault(bcm, (role, pin))
+    call = s["call"]
+    if call["detect"] == "hook" and gpio["hook_switch"] is None:
+        check.add("call", "detect", "hook", "needs [gpio] hook_switch to be wired", given=(("gpio", "hook_switch"),))
+    if call["auto_record"] != "none" and call["detect"] == "none":
+        check.add(
             "call",
             "auto_record",
-            s["call"]["auto_record"],
+            call["auto_record"],
             'needs call detection; set [call] detect to "auto", "hook" or "audio"',
-            source,
+            given=(("call", "detect"),),
+        )
+    elif call["auto_record"] == "off-hook" and gpio["hook_switch"] is None:
+        check.add(
+            "call",
+            "auto_record",
+            "off-hook",
+            "needs [gpio] hook_switch: without one the box cannot tell when the handset is lifted; to record "
+            'every call noticed from the audio, use "voice"',
+            given=(("gpio", "hook_switch"),),
         )
     if s["upload"]["destination"] == "mqtt" and not s["mqtt"]["url"]:
-        raise ConfigError("upload", "destination", "mqtt", "needs [mqtt] url: files go over the broker", source)
+        check.add(
+            "upload", "destination", "mqtt", "needs [mqtt] url: files go over the broker", given=(("mqtt", "url"),)
+        )
     destinations = Destinations.from_config(s["upload"], s["destinations"], mqtt=bool(s["mqtt"]["url"]))
     try:
         destinations.resolve(s["recording"].destination)
     except OptionError as exc:
-        raise ConfigError("recording", "destination", exc.value, f"expected {exc.allowed}", source) from None
+        check.add("recording", "destination", exc.value, f"expected {exc.allowed}")
     m = s["mqtt"]
     if m["command_auth"] == "broker" and m["command_token"]:
-        raise ConfigError(
+        check.add(
             "mqtt",
             "command_auth",
             "broker",
             'command_token is set too: with "broker" no token is asked for; remove command_token, or use "token"',
-            source,
         )
     if m["ha_discovery"] and m["command_auth"] == "token" and not m["command_token"]:
-        raise ConfigError(
+        check.add(
             "mqtt",
             "ha_discovery",
             True,
             "Home Assistant's record button needs a command token to press with: set command_token (the button "
             'then carries a token good for the button only), or command_auth = "broker"',
-            source,
         )
     http = s["http"]
     if http["listen"]:
         if not parse_tokens(http["tokens"]) and not (http["username"] and http["password"]):
-            raise ConfigError(
-                "http", "tokens", "", "the API needs at least one token (or a Basic user and password)", source
-            )
+            check.add("http", "tokens", "", "the API needs at least one token (or a Basic user and password)")
         if bool(http["tls_cert"]) != bool(http["tls_key"]) and not http["tls_cert"]:
-            raise ConfigError("http", "tls_key", http["tls_key"], "needs tls_cert too", source)
+            check.add("http", "tls_key", http["tls_key"], "needs tls_cert too")
         if http["username"]:
-            _check_basic(http, source)
+            _check_basic(http, check)
     if bool(http["vonage_public_key"]) != bool(http["vonage_application_id"]):
         key = "vonage_application_id" if http["vonage_public_key"] else "vonage_public_key"
-        raise ConfigError(
-            "http", key, "", "vonage_public_key and vonage_application_id go together: a JWT is checked by both", source
-        )
+        check.add("http", key, "", "vonage_public_key and vonage_application_id go together: a JWT is checked by both")
     sequences = {k: s["dtmf"][k] for k in ("start", "stop", "pause", "resume") if s["dtmf"][k]}
     for a, seq_a in sequences.items():
         for b, seq_b in sequences.items():
             if a < b and (seq_a.startswith(seq_b) or seq_b.startswith(seq_a)):
-                raise ConfigError(
-                    "dtmf", b, seq_b, f"clashes with {a} = {seq_a!r}: no sequence may begin with another", source
-                )
+                check.add("dtmf", b, seq_b, f"clashes with {a} = {seq_a!r}: no sequence may begin with another")
 
 
 #: What a button token is derived for: it presses the record button and does nothing else.
@@ -900,50 +1021,82 @@ def load(path: Path | str | None = None) -> Config:
     """Read the config from ``path``, ``$EDGE_RECORDER_CONFIG`` or the default path.
 
     The default path may be absent (every key has a default); a path that was
-    asked for must exist.
+    asked for must exist. ConfigError names every problem in the file, each at its line.
     """
     explicit = path is not None or bool(os.environ.get(ENV_VAR))
     path = Path(path or os.environ.get(ENV_VAR) or DEFAULT_PATH)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError("file", None, None, f"{path}: no such file", str(path)) from None
+    if not explicit and not path.exists() and not misnamed(path.parent, path.name):
         return defaults()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("file", None, None, f"cannot read {path}: {exc}", str(path)) from None
+    config, findings = check_file(path)
+    if config is None:
+        raise ConfigError.of(findings)
+    return config
+
+
+def check_file(path: Path | str) -> tuple[Config | None, list[Finding]]:
+    """Everything wrong with the file at ``path``, each at its line, and the config when nothing is an error.
+
+    Warnings: a file that sets nothing (every key keeps its default).
+    """
+    path = Path(path)
+    source = str(path)
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("file", None, None, f"not valid TOML: {exc}", str(path)) from None
-    return parse(raw, str(path))
+        data = path.read_bytes()
+    except FileNotFoundError:
+        near = misnamed(path.parent, path.name)
+        reason = "no such file" + (f"; {near[0].name} is there: {rename_hint(near[0], path.name)}" if near else "")
+        return None, [Finding(source, reason)]
+    except IsADirectoryError:
+        return None, [Finding(source, "is a folder, not a file")]
+    except OSError as exc:
+        return None, [Finding(source, f"cannot be read: {exc.strerror}")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return None, [Finding(source, "not UTF-8 text", line=line, hint="save it as UTF-8 (plain text)")]
+    return check_text(text, source)
+
+
+def check_text(text: str, source: str) -> tuple[Config | None, list[Finding]]:
+    """``check_file`` for a config's text."""
+    raw, syntax, unreadable = decode_all(text, source)
+    config, findings = validate(raw, source, unreadable)
+    findings = locate(syntax + findings, text)
+    if syntax:
+        return None, findings
+    if not raw:
+        findings.append(
+            Finding(
+                source, "sets nothing: every key keeps its default (is it the right file, and saved?)", warning=True
+            )
+        )
+    return config, findings
 
 
 #: The shortest HTTP Basic password the API takes (tokens are the better way in).
 MIN_BASIC_PASSWORD = 12
 
 
-def _check_basic(http: Mapping[str, Any], source: str) -> None:
+def _check_basic(http: Mapping[str, Any], check: _Check) -> None:
     """HTTP Basic only with a password worth the name, and never in clear beyond this machine."""
     password = http["password"]
     if len(password) < MIN_BASIC_PASSWORD or patterned(password, max(2, len(set(password)))):
-        raise ConfigError(
+        check.add(
             "http",
             "password",
             "(hidden)",
             f"a Basic password of at least {MIN_BASIC_PASSWORD} characters that is not a repeated pattern "
             '(or bearer tokens: python3 -c "import secrets; print(secrets.token_urlsafe(32))")',
-            source,
         )
     host = http["listen"].rpartition(":")[0].strip("[]")
-    if not http["tls_cert"] and host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("127."):
-        raise ConfigError(
+    if not http["tls_cert"] and not is_loopback(host) and not host.startswith("127."):
+        check.add(
             "http",
             "username",
             http["username"],
             "HTTP Basic over plain HTTP sends the password in clear on the network: set tls_cert and tls_key, "
             "or listen on 127.0.0.1",
-            source,
         )
 
 

@@ -28,6 +28,7 @@ refused (they would end up in logs, events, the catalog and API answers), and
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,25 @@ DEFAULT = "default"
 #: The file goes over the broker (``firmware.delivery.mqtt_files``).
 MQTT = "mqtt"
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for a host that never leaves this machine: ``localhost`` and loopback addresses, the only
+    hosts plain ``http://`` may carry recordings and credentials to.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("localhost"), is_loopback("10.0.0.5")
+    (True, True, True, False)
+    """
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9._~/-]*")
 
 

@@ -56,13 +56,15 @@ import posixpath
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import config as cfg
+from . import findings
+from .findings import Finding
 
 log = logging.getLogger("edge-recorder.provision")
 
@@ -100,36 +102,14 @@ class Outcome(Enum):
 
 
 @dataclass(frozen=True)
-class Problem:
-    """What is wrong, as the installer sees it: the file on the boot partition, and for the
-    config its section, key and value, and what would be accepted.
-
-    >>> Problem(REQUEST, 'expected "mqtt://host[:port]"', "mqtt", "url", "mqt://x").message
-    'edge-recorder.toml: [mqtt] url = \\'mqt://x\\': expected "mqtt://host[:port]"'
-    """
-
-    file: str
-    allowed: str
-    section: str | None = None
-    key: str | None = None
-    value: Any = None
-
-    @property
-    def message(self) -> str:
-        where = ""
-        if self.section:
-            where = f"[{self.section}]" + (f" {self.key} = {self.value!r}" if self.key else "") + ": "
-        return f"{self.file}: {where}{self.allowed}"
-
-
-@dataclass(frozen=True)
 class Result:
     outcome: Outcome
     request: Path | None = None  # the edge-recorder.toml found
     installed: tuple[Path, ...] = ()  # files written (in the target root)
-    problem: Problem | None = None
+    problem: Finding | None = None  # the first problem
     left_on_boot: tuple[Path, ...] = ()  # applied, but these could not be removed from the boot partition
     commands: str = ""  # applied: who may send the box MQTT commands (``command_mode``)
+    problems: tuple[Finding, ...] = ()  # every problem and warning the check found
 
 
 @dataclass(frozen=True)
@@ -138,12 +118,16 @@ class Request:
 
     config: bytes
     files: dict[str, bytes] = field(default_factory=dict)
+    warnings: tuple[Finding, ...] = ()
 
 
 class Rejected(ValueError):
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-        super().__init__(problem.message)
+    """The request is refused; ``problems`` is everything the check found, warnings included."""
+
+    def __init__(self, *problems: Finding) -> None:
+        self.problems = problems
+        self.problem = next(p for p in problems if not p.warning)
+        super().__init__("\n".join(p.message for p in problems if not p.warning))
 
 
 # -- the whole step ------------------------------------------------------------------------
@@ -159,19 +143,26 @@ def find_request(boot_dirs: Iterable[Path] = BOOT_DIRS) -> Path | None:
 
 def provision(boot_dirs: Iterable[Path] = BOOT_DIRS, root: Path = Path("/")) -> Result:
     """Apply the request on the boot partition to the system under ``root``."""
+    boot_dirs = list(boot_dirs)
     request = find_request(boot_dirs)
-    if request is None:
-        return Result(Outcome.NOTHING)
     owner = service_owner(root)
+    if request is None:
+        near = find_misnamed(boot_dirs)
+        if near is None:
+            return Result(Outcome.NOTHING)
+        # Left where it is, under its own name: the note beside it says how to rename it.
+        problem = misnamed_problem(near)
+        _reject(near, (problem,), root, owner, rename=False)
+        return Result(Outcome.REJECTED, near, problem=problem, problems=(problem,))
     try:
         checked = check(request.parent, root)
     except Rejected as exc:
-        _reject(request, exc.problem, root, owner)
-        return Result(Outcome.REJECTED, request, problem=exc.problem)
+        _reject(request, exc.problems, root, owner)
+        return Result(Outcome.REJECTED, request, problem=exc.problem, problems=exc.problems)
     try:
         installed = _install(checked, root, owner)
     except OSError as exc:
-        problem = Problem(
+        problem = Finding(
             REQUEST,
             f"valid, but could not be installed in {CONFIG_DIR} ({exc}); it stays on the boot partition "
             "and is tried again at the next boot",
@@ -181,7 +172,7 @@ def provision(boot_dirs: Iterable[Path] = BOOT_DIRS, root: Path = Path("/")) -> 
     left = _remove_request(request, checked)
     problem = None
     if left:
-        problem = Problem(
+        problem = Finding(
             REQUEST,
             "applied, but these could not be removed from the boot partition, where anyone with the card "
             "can read them: " + ", ".join(str(p) for p in left),
@@ -189,7 +180,22 @@ def provision(boot_dirs: Iterable[Path] = BOOT_DIRS, root: Path = Path("/")) -> 
         _write_marker(root, "provision_left_secrets", problem, request, owner)
     else:
         _target(root, MARKER).unlink(missing_ok=True)
-    return Result(Outcome.APPLIED, request, installed, problem, left, command_mode(checked))
+    problems = (problem,) if problem else checked.warnings
+    return Result(Outcome.APPLIED, request, installed, problem, left, command_mode(checked), problems)
+
+
+def find_misnamed(boot_dirs: Iterable[Path] = BOOT_DIRS) -> Path | None:
+    """A file in ``boot_dirs`` that is meant to be the request under another name
+    (``edge-recorder.toml.txt``: Windows hides the extension), or None."""
+    for boot in boot_dirs:
+        near = findings.misnamed(boot, REQUEST)
+        if near:
+            return near[0]
+    return None
+
+
+def misnamed_problem(path: Path) -> Finding:
+    return Finding(path.name, f"not read: the box reads only {REQUEST}", hint=findings.rename_hint(path, REQUEST))
 
 
 def command_mode(request: Request) -> str:
@@ -230,36 +236,76 @@ def read_marker(path: Path) -> dict[str, Any] | None:
 
 
 def check(boot: Path, root: Path = Path("/"), *, fresh_box: bool = False) -> Request:
-    """The request in ``boot``, checked as a whole; raises Rejected naming the first problem.
+    """The request in ``boot``, checked as a whole; raises Rejected naming every problem, each at its line.
 
     ``fresh_box``: check as for the first boot of a box whose /etc/edge-recorder is empty, so
     every file the config names there must come in ``edge-recorder/``; ``root``'s own
     /etc/edge-recorder is not read (``provision --check`` on the installer's computer).
-    Paths elsewhere are looked up under ``root`` either way.
+    Paths elsewhere are looked up under ``root`` either way. Files in ``edge-recorder/`` that the
+    config does not name are left out of the request, with a warning.
     """
-    files = _read_files(boot / FILES_DIR)
+    found: list[Finding] = []
+    files = _read_files(boot / FILES_DIR, found)
     data = _read(boot / REQUEST, REQUEST)
     try:
-        # utf-8-sig: Windows editors may start the file with a byte order mark.
-        raw = tomllib.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise Rejected(Problem(REQUEST, "not UTF-8 text; save it as UTF-8")) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise Rejected(Problem(REQUEST, f"not valid TOML: {exc}")) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise Rejected(*found, Finding(REQUEST, "not UTF-8 text", line=line, hint="save it as UTF-8")) from None
+    # A byte order mark (Windows editors) is dropped; the lines that are not TOML are reported, the rest checked.
+    raw, syntax, unreadable = findings.decode_all(text, REQUEST)
+    found += syntax
     locate = _Locator(boot / FILES_DIR, files, root, fresh_box)
     mapped, originals = _secrets_from(raw, locate)
-    try:
-        config = cfg.parse(mapped, REQUEST)
-    except cfg.ConfigError as exc:
-        value = originals.get(exc.value, exc.value) if isinstance(exc.value, str) else exc.value
-        allowed = exc.allowed
-        if exc.value in originals and locate.missing(value[len("file:") :]):
-            allowed = _missing_file(value[len("file:") :], "file:")
-        raise Rejected(Problem(REQUEST, allowed, exc.section, exc.key, value)) from None
-    _check_named_files(config, locate)
-    _check_encryption(config, locate, files)
+    config, report = cfg.validate(mapped, REQUEST, unreadable)
+    for finding in report:
+        value = originals.get(finding.value, finding.value) if isinstance(finding.value, str) else finding.value
+        reason = finding.reason
+        if finding.value in originals and locate.missing(value[len("file:") :]):
+            reason = _missing_file(value[len("file:") :], "file:")
+        found.append(replace(finding, reason=reason, value=value))
+    _check_named_files(raw, locate, found)
+    _check_encryption(raw, locate, files, found)
+    used = _named(raw)
+    for name in sorted(set(files) - used):
+        found.append(
+            Finding(
+                f"{FILES_DIR}/{name}",
+                f"not named by {REQUEST}, so it is not installed; name it in the config "
+                f"({CONFIG_DIR}/{name}) or leave it off the card",
+                warning=True,
+            )
+        )
+    found = findings.locate(found, text)
+    if config is None or syntax or any(not p.warning for p in found):
+        raise Rejected(*found)
+    if not raw:
+        found.append(
+            Finding(
+                REQUEST,
+                "sets nothing: every key goes back to its default (is it the right file, and saved?)",
+                warning=True,
+            )
+        )
     # Written without the byte order mark; TOML allows CRLF line ends, so they stay.
-    return Request(data.decode("utf-8-sig").encode("utf-8"), files)
+    return Request(
+        text.removeprefix(findings.BOM).encode("utf-8"),
+        {name: data for name, data in files.items() if name in used},
+        tuple(found),
+    )
+
+
+def _named(raw: Any) -> set[str]:
+    """The names of the files under /etc/edge-recorder that the config's values point at, plain or as ``file:``."""
+    if isinstance(raw, dict):
+        return set().union(*(_named(value) for value in raw.values()))
+    if isinstance(raw, list):
+        return set().union(*(_named(value) for value in raw))
+    if isinstance(raw, str):
+        path = PurePosixPath(posixpath.normpath(raw.removeprefix("file:")))
+        if raw.removeprefix("file:").startswith("/") and path.parent == _CONFIG_DIR:
+            return {path.name}
+    return set()
 
 
 class _Locator:
@@ -278,6 +324,11 @@ class _Locator:
             # Where it would have to be; not there, since the card's folder holds no folders.
             return self.files_dir / pure.relative_to(_CONFIG_DIR)
         return _target(self.root, Path(path))
+
+    def refused(self, path: str) -> bool:
+        """True for a path whose file is on the card but was refused (reported once, on the file itself)."""
+        pure = PurePosixPath(posixpath.normpath(path))
+        return pure.parent == _CONFIG_DIR and pure.name not in self.files and (self.files_dir / pure.name).exists()
 
     def missing(self, path: str) -> bool:
         """True for a path under /etc/edge-recorder that neither the card nor the box has."""
@@ -318,29 +369,33 @@ def _secrets_from(raw: dict[str, Any], locate: _Locator) -> tuple[dict[str, Any]
     return mapped, originals
 
 
-def _check_named_files(config: cfg.Config, locate: _Locator) -> None:
+def _check_named_files(raw: Mapping[str, Any], locate: _Locator, found: list[Finding]) -> None:
     for section, key in FILE_KEYS:
-        value = getattr(config, section)[key]
-        if not value:
+        table = raw.get(section)
+        value = table.get(key) if isinstance(table, dict) else None
+        if not value or not isinstance(value, str) or locate.refused(value):
             continue
         if not value.startswith("/"):
-            raise Rejected(
-                Problem(REQUEST, f"expected an absolute path, e.g. {CONFIG_DIR}/ca.pem", section, key, value)
-            )
-        if not locate(value).is_file():
-            raise Rejected(Problem(REQUEST, _missing_file(value), section, key, value))
+            found.append(Finding(REQUEST, f"expected an absolute path, e.g. {CONFIG_DIR}/ca.pem", section, key, value))
+        elif not locate(value).is_file():
+            found.append(Finding(REQUEST, _missing_file(value), section, key, value))
 
 
-def _check_encryption(config: cfg.Config, locate: _Locator, files: Mapping[str, bytes]) -> None:
+def _check_encryption(
+    raw: Mapping[str, Any], locate: _Locator, files: Mapping[str, bytes], found: list[Finding]
+) -> None:
     from .media.encrypted import check_recipient
 
-    value = config.encryption["public_key"]
+    table = raw.get("encryption")
+    value = table.get("public_key", "") if isinstance(table, dict) else ""
+    if not isinstance(value, str) or locate.refused(value):
+        return  # the schema has said what it expects, or the card's file was refused
     if value:
         where = value
         if not value.startswith("age1"):
             if not value.startswith("/"):
-                raise Rejected(
-                    Problem(
+                found.append(
+                    Finding(
                         REQUEST,
                         f'expected "age1..." or an absolute path, e.g. {CONFIG_DIR}/{ENCRYPTION_KEY_FILE}',
                         "encryption",
@@ -348,18 +403,20 @@ def _check_encryption(config: cfg.Config, locate: _Locator, files: Mapping[str, 
                         value,
                     )
                 )
+                return
             if locate.missing(value):
-                raise Rejected(Problem(REQUEST, _missing_file(value), "encryption", "public_key", value))
+                found.append(Finding(REQUEST, _missing_file(value), "encryption", "public_key", value))
+                return
             where = str(locate(value))
         try:
             check_recipient(where)
         except ValueError as exc:
             # The value is shown before the reason already: not again as its prefix.
-            raise Rejected(Problem(REQUEST, _reason(exc, where, value), "encryption", "public_key", value)) from None
+            found.append(Finding(REQUEST, _reason(exc, where, value), "encryption", "public_key", value))
     wanted = f"{CONFIG_DIR}/{ENCRYPTION_KEY_FILE}"
     if ENCRYPTION_KEY_FILE in files and value != wanted:
-        raise Rejected(
-            Problem(
+        found.append(
+            Finding(
                 REQUEST,
                 f'{FILES_DIR}/{ENCRYPTION_KEY_FILE} is on the boot partition but not used: set public_key = "{wanted}" '
                 "to encrypt recordings to it, or leave the file out",
@@ -370,49 +427,54 @@ def _check_encryption(config: cfg.Config, locate: _Locator, files: Mapping[str, 
         )
 
 
-def _read_files(files_dir: Path) -> dict[str, bytes]:
-    """The files in ``edge-recorder/``, each checked for what its name says it is."""
+def _read_files(files_dir: Path, found: list[Finding]) -> dict[str, bytes]:
+    """The files in ``edge-recorder/``, each checked for what its name says it is; a bad one is reported
+    in ``found`` and left out."""
     if not files_dir.exists():
         return {}
     shown = f"{FILES_DIR}/"
     if not files_dir.is_dir():
-        raise Rejected(
-            Problem(FILES_DIR, f"expected a folder holding certificates and keys, found a file: use {shown}")
-        )
+        found.append(Finding(FILES_DIR, f"expected a folder holding certificates and keys, found a file: use {shown}"))
+        return {}
     files = {}
     for path in sorted(files_dir.iterdir()):
         name, shown = path.name, f"{FILES_DIR}/{path.name}"
         if name.startswith("."):
             continue  # ._name and .DS_Store that macOS leaves on FAT volumes
         if path.is_dir():
-            raise Rejected(Problem(shown, f"folders are not supported: put the files directly in {FILES_DIR}/"))
-        if not _NAME.match(name):
-            raise Rejected(Problem(shown, "expected a name of letters, digits, '.', '-' and '_'"))
-        if name == cfg.DEFAULT_PATH.name:
-            raise Rejected(Problem(shown, f"the config goes in {REQUEST} beside the folder, not in it"))
-        data = _read(path, shown)
-        _check_content(name, data, shown, path)
-        files[name] = data
+            found.append(Finding(shown, f"folders are not supported: put the files directly in {FILES_DIR}/"))
+        elif not _NAME.match(name):
+            found.append(Finding(shown, "expected a name of letters, digits, '.', '-' and '_'"))
+        elif name == cfg.DEFAULT_PATH.name:
+            found.append(Finding(shown, f"the config goes in {REQUEST} beside the folder, not in it"))
+        else:
+            try:
+                data = _read(path, shown)
+                _check_content(name, data, shown, path)
+            except Rejected as exc:
+                found.extend(exc.problems)
+                continue
+            files[name] = data
     return files
 
 
 def _check_content(name: str, data: bytes, shown: str, path: Path) -> None:
     suffix = PurePosixPath(name).suffix.lower()
     if suffix in (".pem", ".crt", ".key") and b"-----BEGIN " not in data:
-        raise Rejected(Problem(shown, "expected PEM text (-----BEGIN ...-----); convert a DER file with openssl"))
+        raise Rejected(Finding(shown, "expected PEM text (-----BEGIN ...-----); convert a DER file with openssl"))
     if suffix == ".key" and b"PRIVATE KEY-----" not in data:
-        raise Rejected(Problem(shown, "expected a PEM private key (-----BEGIN ... PRIVATE KEY-----)"))
+        raise Rejected(Finding(shown, "expected a PEM private key (-----BEGIN ... PRIVATE KEY-----)"))
     if name == ENCRYPTION_KEY_FILE:
         from .media.encrypted import check_recipient
 
         try:
             check_recipient(path)
         except ValueError as exc:
-            raise Rejected(Problem(shown, _reason(exc, str(path), shown))) from None
+            raise Rejected(Finding(shown, _reason(exc, str(path), shown))) from None
 
 
 def _reason(exc: ValueError, path: str, shown: str) -> str:
-    """``check_recipient``'s error without its ``path:`` prefix (the Problem names the file), and
+    """``check_recipient``'s error without its ``path:`` prefix (the Finding names the file), and
     ``path`` written as the installer knows it.
 
     >>> _reason(ValueError("/boot/k.pub: holds 2 recipients, not /boot/k.pub"), "/boot/k.pub", "k.pub")
@@ -426,9 +488,9 @@ def _read(path: Path, shown: str) -> bytes:
         with path.open("rb") as f:
             data = f.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise Rejected(Problem(shown, f"cannot be read: {exc.strerror}")) from None
+        raise Rejected(Finding(shown, f"cannot be read: {exc.strerror}")) from None
     if len(data) > MAX_BYTES:
-        raise Rejected(Problem(shown, f"larger than {MAX_BYTES // 1024} KiB; is it the right file?"))
+        raise Rejected(Finding(shown, f"larger than {MAX_BYTES // 1024} KiB; is it the right file?"))
     return data
 
 
@@ -521,32 +583,47 @@ def _wipe(path: Path) -> bool:
     return True
 
 
-def _reject(request: Path, problem: Problem, root: Path, owner: tuple[int, int] | None) -> None:
+def _reject(
+    request: Path, problems: tuple[Finding, ...], root: Path, owner: tuple[int, int] | None, *, rename: bool = True
+) -> None:
     boot = request.parent
     try:
-        os.replace(request, boot / REJECTED)
-        _write_boot_text(boot / ERROR_TEXT, error_text(problem))
+        if rename:
+            os.replace(request, boot / REJECTED)
+        _write_boot_text(boot / ERROR_TEXT, error_text(problems, rejected=REJECTED if rename else request.name))
     except OSError as exc:  # a read-only card: the next boot rejects it again, the marker still tells
         log.error("could not mark %s as rejected on the boot partition: %s", request, exc)
-    _write_marker(root, "provision_rejected", problem, boot / REJECTED, owner)
+    _write_marker(root, "provision_rejected", problems, boot / REJECTED if rename else request, owner)
 
 
-def error_text(problem: Problem) -> str:
-    """The note left beside the rejected file for the installer."""
-    lines = [
-        f"edge-recorder did NOT apply {REQUEST}: the box keeps the configuration it had.",
-        "",
-        f"problem: {problem.message}",
-        f"file:    {problem.file}",
-    ]
-    if problem.section:
-        lines.append(f"section: [{problem.section}]")
-    if problem.key:
-        lines += [f"key:     {problem.key}", f"value:   {problem.value!r}"]
+def error_text(problems: tuple[Finding, ...] | Finding, rejected: str = REJECTED) -> str:
+    """The note left beside the rejected file for the installer: every problem, each at its line."""
+    if isinstance(problems, Finding):
+        problems = (problems,)
+    errors = [p for p in problems if not p.warning]
+    warnings = [p for p in problems if p.warning]
+    count = f"{len(errors)} problem" + ("s" if len(errors) != 1 else "")
+    lines = [f"edge-recorder did NOT apply {REQUEST}: the box keeps the configuration it had.", "", f"{count}:"]
+    for number, problem in enumerate(errors, 1):
+        lines += ["", f"{number}. {problem.message}"]
+        lines += problem.lines()[1:]
+        if problem.section:
+            lines.append(f"   section: [{problem.section}]")
+        if problem.key:
+            lines += [f"   key:     {problem.key}", f"   value:   {problem.value!r}"]
+        lines.append(f"   allowed: {problem.reason}")
+    if warnings:
+        lines += ["", "Also worth a look:"]
+        for problem in warnings:
+            lines += ["", *problem.lines()]
+    fix = (
+        f"Fix {rejected}, rename it back to {REQUEST} and start the box again."
+        if rejected == REJECTED
+        else f"Rename {rejected} to {REQUEST} and start the box again."
+    )
     lines += [
-        f"allowed: {problem.allowed}",
         "",
-        f"Fix {REJECTED}, rename it back to {REQUEST} and start the box again.",
+        fix,
         "On a Linux computer with edge-recorder, 'edge-recorder provision --check --boot <the card's folder>' "
         "makes the box's checks first.",
         f"Rejected at {_now()}.",
@@ -564,16 +641,27 @@ def _write_boot_text(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def _write_marker(root: Path, code: str, problem: Problem, boot_file: Path, owner: tuple[int, int] | None) -> None:
+def _write_marker(
+    root: Path, code: str, problems: tuple[Finding, ...] | Finding, boot_file: Path, owner: tuple[int, int] | None
+) -> None:
+    if isinstance(problems, Finding):
+        problems = (problems,)
+    errors = [p for p in problems if not p.warning] or list(problems)
+    first = errors[0]
+    message = first.message
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more: see {boot_file.with_name(ERROR_TEXT).name} on the boot partition)"
     marker = _target(root, MARKER)
     data = {
         "code": code,
-        "message": problem.message,
-        "file": problem.file,
-        "section": problem.section,
-        "key": problem.key,
-        "value": problem.value,
-        "allowed": problem.allowed,
+        "message": message,
+        "file": first.file,
+        "section": first.section,
+        "key": first.key,
+        "value": first.value,
+        "allowed": first.reason,
+        "line": first.line,
+        "problems": [p.as_dict() for p in problems],
         "boot_file": str(boot_file),
         "time": _now(),
     }

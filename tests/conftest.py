@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Mosquitto broker per test, and a running box with its HTTP API."""
+"""Shared fixtures: a real Mosquitto broker per test, a running box with its HTTP API, a boot partition."""
 
 from __future__ import annotations
 
@@ -23,3 +23,11 @@ def api(tmp_path):
     running = Running(tmp_path)
     yield running
     running.stop()
+
+
+@pytest.fixture
+def boot(tmp_path):
+    """The card's FAT boot partition as Raspberry Pi OS Bookworm mounts it (``/boot/firmware``)."""
+    boot = tmp_path / "boot/firmware"
+    boot.mkdir(parents=True)
+    return boot

@@ -219,9 +219,12 @@ def test_config_check_names_the_bad_key_and_exits_78(tmp_path):
         [sys.executable, "-m", "firmware.cli.main", "config", "check", str(bad)], capture_output=True, text=True
     )
     assert no.returncode == 78
-    assert no.stderr.strip() == (
-        f'edge-recorder: error: {bad}: [call] auto_record = \'always\': expected one of "none", "off-hook", "voice"'
-    )
+    assert no.stderr.splitlines() == [
+        f'edge-recorder: error: {bad}:2:15: [call] auto_record = \'always\': expected one of "none", "off-hook", "voice"',
+        "    auto_record = 'always'",
+        "                  ^",
+        f"edge-recorder: error: {bad}: 1 problem; the box would refuse it",
+    ]
 
 
 def test_recordings_list_show_export_delete(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fnmatch
 import json
 import os
 import shlex
@@ -56,14 +57,6 @@ def root(tmp_path):
     config.write_bytes(RUNNING)
     config.chmod(0o640)
     return root
-
-
-@pytest.fixture
-def boot(tmp_path):
-    """The FAT partition as Raspberry Pi OS Bookworm mounts it."""
-    boot = tmp_path / "boot/firmware"
-    boot.mkdir(parents=True)
-    return boot
 
 
 def run_cli(root: Path, *boot_dirs: Path, check: bool = False) -> int:
@@ -190,9 +183,12 @@ def test_a_missing_secret_file_is_refused_saying_where_on_the_card_it_goes(root,
     assert run_cli(root, boot, check=check) == exits.CONFIG  # neither on the card nor on the box
 
     fix = "no such file on the box: put it in edge-recorder/mqtt.password beside edge-recorder.toml"
-    message = f"edge-recorder.toml: [mqtt] password = 'file:/etc/edge-recorder/mqtt.password': {fix}"
+    message = f"edge-recorder.toml:8:12: [mqtt] password = 'file:/etc/edge-recorder/mqtt.password': {fix}"
     if check:
-        assert capsys.readouterr().err.endswith(f"{message}; the box would refuse it\n")
+        err = capsys.readouterr().err
+        assert err.startswith(f"edge-recorder: error: {message}\n") and err.endswith(
+            "the box would refuse edge-recorder.toml\n"
+        )
         assert not marker(root).exists()
         return
     error = provision.read_error(root)
@@ -301,7 +297,8 @@ def test_a_bad_file_is_rejected_and_the_running_config_kept(root, boot, capsys, 
     error = provision.read_error(root)
     assert error["code"] == "provision_rejected"
     assert (error["section"], error["key"], error["value"]) == (section, key, value)
-    assert allowed in error["message"] and error["message"].startswith("edge-recorder.toml: ")
+    assert allowed in error["message"] and error["message"].startswith("edge-recorder.toml:")
+    assert error["line"] == (1 if section in (None, "audoi") else 2)
     assert error["boot_file"] == str(boot / "edge-recorder.toml.rejected")
     expect_owner(marker(root), 0o640)
     stderr = capsys.readouterr().err
@@ -359,7 +356,7 @@ def test_an_encryption_key_file_with_two_recipients_is_named_once_in_the_message
 
     error = provision.read_error(root)
     assert error["message"] == ("edge-recorder/encryption.pub: holds 2 recipients; expected exactly one 'age1...' line")
-    assert "problem: edge-recorder/encryption.pub: holds 2" in (boot / "edge-recorder.toml.error.txt").read_text()
+    assert "1. edge-recorder/encryption.pub: holds 2" in (boot / "edge-recorder.toml.error.txt").read_text()
 
 
 def test_an_encryption_key_file_on_the_box_with_two_recipients_is_named_once_in_the_message(root, boot):
@@ -372,7 +369,7 @@ def test_an_encryption_key_file_on_the_box_with_two_recipients_is_named_once_in_
     assert run_cli(root, boot) == exits.CONFIG
 
     assert provision.read_error(root)["message"] == (
-        "edge-recorder.toml: [encryption] public_key = '/etc/edge-recorder/encryption.pub': "
+        "edge-recorder.toml:11:14: [encryption] public_key = '/etc/edge-recorder/encryption.pub': "
         "holds 2 recipients; expected exactly one 'age1...' line"
     )
 
@@ -451,7 +448,7 @@ def test_check_alone_says_good_or_names_the_problem_and_changes_nothing(root, bo
     before = tree(root, boot)
     assert run_cli(root, boot, check=True) == exits.CONFIG
     err = capsys.readouterr().err
-    assert "[mqtt] ca_file" in err and "the box would refuse it" in err
+    assert "[mqtt] ca_file" in err and "the box would refuse edge-recorder.toml" in err
     assert tree(root, boot) == before  # not renamed, no error file, no marker
     assert not marker(root).exists()
 
@@ -470,8 +467,8 @@ def test_check_does_not_take_files_in_etc_edge_recorder_from_this_computer(root,
 
     err = capsys.readouterr().err
     assert (
-        "edge-recorder.toml: [mqtt] ca_file = '/etc/edge-recorder/ca.pem': no such file on the box: "
-        "put it in edge-recorder/ca.pem beside edge-recorder.toml; the box would refuse it"
+        "edge-recorder.toml:9:11: [mqtt] ca_file = '/etc/edge-recorder/ca.pem': no such file on the box: "
+        "put it in edge-recorder/ca.pem beside edge-recorder.toml\n"
     ) in err
     assert tree(root, boot) == before
 
@@ -560,6 +557,10 @@ def unit_settings(text: str) -> dict[str, list[str]]:
 def test_the_unit_runs_provisioning_before_the_daemon_when_a_file_is_there():
     unit = unit_settings(UNIT.read_text())
     assert unit["Unit.ConditionPathExists"] == [f"|{d / provision.REQUEST}" for d in provision.BOOT_DIRS]
+    # and a request saved under another name, which provisioning recognises (the glob as systemd reads it)
+    globs = [g.removeprefix("|") for g in unit["Unit.ConditionPathExistsGlob"]]
+    for name in ("edge-recorder.toml.txt", "Edge-Recorder (1).toml", "edge_recorder.toml"):
+        assert any(fnmatch.fnmatchcase(f"{d}/{name}", g) for d in provision.BOOT_DIRS for g in globs), name
     assert "edge-recorder.service" in unit["Unit.Before"][0].split()
     assert not {"Unit.Requires", "Unit.Wants", "Unit.BindsTo"} & set(unit)  # the daemon starts even when this fails
     assert unit["Service.Type"] == ["oneshot"]

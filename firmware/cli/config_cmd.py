@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Iterable
+from typing import TextIO
 
 from .. import config as cfg
 from ..daemon.hardware import HardwareError, check_sim
+from ..findings import Finding
 from . import exits
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="check a config file, print the defaults or the reference")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=type(p))
-    check = verbs.add_parser("check", help="validate a config file (exit 78 when it is bad)")
+    check = verbs.add_parser(
+        "check",
+        help="validate a config file: every problem at once, each at its line (exit 78 when it is bad)",
+        description="Check a config file as the box will: every key and every rule between keys, all problems "
+        "reported at once with the line, a caret and a hint for the usual causes (curly quotes, True for true, "
+        "text without quotes, a file saved as rich text or under a name with a hidden .txt). Warnings (a file "
+        "that sets nothing) do not fail the check. Exit status 0 good, 78 bad.",
+    )
     check.add_argument("file", help="the TOML file")
+    check.add_argument("--json", action="store_true", help="the verdict, every problem and warning as JSON")
     check.set_defaults(run=run_check)
     show = verbs.add_parser("defaults", help="print every section and key with its default (TOML)")
     show.set_defaults(run=lambda args: _print(cfg.describe()))
@@ -28,12 +40,48 @@ def _print(text: str) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    try:
-        config = cfg.load(args.file)
-        check_sim(config)
-    except (cfg.ConfigError, HardwareError) as exc:
-        return exits.fail(exits.CONFIG, str(exc))
+    config, findings = cfg.check_file(args.file)
+    if config is not None:
+        try:
+            check_sim(config)
+        except HardwareError as exc:
+            findings.append(Finding(args.file, str(exc)))
+            config = None
+    if args.json:
+        json.dump(
+            {
+                "file": args.file,
+                "good": config is not None,
+                "errors": [f.as_dict() for f in findings if not f.warning],
+                "warnings": [f.as_dict() for f in findings if f.warning],
+            },
+            sys.stdout,
+            indent=2,
+            default=str,
+        )
+        sys.stdout.write("\n")
+        return exits.OK if config is not None else exits.CONFIG
+    report(findings)
+    if config is None:
+        errors = sum(not f.warning for f in findings)
+        return exits.fail(
+            exits.CONFIG, f"{args.file}: {errors} problem{'s' if errors != 1 else ''}; the box would refuse it"
+        )
     print(
         f"{args.file}: ok (device id {config.device_id}, capture {config.audio['capture']}, spool {config.spool['directory']})"
     )
     return exits.OK
+
+
+def report(findings: Iterable[Finding], out: TextIO | None = None) -> None:
+    """Every problem, then every warning, each with its line as written, a caret and a hint."""
+    out = out or sys.stderr
+    for finding in sorted(findings, key=lambda f: f.warning):
+        first, *rest = finding.lines()
+        out.write("\n".join([f"edge-recorder: {'warning' if finding.warning else 'error'}: {first}", *rest]) + "\n")
+
+
+def fail(exc: cfg.ConfigError) -> int:
+    """A config the box cannot use: every problem in it, exit 78 (EX_CONFIG)."""
+    report(exc.findings)
+    return exits.CONFIG

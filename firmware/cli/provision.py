@@ -9,10 +9,14 @@ Exit status: 0 applied or nothing to do, 78 (EX_CONFIG) the file was rejected,
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 from .. import provision
+from ..findings import Finding
 from . import exits
+from .config_cmd import report
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,13 +51,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         f"{provision.FILES_DIR}/ on the card: this computer's {provision.CONFIG_DIR} (or the one under --root) "
         "is not read; other paths are looked up under --root",
     )
+    p.add_argument("--json", action="store_true", help="with --check: the verdict, every problem and warning as JSON")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     boot_dirs = args.boot or list(provision.BOOT_DIRS)
     if args.check:
-        return check(boot_dirs, args.root)
+        return check(boot_dirs, args.root, as_json=args.json)
     result = provision.provision(boot_dirs, args.root)
     outcome, problem = result.outcome, result.problem
     if outcome is provision.Outcome.NOTHING:
@@ -61,9 +66,10 @@ def run(args: argparse.Namespace) -> int:
         return exits.OK
     if outcome is provision.Outcome.REJECTED:
         assert problem is not None and result.request is not None
+        report(result.problems, sys.stderr)
         return exits.fail(
             exits.CONFIG,
-            f"{problem.message}; not applied, the box keeps its configuration "
+            f"{provision.REQUEST} not applied, the box keeps its configuration "
             f"(see {result.request.with_name(provision.ERROR_TEXT)})",
         )
     if outcome is provision.Outcome.FAILED:
@@ -73,20 +79,55 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"{result.request}: applied ({names} in {provision.CONFIG_DIR})")
         return exits.fail(exits.CANTCREAT, problem.message)
+    report(result.problems, sys.stderr)
     print(f"{result.request}: applied ({names} in {provision.CONFIG_DIR}), removed from the boot partition")
     print(f"MQTT commands: {result.commands}")
     return exits.OK
 
 
-def check(boot_dirs: list[Path], root: Path) -> int:
+def check(boot_dirs: list[Path], root: Path, as_json: bool = False) -> int:
     request = provision.find_request(boot_dirs)
     if request is None:
-        return exits.fail(exits.NOINPUT, f"no {provision.REQUEST} in {' or '.join(map(str, boot_dirs))}")
+        near = provision.find_misnamed(boot_dirs)
+        if near is None:
+            if as_json:
+                return _json(None, False, [], "no_file")
+            return exits.fail(exits.NOINPUT, f"no {provision.REQUEST} in {' or '.join(map(str, boot_dirs))}")
+        problems: tuple[Finding, ...] = (provision.misnamed_problem(near),)
+        if as_json:
+            return _json(near, False, problems)
+        report(problems, sys.stderr)
+        return exits.fail(exits.CONFIG, f"{near}: the box would not read it")
     try:
         checked = provision.check(request.parent, root, fresh_box=True)
     except provision.Rejected as exc:
-        return exits.fail(exits.CONFIG, f"{exc.problem.message}; the box would refuse it")
+        if as_json:
+            return _json(request, False, exc.problems)
+        report(exc.problems, sys.stderr)
+        errors = sum(not p.warning for p in exc.problems)
+        return exits.fail(
+            exits.CONFIG, f"{errors} problem{'s' if errors != 1 else ''}: the box would refuse {provision.REQUEST}"
+        )
+    if as_json:
+        return _json(request, True, checked.warnings, files=["config.toml", *sorted(checked.files)])
+    report(checked.warnings, sys.stderr)
     names = ", ".join(["config.toml", *sorted(checked.files)])
     print(f"{request}: good; at the first boot the box installs {names} in {provision.CONFIG_DIR}")
     print(f"MQTT commands: {provision.command_mode(checked)}")
     return exits.OK
+
+
+def _json(request: Path | None, good: bool, problems: tuple[Finding, ...], code: str = "") -> int:
+    report = {
+        "file": str(request) if request else None,
+        "good": good,
+        "errors": [p.as_dict() for p in problems if not p.warning],
+        "warnings": [p.as_dict() for p in problems if p.warning],
+    }
+    if code == "no_file":
+        report["errors"].append({"severity": "error", "message": f"no {provision.REQUEST} found"})
+    json.dump(report, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    if code == "no_file":
+        return exits.NOINPUT
+    return exits.OK if good else exits.CONFIG

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import os
 import re
 import secrets
@@ -69,7 +68,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
-from ..destinations import Credentials, redact
+from ..destinations import Credentials, is_loopback, redact
 from .errors import DeliveryError, is_permanent_http, retry_after
 
 DEFAULT_NAME_TEMPLATE = "{yyyyMMddHHmmss}_{device_id}_{call_id}.{format}"
@@ -366,7 +365,7 @@ def _upload_http(
             "never in the URL",
             permanent=True,
         )
-    if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme.lower() == "http" and not is_loopback(parts.hostname):
         raise DeliveryError(
             f"refusing plain http to {parts.hostname}: the recording and credentials would cross the network "
             f"in clear; use https:// ({redact(url)!r})",
@@ -484,15 +483,6 @@ class _Bearer(requests.auth.AuthBase):
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self._token}"
         return request
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _error_text(response: requests.Response) -> str:
