@@ -447,6 +447,51 @@ class Catalog:
             ).fetchall()
         return [dict(r) for r in rows]
 
+    def upload_states(self, recording_id: str) -> list[dict[str, Any]]:
+        """Each destination's upload of a recording as a person asks after it: the fields of ``uploads`` with
+        when it last changed (``date_updated``) and when it was confirmed (``date_confirmed``, once ``done``;
+        confirmed while the clock was not synchronised: when it was, as retention counts it), and the uploads
+        still waiting in the outbox for their first attempt (state ``queued``)."""
+        with self._lock:
+            rows = [
+                dict(r)
+                for r in self._db.execute(
+                    "SELECT destination, state, attempts, last_error, location, date_updated, "
+                    "CASE WHEN state = 'done' THEN date_updated END AS date_confirmed "
+                    "FROM uploads WHERE recording_id = ? ORDER BY destination",
+                    (recording_id,),
+                )
+            ]
+            waiting = self._db.execute(
+                "SELECT target, created FROM outbox WHERE kind = 'upload' AND recording_id = ? ORDER BY seq",
+                (recording_id,),
+            ).fetchall()
+        known = {r["destination"] for r in rows}
+        for destination, created in waiting:
+            if destination not in known:
+                known.add(destination)
+                rows.append(
+                    {
+                        "destination": destination,
+                        "state": "queued",
+                        "attempts": 0,
+                        "last_error": None,
+                        "location": None,
+                        "date_updated": created,
+                        "date_confirmed": None,
+                    }
+                )
+        return rows
+
+    def ids_starting_with(self, prefix: str, limit: int) -> list[str]:
+        """Ids of recordings (deleted ones too) that begin with ``prefix``, in order, at most ``limit``."""
+        with self._lock:
+            found = self._db.execute(  # a range on the primary key: no scan of the table
+                "SELECT id FROM recordings WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (prefix, prefix + "\U0010ffff", int(limit)),
+            )
+            return [rid for (rid,) in found.fetchall()]
+
     def pending_uploads(self, recording_id: str) -> list[tuple[str, str]]:
         """(destination, state) of a recording's uploads not confirmed yet: queued, pending, uploading, failed."""
         with self._lock:

@@ -83,7 +83,8 @@ def write_demo_call(directory: Path) -> tuple[Path, str]:
     call, key_at = synthesize_call()
     directory.mkdir(parents=True, exist_ok=True)
     wav = directory / "demo-call.wav"
-    sf.write(wav, call, RATE, subtype="PCM_16")
+    with wav.open("wb") as file:  # a folder this user may not write is a PermissionError naming it, not libsndfile's
+        sf.write(file, call, RATE, subtype="PCM_16", format="WAV")
     log.info(
         "demo call: %s (%.1f s, left inbound, right outbound); '%s' pressed at %.2f s",
         wav,
@@ -116,7 +117,14 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         central = None
         if args.local or _mosquitto() is None:
-            log.info("no broker: the box's own events follow (install mosquitto for the whole loop)")
+            if args.local:
+                log.info("--local: no broker and no receiver; the box's own events follow")
+            else:
+                log.info(
+                    "no broker: mosquitto is not installed (not on PATH, nor %s); the box's own events follow "
+                    "(sudo apt-get install mosquitto for the whole loop)",
+                    MOSQUITTO,
+                )
             sinks = [event_writer("-")]
         else:
             try:

@@ -22,6 +22,17 @@ playback device and the GPIO pins.
 ``LevelMeter`` is the meter: it reads periods from any ``Capture`` and keeps
 the RMS level, the peak and the share of samples at full scale per channel.
 
+On a pipe or in a file each check is one line in fixed columns (status word,
+name, detail; the hint on the next line), never wrapped, with no control
+characters: what scripts parse. On a terminal (``Style.of``) a mark and colour
+go before the word and lines are wrapped to the terminal's width; while the
+level is measured a prompt asks to speak into the line and a live bar counts
+down the seconds left (``LiveBar``).
+
+A check that this user cannot do because a file is the daemon's (doctor run as
+``pi`` on a box) says so and hints to run doctor as the daemon's user, the
+unit's ``User=`` (``access.daemon_user``).
+
 What the DTMF loop plays and how what came back is judged: ``doctor_loop``.
 """
 
@@ -29,17 +40,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import grp
 import json
 import math
 import os
+import pwd
+import shlex
 import shutil
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
@@ -52,11 +67,12 @@ from hal.gpio import Panel, PinError
 from .. import config as cfg
 from ..catalog import Catalog
 from ..core import InputLayout
-from ..daemon.hardware import open_capture_for
+from ..daemon.hardware import HardwareError, open_capture_for
 from ..daemon.system import clock_synchronized
 from ..delivery.errors import DeliveryError
 from ..delivery.routes import upload_destination
 from ..destinations import DEFAULT
+from .access import daemon_user, may, program, state_directory
 from .checks import FULL_SCALE_SAMPLE, Check, Status, db_text
 from .run import add_config_argument
 
@@ -179,24 +195,46 @@ class LevelMeter:
 
 
 class LiveBar:
-    """Redraws one line with a bar and the level of each channel, about ten times a second of audio.
+    """Redraws one line with a bar and the level of each channel, about ten times a second of audio, and with
+    ``seconds`` the seconds of it left to measure.
 
-    For a terminal only: it moves back with ``\\r``. ``finish`` clears the line.
+    For a terminal only: it moves back with ``\\r``. ``finish`` clears the line. With the terminal's width
+    (``style.columns``) the bars are as wide as fits, and the line never reaches the last column.
     """
 
     FLOOR_DBFS = -60.0
 
-    def __init__(self, stream: TextIO, sample_rate: int, labels: list[str]) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        sample_rate: int,
+        labels: list[str],
+        seconds: float | None = None,
+        style: Style | None = None,
+    ) -> None:
         self.stream = stream
         self.labels = labels
+        self.seconds = seconds
+        self.style = style or Style()
+        self.sample_rate = sample_rate
+        self.frames = 0
         self.width = 30 if len(labels) == 1 else 6  # two channels still fit in 80 columns
+        self._head = self.style.head("....", "input level")
+        if self.style.columns is not None:
+            room = self._room()
+            if room < 3:  # a narrow terminal: the bars alone (the prompt above says what they measure)
+                self._head = ""
+                room = self._room()
+            self.width = max(3, min(self.width, room))
         self._every = max(1, sample_rate // 10)
         self._pending: list[np.ndarray] = []
         self._pending_frames = 0
+        self._drawn = 0
 
     def __call__(self, frames: np.ndarray) -> None:
         self._pending.append(frames)
         self._pending_frames += len(frames)
+        self.frames += len(frames)
         if self._pending_frames >= self._every:
             self.draw(np.concatenate(self._pending))
             self._pending, self._pending_frames = [], 0
@@ -204,16 +242,35 @@ class LiveBar:
     def draw(self, frames: np.ndarray) -> None:
         meter = LevelMeter(1, frames.shape[1])
         meter.feed(frames)
-        parts = []
-        for label, level in zip(self.labels, meter.rms_dbfs(), strict=True):
-            filled = round(self.width * (max(level, self.FLOOR_DBFS) - self.FLOOR_DBFS) / -self.FLOOR_DBFS)
-            bar = "#" * filled + "-" * (self.width - filled)
-            parts.append(f"{label + ' ' if label else ''}[{bar}] {db_text(level):>6}")
-        self.stream.write("\r" + _columns("....", "input level", "  ".join(parts) + " dBFS"))
+        line = self._line(meter.rms_dbfs(), self.width)
+        if self.style.columns is not None:
+            line = line[: self.style.columns - 1]
+        self._drawn = len(line)
+        self.stream.write("\r" + line)
         self.stream.flush()
 
+    def _room(self) -> int:
+        """The width each channel's bar may have on the terminal's line."""
+        fixed = len(self._line([-math.inf] * len(self.labels), 0))
+        return (self.style.columns - 1 - fixed) // len(self.labels)
+
+    def _line(self, levels: list[float], width: int) -> str:
+        parts = []
+        for label, level in zip(self.labels, levels, strict=True):
+            filled = round(width * (max(level, self.FLOOR_DBFS) - self.FLOOR_DBFS) / -self.FLOOR_DBFS)
+            bar = "#" * filled + "-" * (width - filled)
+            parts.append(f"{label + ' ' if label else ''}[{bar}] {db_text(level):>6}")
+        text = "  ".join(parts) + " dBFS"
+        if self.seconds is not None:
+            left = max(0, math.ceil(self.seconds - self.frames / self.sample_rate - 1e-9))
+            text += f"  {left} s left"
+        return self._head + text
+
     def finish(self) -> None:
-        self.stream.write("\r\x1b[K")
+        if os.environ.get("TERM") == "dumb":  # no erase-line sequence there: overwrite with spaces
+            self.stream.write("\r" + " " * self._drawn + "\r")
+        else:
+            self.stream.write("\r\x1b[K")
         self.stream.flush()
 
 
@@ -225,7 +282,11 @@ def check_config(path: str | Path | None) -> tuple[Check, cfg.Config]:
     try:
         config = cfg.load(path)
     except cfg.ConfigError as exc:
-        hint = "fix the file (edge-recorder config check shows every key and its default)"
+        file = Path(path or os.environ.get(cfg.ENV_VAR) or cfg.DEFAULT_PATH)
+        hint = None
+        if _denied(file, os.R_OK):  # a box's config is root:edge-recorder 0640: its group names the recorder's user
+            hint = _daemon_may(file, os.R_OK, cfg.defaults(), file, also=_group_user(file))
+        hint = hint or "fix the file (edge-recorder config check shows every key and its default)"
         return Check("config", Status.FAIL, f"{exc}; the checks below use the defaults", hint), cfg.defaults()
     if config.source == "defaults":
         return Check("config", Status.PASS, f"no {cfg.DEFAULT_PATH}: every key has its default"), config
@@ -245,7 +306,7 @@ def check_capture(config: cfg.Config) -> tuple[Check, Capture | None]:
     except UnsupportedFormat as exc:
         hint = "use the card's plughw: name so ALSA converts, e.g. plughw:CARD=Device,DEV=0 (edge-recorder devices)"
         return Check(name, Status.FAIL, str(exc), hint), None
-    except DeviceUnavailable as exc:
+    except (DeviceUnavailable, HardwareError) as exc:  # HardwareError: a [sim] audio file that cannot be used
         return Check(name, Status.FAIL, str(exc), _capture_hint(config, str(exc))), None
     rate, period = capture.sample_rate, capture.period_frames
     detail = f"{what}: {rate} Hz, {capture.channels} ch, {period}-frame periods ({1000 * period / rate:g} ms)"
@@ -256,7 +317,9 @@ def check_capture(config: cfg.Config) -> tuple[Check, Capture | None]:
 
 def _capture_hint(config: cfg.Config, error: str) -> str:
     if config.sim["enabled"] and config.sim["capture"] == "wav":
-        return "set [sim] audio to a WAV file of 8000 or 16000 Hz with 1 or 2 channels"
+        audio = Path(config.sim["audio"])
+        hint = _daemon_may(audio, os.R_OK, config) if _denied(audio, os.R_OK) else None
+        return hint or "set [sim] audio to a WAV file with 1 or 2 channels (any rate: it is converted)"
     return _device_hint(
         error,
         "check the USB audio interface is plugged in; `edge-recorder devices` lists the capture PCMs: "
@@ -518,6 +581,8 @@ def check_spool(config: cfg.Config) -> Check:
             f"create it for the daemon's user (sudo install -d -o {SERVICE} -g {SERVICE} {directory}) "
             "or set [spool] directory to a writable place"
         )
+        if isinstance(exc, PermissionError):
+            hint = _daemon_may(directory, os.W_OK | os.X_OK, config) or hint
         where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != directory else ""
         return Check("spool", Status.FAIL, f"cannot use {directory}: {reason}{where}", hint)
     finally:
@@ -560,6 +625,9 @@ def _probe(directory: Path) -> None:
 def check_catalog(config: cfg.Config) -> Check:
     """The catalog opens and SQLite's integrity check is ok; an absent one is not created."""
     path = Path(config.catalog["path"])
+    if _denied(path, os.R_OK | os.W_OK):
+        hint = _daemon_may(path, os.R_OK | os.W_OK, config) or f"make it the daemon's: sudo chown {SERVICE}: {path}"
+        return Check("catalog", Status.FAIL, f"{path}: permission denied: this user may not read and write it", hint)
     if not path.exists():
         return Check("catalog", Status.PASS, f"{path}: not created yet (the daemon creates it)")
     hint = (
@@ -585,6 +653,9 @@ def check_provisioning(config: cfg.Config) -> Check:
     from .. import provision
 
     marker = Path(config.spool["directory"]).parent / provision.MARKER.name
+    if _denied(marker, os.R_OK):
+        hint = _daemon_may(marker, os.R_OK, config) or f"run doctor as the daemon's user ({SERVICE}) or as root"
+        return Check("provisioning", Status.WARN, f"not checked: this user may not read {marker}", hint)
     problem = provision.read_marker(marker)
     if problem is None:
         return Check("provisioning", Status.PASS, "no refused config file")
@@ -827,6 +898,48 @@ def check_clock() -> Check:
     return Check("clock", Status.WARN, "not synchronised: recording times may be off", hint)
 
 
+def _denied(path: Path, access: int) -> bool:
+    """Whether this user may not ``access`` ``path`` (``os.R_OK``, ``os.W_OK``) that is there, or may not even
+    look whether it is there; False for a path that is simply missing."""
+    try:
+        path.stat()
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return not os.access(path, access)
+
+
+def _daemon_may(
+    path: Path,
+    access: int,
+    config: cfg.Config,
+    config_path: str | Path | None = None,
+    also: pwd.struct_passwd | None = None,
+) -> str | None:
+    """The hint for a ``path`` this user may not ``access`` and the daemon's user may: run doctor as that user,
+    the unit's ``User=`` (``access.daemon_user``: the owner of the state directory; else ``also``, when the state
+    directory is not known). None when the daemon's user may not either, or is this user, or there is none."""
+    me = os.geteuid()
+    users = [u for u in (daemon_user(state_directory(config)), also) if u is not None and u.pw_uid != me]
+    user = next((u for u in users if may(u, path, access)), None)
+    if user is None:
+        return None
+    source = str(config_path) if config_path is not None else config.source
+    command = f"sudo -u {user.pw_name} {program()} doctor"
+    if source not in ("defaults", str(cfg.DEFAULT_PATH)):
+        command += f" --config {shlex.quote(source)}"
+    return f"run doctor as the recorder's user, {user.pw_name} (the unit's User=), who may: {command}"
+
+
+def _group_user(path: Path) -> pwd.struct_passwd | None:
+    """The user of the same name as ``path``'s group, if there is one."""
+    try:
+        return pwd.getpwnam(grp.getgrgid(path.stat().st_gid).gr_name)
+    except (OSError, KeyError):
+        return None
+
+
 # -- the command ----------------------------------------------------------------------------------------------
 
 
@@ -870,6 +983,7 @@ def run(args: argparse.Namespace) -> int:
     """Run every check in order, print them as they finish (or as JSON at the end); 0 if none fails."""
     out = sys.stdout
     text = not args.json
+    style = Style.of(out) if text else Style()
     checks: list[Check] = []
     config_check, config = check_config(args.config)
 
@@ -878,7 +992,7 @@ def run(args: argparse.Namespace) -> int:
             check = replace(check, detail=check.detail + " [default config]")
         checks.append(check)
         if text:
-            out.write(format_check(check))
+            out.write(style.check(check))
             out.flush()
 
     report(config_check)
@@ -888,7 +1002,7 @@ def run(args: argparse.Namespace) -> int:
         report(Check("input level", Status.WARN, "not measured: no capture", "fix the capture device first"))
     else:
         try:
-            report(_measure(config, capture, args.seconds, out if text and out.isatty() else None))
+            report(_measure(config, capture, args.seconds, out if text and out.isatty() else None, style))
         finally:
             capture.close()
     report(check_dtmf_loop(config))
@@ -899,7 +1013,7 @@ def run(args: argparse.Namespace) -> int:
         if panel is not None:
             try:
                 if args.press:
-                    report(_press(config, panel, out if text else sys.stderr))
+                    report(_press(config, panel, out if text else sys.stderr, style if text else Style()))
             finally:
                 panel.close()
 
@@ -918,49 +1032,159 @@ def run(args: argparse.Namespace) -> int:
         counts = {s: sum(c.status is s for c in checks) for s in Status}
         skipped = f", {counts[Status.SKIP]} skipped" if counts[Status.SKIP] else ""
         out.write(
-            f"{counts[Status.PASS]} passed, {counts[Status.WARN]} warnings{skipped}, {counts[Status.FAIL]} failed"
-            + ("\n" if ok else ": fix the FAIL lines and run edge-recorder doctor again\n")
+            style.paragraph(
+                f"{counts[Status.PASS]} passed, {counts[Status.WARN]} warnings{skipped}, {counts[Status.FAIL]} failed"
+                + ("" if ok else ": fix the FAIL lines and run edge-recorder doctor again")
+            )
         )
     else:
         out.write(json.dumps({"ok": ok, "checks": [c.as_dict() for c in checks]}, indent=2) + "\n")
     return 0 if ok else 1
 
 
-def _measure(config: cfg.Config, capture: Capture, seconds: float, terminal: TextIO | None) -> Check:
-    """The level check, with a live bar on ``terminal`` (None: no bar, the check's line is the summary)."""
+def _measure(
+    config: cfg.Config, capture: Capture, seconds: float, terminal: TextIO | None, style: Style | None = None
+) -> Check:
+    """The level check; on ``terminal`` a prompt to speak, then a live bar counting down the seconds left
+    (None: neither, the check's line is the summary)."""
     labels = channel_labels(config, capture.channels)
     if terminal is None:
         return check_level(capture, seconds, labels)
-    bar = LiveBar(terminal, capture.sample_rate, labels)
+    style = style or Style()
+    if isinstance(capture, WavCapture):
+        prompt = f"Listening to the simulated input, {capture.path}, for {seconds:g} s..."
+    else:
+        prompt = f"Speak into the line now (or play something on it): listening for {seconds:g} s..."
+    terminal.write(style.row("....", "input level", prompt))
+    bar = LiveBar(terminal, capture.sample_rate, labels, seconds, style)
     try:
         return check_level(capture, seconds, labels, bar)
     finally:
         bar.finish()
 
 
-def _press(config: cfg.Config, panel: Panel, prompt: TextIO) -> Check:
+def _press(config: cfg.Config, panel: Panel, prompt: TextIO, style: Style | None = None) -> Check:
     if config.sim["enabled"]:
         return Check("record button", Status.WARN, "mock pins ([sim] enabled): nothing to press")
-    prompt.write(_columns("....", "record button", f"press the record button now ({PRESS_TIMEOUT:g} s)") + "\n")
+    text = f"press the record button now ({PRESS_TIMEOUT:g} s)"
+    prompt.write((style or Style()).row("....", "record button", text))
     prompt.flush()
     return check_press(panel)
 
 
 def format_check(check: Check) -> str:
-    """A check as text: its line, then its hint on the next line.
+    """A check as text on a pipe: its line, then its hint on the next line (``Style.check`` on a terminal).
 
     >>> print(format_check(Check("clock", Status.WARN, "not synchronised", "enable NTP")), end="")
     WARN  clock           not synchronised
                           hint: enable NTP
     """
-    line = _columns(check.status.value, check.name, check.detail) + "\n"
-    if check.hint and check.status is not Status.PASS:
-        line += _columns("", "", "hint: " + check.hint) + "\n"
-    return line
+    return Style().check(check)
 
 
 def _columns(status: str, name: str, detail: str) -> str:
     return f"{status:<4}  {name:<14}  {detail}"
+
+
+#: On a terminal, the mark before each status word and its colour (SGR: green, yellow, red, dim).
+MARKS = {Status.PASS: "✓", Status.WARN: "!", Status.FAIL: "✗", Status.SKIP: "-"}
+COLOURS = {Status.PASS: "32", Status.WARN: "33", Status.FAIL: "31", Status.SKIP: "2"}
+#: The narrowest detail column kept on a terminal; narrower, continuation lines are indented this much instead.
+MIN_DETAIL_COLUMNS = 24
+NARROW_INDENT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Style:
+    """How doctor's lines look: plain by default, marked, coloured and wrapped on a terminal (``of``).
+
+    Plain is what a pipe gets: the columns of ``_columns``, one line however long, no control
+    characters. ``columns`` wraps each line at word boundaries to that width, continuation lines
+    indented to the detail column (on a narrow terminal the detail starts on the next line, indented
+    less); a word is never broken. ``marks`` puts a mark before the status word, ``colour`` colours both.
+
+    >>> style = Style(columns=48, marks=True)
+    >>> print(style.check(Check("clock", Status.WARN, "not synchronised", "enable systemd-timesyncd")), end="")
+    ! WARN  clock           not synchronised
+                            hint: enable
+                            systemd-timesyncd
+    """
+
+    columns: int | None = None
+    marks: bool = False
+    colour: bool = False
+
+    @classmethod
+    def of(cls, stream: TextIO) -> Style:
+        """The style for ``stream``: plain unless it is a terminal device; there no colour with NO_COLOR set
+        or without a TERM, and neither marks nor colour on TERM=dumb (or when its encoding lacks the marks)."""
+        if not _terminal(stream):
+            return cls()
+        term = os.environ.get("TERM", "")
+        try:
+            "".join(MARKS.values()).encode(getattr(stream, "encoding", None) or "ascii")
+            encodes = True
+        except (UnicodeEncodeError, LookupError):
+            encodes = False
+        marks = term != "dumb" and encodes
+        colour = term not in ("", "dumb") and not os.environ.get("NO_COLOR")
+        return cls(columns=shutil.get_terminal_size().columns, marks=marks, colour=colour)
+
+    def head(self, status: str, name: str) -> str:
+        """What comes before a detail: the status (with a mark's room on a marked terminal) and the name."""
+        return ("  " if self.marks else "") + _columns(status, name, "")
+
+    def row(self, status: str, name: str, detail: str, sgr: str = "", mark: str = " ") -> str:
+        """One line (wrapped to ``columns``), ``status`` in colour ``sgr`` when there is colour."""
+        head = self.head(status, name)
+        if self.marks:
+            head = mark + head[1:]
+        if self.columns is None:
+            return head + detail + "\n"
+        width = self.columns
+        wide = width - len(head) >= MIN_DETAIL_COLUMNS
+        pad = " " * (len(head) if wide else NARROW_INDENT)
+        lines = _wrap(detail, width, head, pad) if wide else []
+        if not lines or len(lines[0]) > width:  # narrow, or the first word does not fit beside the head
+            lines = ([head.rstrip()] if head.strip() else []) + _wrap(detail, width, pad, pad)
+        # A word longer than the room is not broken: it starts at the left edge, and only one longer than the
+        # terminal is wider than it.
+        lines = [line if len(line) <= width else line.lstrip() for line in lines] or [head.rstrip()]
+        if self.colour and sgr and status.strip():
+            shown = f"{mark} {status}" if self.marks else status
+            lines[0] = f"\x1b[{sgr}m{shown}\x1b[0m" + lines[0][len(shown) :]
+        return "\n".join(lines) + "\n"
+
+    def check(self, check: Check) -> str:
+        """A check's line, then its hint (not for a PASS) on the next."""
+        sgr, mark = COLOURS[check.status], MARKS[check.status]
+        text = self.row(check.status.value, check.name, check.detail, sgr, mark)
+        if check.hint and check.status is not Status.PASS:
+            text += self.row("", "", "hint: " + check.hint)
+        return text
+
+    def paragraph(self, text: str) -> str:
+        """A line of its own (the summary), wrapped to ``columns``."""
+        if self.columns is None:
+            return text + "\n"
+        wrapped = textwrap.wrap(text, width=self.columns, break_long_words=False, break_on_hyphens=False)
+        return "\n".join(wrapped) + "\n"
+
+
+def _wrap(text: str, width: int, first: str, rest: str) -> list[str]:
+    """``text`` in lines of ``width``, broken between words only: ``first`` before the first, ``rest`` the others."""
+    return textwrap.wrap(
+        text, width=width, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False
+    )
+
+
+def _terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal device: marks, colour and the width need one (something that only
+    says ``isatty()`` has no width to wrap to, and gets the plain lines)."""
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _size(size: float) -> str:

@@ -85,7 +85,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device-id", default="offline", help="device id in event sources (default offline)")
     p.add_argument("--start-time", help="wall-clock time of the input's first sample, RFC 3339 (default now)")
     opts = p.add_argument_group(
-        "recording options (SPEC section 3)",
+        "recording options ([recording] in docs/configuration.md)",
         "The box's start options, checked as the box checks them (named choices in any case).\n"
         "This command uploads nothing and calls no one: --destination and the --status-callback\n"
         "options are checked, then left unused.",

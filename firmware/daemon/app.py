@@ -6,9 +6,10 @@ the spool and the journal that writes both), delivery (the outbox, MQTT,
 callbacks, uploads, retention), the audio loop that owns the session and the
 capture queue, the control API over the loop and the journal, and the front
 ends (MQTT commands, the HTTP API, the GPIO panel), each of which gets the
-control API and its own config section, nothing else.
+control API and its own config section, nothing else. Beside them, the status file
+(``status_file``), which ``edge-recorder status`` reads on the box.
 
-``Box.run`` then starts them in order: delivery, start-up recovery (part files
+``Box.run`` then starts them in order: the status file, delivery, start-up recovery (part files
 a crash left, ``recovery``), the HTTP API, and the audio loop on this thread
 until SIGTERM or the end of a simulated input; on the way out the recordings
 end with ``shutdown`` and everything is closed in reverse. SIGHUP re-reads the
@@ -41,6 +42,7 @@ from . import recovery
 from .hardware import Hardware, build
 from .loop import SILENCE_DBFS, AudioLoop, LoopSettings
 from .notify import Notifier
+from .status_file import StatusFile, status_path
 from .system import boot_id, clock_synchronized
 
 log = logging.getLogger("edge-recorder.box")
@@ -143,6 +145,21 @@ class Box:
             notify=self.journal.publish,
             links=self._links,
         )
+        # what `edge-recorder status` reads on the box, without the network
+        self.status_file = StatusFile(
+            status_path(config.catalog["path"]),
+            snapshot=self.loop.state,
+            recording=self._recording_status,
+            broker=self._broker_status,
+            phase=self._phase,
+            identity={
+                "device_id": self.device_id,
+                "catalog": str(config.catalog["path"]),
+                "spool": str(self.spool_dir),
+                "min_free_mb": config.spool["min_free_mb"],
+            },
+        )
+        self._stopping = False
         self.api = None
         if config.http["listen"]:
             from ..frontends.http.server import ApiServer
@@ -181,13 +198,38 @@ class Box:
 
     def _changed(self, event: dict[str, Any]) -> None:
         self.delivery.wake()
+        self.status_file.wake()
         if event["type"].startswith("recording."):
             self.delivery.state_changed()
+
+    def _recording_status(self, recording_id: str) -> dict[str, Any]:
+        """What the status file says of an active recording beside the state's id, name and state."""
+        row = self.catalog.get(recording_id) or {}
+        started = row.get("start_monotonic")  # audio time, as the monotonic clock at the recording's first sample
+        now = self.loop.mono_origin + self.loop.seconds()
+        return {
+            "source": row.get("source"),
+            "call_id": row.get("call_id"),
+            "start_time": row.get("start_time"),
+            "duration": None if started is None else round(max(0.0, now - started), 1),
+        }
+
+    def _broker_status(self) -> tuple[str, str | None]:
+        link = self.delivery.link
+        if link is None:
+            return "off", None
+        return ("connected" if link.connected.is_set() else "disconnected"), link.last_error
+
+    def _phase(self) -> str:
+        if self._stopping or self.loop.stopping:
+            return "stopping"
+        return "ready" if self.loop.capture_thread is not None else "starting"
 
     # -- running ---------------------------------------------------------------------------------
     def run(self) -> int:
         self.loop.claim()  # from here on the session is the loop's: early commands queue for it
         self._install_signals()
+        self.status_file.start()
         self.delivery.start()
         if self.encryption_problem:
             log.error("encryption is on but its key cannot be used: %s; recording is refused", self.encryption_problem)
@@ -214,6 +256,7 @@ class Box:
         self.loop.stop()
 
     def _shutdown(self) -> int:
+        self._stopping = True
         self.notifier.stopping()
         self.loop.finish(EndReason.SHUTDOWN)
         try:
@@ -222,6 +265,7 @@ class Box:
                 self.api.stop()
             self.delivery.stop()
         finally:
+            self.status_file.stop()
             self.catalog.close()
         log.info("stopped")
         return 0

@@ -4,14 +4,25 @@ The only place above ``hal`` that chooses between ``AlsaCapture`` and
 ``WavCapture``, a real pin factory and gpiozero's mock one. With ``[sim]
 enabled`` the panel uses the mock pin factory, its clock is audio time, and a
 ``Scenario`` drives its pins at the audio times the config gives.
+
+The simulated capture serves ``[sim] audio`` at the file's own rate when the
+core runs at it (8000 or 16000 Hz). A file at any other rate (a 44.1 or 48 kHz
+recording) is converted to ``[audio] sample_rate`` first, by the reader
+``edge-recorder record`` uses (``media.source.AudioFile``), into a temporary
+file that lives as long as the capture.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import tempfile
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import soundfile as sf
 
 from hal.audio import AlsaCapture, AlsaPlayback, Capture, FaultyCapture, Playback, WavCapture, WavPlayback, parse_faults
 from hal.audio.faults import FaultError
@@ -19,12 +30,26 @@ from hal.gpio import Panel, Scenario, parse_scenario
 from hal.gpio.scenario import ScenarioError
 
 from .. import config as cfg
+from ..media.source import AudioFile, InputError, Unreadable
 
 log = logging.getLogger("edge-recorder.hardware")
 
 
 class HardwareError(Exception):
     """The configured hardware cannot be set up; the message says what and why."""
+
+
+class SimAudioError(HardwareError):
+    """``[sim] audio`` cannot be used: ``unreadable`` when it cannot be opened at all (missing, not a file,
+    not allowed), else its content cannot be used."""
+
+    def __init__(self, message: str, *, unreadable: bool) -> None:
+        super().__init__(message)
+        self.unreadable = unreadable
+
+
+#: What each scenario action drives: the ``[gpio]`` key of the part that must be wired for it.
+SCENARIO_PARTS = {"button": "record_button", "button-hold": "record_button", "pause-button": "pause_button"}
 
 
 @dataclass
@@ -51,7 +76,13 @@ def check_sim(config: cfg.Config) -> None:
     the key and what is wrong (``config check`` and ``run`` say so before anything starts)."""
     sim = config.sim
     try:
-        parse_scenario(sim["scenario"])
+        for seconds, action, *off_hook in parse_scenario(sim["scenario"]):
+            item = f"{seconds:g}={action}" + (f":{'off' if off_hook[0] else 'on'}" if off_hook else "")
+            if not math.isfinite(seconds):
+                raise ScenarioError(f"scenario item {item!r}: the time must be a finite number of seconds")
+            part = SCENARIO_PARTS.get(action, "hook_switch")
+            if config.gpio[part] is None:
+                raise ScenarioError(f"scenario item {item!r}: needs [gpio] {part} to be wired (set its pin)")
     except ScenarioError as exc:
         raise HardwareError(f"[sim] scenario = {sim['scenario']!r}: {exc}") from None
     try:
@@ -90,12 +121,37 @@ def open_capture_for(config: cfg.Config) -> tuple[Capture, str]:
     if sim["enabled"] and sim["capture"] == "wav":
         if not sim["audio"]:
             raise HardwareError("[sim] audio: no WAV file given (edge-recorder run --simulate makes a demo call)")
-        return WavCapture(
-            sim["audio"], a["period_ms"], pace=sim["pace"] == "realtime"
-        ), f"simulated capture from {sim['audio']}"
+        return _wav_capture(Path(sim["audio"]), a["sample_rate"], a["period_ms"], pace=sim["pace"] == "realtime")
     limit = sim["frames"] if sim["enabled"] and sim["frames"] else None
     capture = AlsaCapture(a["capture"], a["sample_rate"], a["channels"], a["period_ms"], limit_frames=limit)
     return capture, f"ALSA {a['capture']}"
+
+
+def _wav_capture(path: Path, rate: int, period_ms: int, *, pace: bool) -> tuple[WavCapture, str]:
+    """The simulated capture of ``path``, converted to ``rate`` first when the core does not run at its rate."""
+    try:
+        source = AudioFile(path, convert_to=rate)
+    except Unreadable as exc:
+        raise SimAudioError(f"[sim] audio: {exc}", unreadable=True) from None
+    except InputError as exc:
+        raise SimAudioError(f"[sim] audio: {exc}", unreadable=False) from None
+    with source:
+        if source.rate == source.file_rate:
+            return WavCapture(path, period_ms, pace=pace), f"simulated capture from {path}"
+        converted = tempfile.NamedTemporaryFile(prefix="edge-recorder-sim-", suffix=".wav")  # noqa: SIM115 - the capture's
+        try:
+            with sf.SoundFile(converted.name, "w", source.rate, source.channels, "PCM_16", format="WAV") as out:
+                for piece in source.pieces():
+                    out.write(piece)
+        except InputError as exc:
+            converted.close()
+            raise SimAudioError(f"[sim] audio: {exc}", unreadable=False) from None
+    log.info(
+        "[sim] audio %s is %d Hz: the simulated capture serves it converted to %d Hz", path, source.file_rate, rate
+    )
+    capture = WavCapture(converted.name, period_ms, pace=pace)
+    weakref.finalize(capture, converted.close)  # the converted file goes with the capture (or at exit)
+    return capture, f"simulated capture from {path} ({source.file_rate} Hz, converted)"
 
 
 def _panel(config: cfg.Config, audio_seconds, problems: list[str]) -> tuple[Panel | None, Scenario | None]:
