@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT = 5.0
 
-#: Fields of a recording (SPEC section 3) and what the box keeps beside them.
+#: Fields of a recording (as docs/mqtt.md lists them) and what the box keeps beside them.
 COLUMNS = (
     "id",
     "name",

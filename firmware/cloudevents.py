@@ -1,4 +1,4 @@
-"""The core's events as CloudEvents 1.0 structured JSON (SPEC section 5).
+"""The core's events as CloudEvents 1.0 structured JSON (docs/mqtt.md, ``<prefix>/<device_id>/events``).
 
 The core counts samples; a ``Timebase`` maps sample positions to wall-clock
 time for ``time``, ``start_time`` and ``end_time``.

@@ -477,7 +477,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "hold_seconds": Key(0.0, _number(0, 10), "holding the record button this long pauses or resumes; 0: off"),
     },
     "recording": {
-        # Checked as a whole by RecordingOptions.from_mapping: the start options of SPEC section 3.
+        # Checked as a whole by RecordingOptions.from_mapping: the start options of firmware/core/options.py.
     },
     "call": {
         "detect": Key(
@@ -1125,7 +1125,7 @@ def describe() -> str:
     for name in SCHEMA:
         lines.append(f"[{name}]")
         if name == "recording":
-            lines.append("# start options of SPEC section 3 for button, DTMF and automatic recordings:")
+            lines.append("# start options for button, DTMF and automatic recordings:")
             lines += [f"# {entry.key} = {_toml(entry.default)}" for entry in _entries(name)]
         else:
             for entry in _entries(name):

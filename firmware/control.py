@@ -247,7 +247,7 @@ class Control:
         return row
 
     def public(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A recording's fields as the outside sees them (SPEC section 3), with a signed media link."""
+        """A recording's fields as the outside sees them (docs/mqtt.md), with a signed media link."""
         return self.journal.public_row(row)
 
     def media(self, row: dict[str, Any], fmt: str, channels: int | None) -> Path:

@@ -1,17 +1,17 @@
-"""Vendors' call-control documents as start and stop commands (SPEC section 7, "Control dialects").
+"""Vendors' call-control documents as start and stop commands (README, "The local API", Vendor documents).
 
 Theory of operation
 -------------------
 A start (or stop) command may carry, instead of native options, the document a
-central server already writes for one of the seed platforms: a Vonage NCCO
+central server already writes for one of the cloud platforms: a Vonage NCCO
 ``record`` action, a SignalWire SWML ``record`` / ``record_call`` (or
 ``stop_record_call``), a TwiML ``<Start><Recording>`` / ``<Stop><Recording>``,
 or a Sinch ``StartRecording`` / ``StopRecording``. ``detect`` finds the
 document in a command; ``translate`` maps it, field by field, to the native
-start options of SPEC section 3, gives what it leaves out the vendor's
-defaults as its seed states them, and lists every field the box cannot honour,
-with the reason and what the box does instead. Nothing is dropped silently:
-a field that is not the vendor's is reported too.
+start options (``core.options``), gives what it leaves out the vendor's
+defaults as its documentation states them, and lists every field the box
+cannot honour, with the reason and what the box does instead. Nothing is
+dropped silently: a field that is not the vendor's is reported too.
 
 Rules that hold for every dialect:
 
@@ -22,10 +22,10 @@ Rules that hold for every dialect:
   goes ahead without it.
 - A document means on the box what it means on its vendor's platform.
   ``Translation.options`` holds what the document set and, for each field it
-  leaves out, the vendor's default where the document's seed states one (the
-  "left out" tables below name the seed section). Where the seed states no
+  leaves out, the vendor's default where the vendor's documentation states one
+  (the "left out" tables below name the section). Where it states no
   default, the option is left out of ``options`` and the box's own default
-  applies (``[recording]`` in the config, then SPEC's); the tables say so. A
+  applies (``[recording]`` in the config, then ``RecordingOptions``'); the tables say so. A
   field that is given but cannot be honoured gets no vendor default either: it
   is reported, and the box's own applies. A vendor default the input cannot
   give (TwiML's ``dual`` on a mono line) is dropped when the recording starts
@@ -44,17 +44,18 @@ Rules that hold for every dialect:
 - Everything else in a document (speech, prompts, call flow) is reported as
   unsupported: the box records, it does not run call flows.
 - Stopping takes a target: the recording's name, or ``"current"`` (the only
-  active recording, Twilio's ``Twilio.CURRENT``; seed 003, "Update a Recording
-  resource") when the document names none.
+  active recording, Twilio's ``Twilio.CURRENT``; Twilio's Recording resource
+  reference, "Update a Recording resource") when the document names none.
 
 Mappings
 --------
-Vonage NCCO ``record`` action (seed 000; field names and ranges the seed does
-not spell out come from Vonage's NCCO reference). Given as the action object or
-as an NCCO list holding it.
+Vonage NCCO ``record`` action (Vonage's Voice API guide "Recording"; field
+names and ranges the guide does not spell out come from Vonage's NCCO
+reference, record action). Given as the action object or as an NCCO list
+holding it.
 
 ================  ==============================  =========================================================
-Vonage field      native option                   seed 000 section / note
+Vonage field      native option                   guide section / note
 ================  ==============================  =========================================================
 format            format                          "File formats": mp3, wav; ogg unsupported (the box's
                                                   format instead)
@@ -63,8 +64,8 @@ channels          (with split) 1 mono, 2 dual     NCCO reference: 1-32; more tha
                                                   without split it has no effect (unsupported)
 endOnSilence      end_on_silence                  "Synchronous recording"
 endOnKey          end_on_key                      "Synchronous recording"
-timeOut, timeout  max_length                      "Asynchronous recording" (the seed spells it ``timeout``)
-beepStart         beep                            NCCO reference ("beep" in the seed's overview)
+timeOut, timeout  max_length                      "Asynchronous recording" (the guide spells it ``timeout``)
+beepStart         beep                            NCCO reference ("beep" in the guide's overview)
 eventUrl          status_callback,                "Overview": the webhook once the record action ends, so
                   status_callback_events =        it fires for a recording that ends with no input too (the
                   completed absent,               vonage format itself says only a finished recording with
@@ -77,7 +78,7 @@ transcription     unsupported                     the box does not transcribe
 Left out of the action:
 
 ================  ===============================  ========================================================
-Vonage field      option it sets                   default, where seed 000 states it
+Vonage field      option it sets                   default, where the guide states it
 ================  ===============================  ========================================================
 format            format = mp3                     "File formats": "the default is MP3"
 split             channels = mono                  "Overview": "By default all recordings are in a mono
@@ -90,20 +91,20 @@ eventUrl,         (none)                           not stated: the box's ``[reco
 eventMethod                                        method and events, in ``[events] callback_format``
 ================  ===============================  ========================================================
 
-SignalWire SWML (seed 001; ``record_call``, ``control_id`` and
-``stop_record_call`` come from SignalWire's SWML reference). Given as one
-instruction (``{"record": {...}}``) or a whole SWML document, whose ``main``
-section is read.
+SignalWire SWML (SignalWire's SWML reference, ``record`` method;
+``record_call``, ``control_id`` and ``stop_record_call`` come from other pages
+of the SWML reference). Given as one instruction (``{"record": {...}}``) or a
+whole SWML document, whose ``main`` section is read.
 
 ====================  ==================================  =================================================
-SWML parameter        native option                       seed 001 section / note
+SWML parameter        native option                       ``record`` page section / note
 ====================  ==================================  =================================================
 record                (foreground, synchronous)           end_on_key ``#`` unless terminators is given
 record_call           (background, asynchronous)          SWML reference; nothing added
 stereo                channels (true dual, false mono)    "Properties"
 format                format                              "Properties": wav, mp3; mp4 unsupported (the box's
                                                           format instead)
-direction             track: speak inbound, listen        "Properties"; SPEC section 3
+direction             track: speak inbound, listen        "Properties"; the track start option
                       outbound, both both
 terminators           end_on_key                          "Properties"
 beep                  beep                                "Properties"
@@ -120,13 +121,13 @@ control_id            name (record_call);                 SWML reference
                       target (stop_record_call)
 ====================  ==================================  =================================================
 
-Left out: seed 001's "Properties" states no default for any parameter (its
-status callback example shows ``"format": "wav"``, ``"stereo": false`` as
-values of one recording, not as defaults), so each keeps the box's own, with
-one exception:
+Left out: the ``record`` page's "Properties" states no default for any
+parameter (its status callback example shows ``"format": "wav"``,
+``"stereo": false`` as values of one recording, not as defaults), so each keeps
+the box's own, with one exception:
 
 ====================  ===============================  ====================================================
-SWML parameter        option it sets                   default, where seed 001 shows it
+SWML parameter        option it sets                   default, where the ``record`` page shows it
 ====================  ===============================  ====================================================
 terminators           end_on_key = ``#``               ``record`` only: "Examples" ("Press hash to end
                                                        recording" with no terminators given); the
@@ -137,8 +138,9 @@ every other one       (none)                           not stated: the box's (``
                                                        ``[events] callback_format``
 ====================  ===============================  ====================================================
 
-Twilio TwiML (seed 004, "Noun attributes" and "Stop a Recording"). Given as
-text: a ``<Response>``, or a bare ``<Start>`` / ``<Stop>`` as in the seed.
+Twilio TwiML (Twilio's TwiML ``<Recording>`` reference, "Noun attributes" and
+"Stop a Recording"). Given as text: a ``<Response>``, or a bare ``<Start>`` /
+``<Stop>`` as in that reference.
 
 ==============================  =======================  ===========================================
 ``<Recording>`` attribute       native option            note
@@ -148,14 +150,15 @@ recordingStatusCallback         status_callback,         absolute http(s) URL; a
                                 status_callback_format   unsupported (the box has no base URL): no
                                 = twilio                 status callback then
 recordingStatusCallbackMethod   status_callback_method
-recordingStatusCallbackEvent    status_callback_events   space-separated, as in the seed
+recordingStatusCallbackEvent    status_callback_events   space-separated, as in the reference
 trim                            trim
 track                           track
 channels                        channels
 ==============================  =======================  ===========================================
 
-Left out of ``<Start><Recording>``: every attribute has its default in seed
-004's "Noun attributes" table (and each attribute's own section).
+Left out of ``<Start><Recording>``: every attribute has its default in the
+"Noun attributes" table of Twilio's TwiML ``<Recording>`` reference (and each
+attribute's own section).
 
 ==============================  ===============================  =====================================
 ``<Recording>`` attribute       option it sets                   note
@@ -175,23 +178,24 @@ channels                        channels = dual                  needs a 2-chann
 ==============================  ===============================  =====================================
 
 ``recordingChannels`` and ``recordingTrack`` are not attributes of
-``<Recording>`` (the Recording resource calls them ``recording_channels`` and
-``recording_track``, seed 003): they are reported, pointing at the right name.
+``<Recording>`` (Twilio's Recording resource reference calls them
+``recording_channels`` and ``recording_track``): they are reported, pointing at
+the right name.
 ``<Stop><Recording>`` without a name stops ``"current"``. The XML is read with
 ``defusedxml`` after refusing documents over ``MAX_TWIML`` characters, and
 with DTDs forbidden: TwiML has none, and without one no entity can be expanded
 (billion laughs) and no file or URL fetched (external entities). Whatever the
 parser refuses is a ``DialectError`` naming what it met.
 
-Sinch (seed 002). Given as a ``StartRecording`` / ``StopRecording``
-instruction ("Recording instructions"), an SVAML response with
+Sinch (Sinch's Voice guide "Recording calls"). Given as a ``StartRecording`` /
+``StopRecording`` instruction ("Recording instructions"), an SVAML response with
 ``instructions`` and/or an ``action`` with ``"recording": true`` and
 ``recordingOptions`` (the ACE example), or a bare ``{"recordingOptions":
 {...}}`` (the destination examples). Instruction and action names are matched
 without regard to case.
 
 ==================  ===============================  ==================================================
-recordingOptions    native option                    seed 002 section / note
+recordingOptions    native option                    guide section / note
 ==================  ===============================  ==================================================
 destinationUrl      destination                      "DestinationURL": ``s3://`` (and https://);
                                                      ``sdrive://`` unsupported (Sinch's own storage)
@@ -210,7 +214,7 @@ notificationEvents  true: status_callback_events =   "Notification events": reco
 Left out of the recording options:
 
 ==================  ===============================  ==================================================
-recordingOptions    option it sets                   default, where seed 002 states it
+recordingOptions    option it sets                   default, where the guide states it
 ==================  ===============================  ==================================================
 format              format = mp3                     "Recording options": 'Default value is "mp3"'
 notificationEvents  as for true, above               "Recording options": 'Default value is "true"'
@@ -223,7 +227,7 @@ destinationUrl      (none)                           not stated (the options are
 Example:
 
 >>> t = translate("twilio", '<Start><Recording name="desk" channels="mono" timeout="5"/></Start>')
->>> t.action, t.options["name"], t.options["channels"], t.options["trim"]  # trim: left out, seed 004's default
+>>> t.action, t.options["name"], t.options["channels"], t.options["trim"]  # trim: left out, TwiML's default
 ('start', 'desk', 'mono', 'trim-silence')
 >>> t.unsupported[0].field
 'timeout'
@@ -284,9 +288,9 @@ class Unsupported:
 class Translation:
     """A vendor document as a native command.
 
-    ``options`` are native start options (SPEC section 3): those the document
-    set and the vendor's defaults its seed states for those it left out, valid
-    for ``RecordingOptions.from_mapping``. ``target`` is the
+    ``options`` are native start options (``core.options``): those the document
+    set and the vendor's defaults its documentation states for those it left
+    out, valid for ``RecordingOptions.from_mapping``. ``target`` is the
     recording a stop acts on: a name or ``"current"``.
     """
 
@@ -360,7 +364,7 @@ class _Draft:
         return DialectError(self.dialect, name, problem, accepted)
 
     def defaults(self, given: Collection[str], table: Mapping[str, tuple[str, Any]]) -> None:
-        """For each vendor field of ``table`` the document leaves out, the option its seed says it defaults to.
+        """For each vendor field of ``table`` the document leaves out, the option its vendor says it defaults to.
 
         A field that is there but cannot be honoured (reported) gets no default: the box's own applies.
         """
@@ -448,10 +452,10 @@ def _scrubbed(value: Any) -> Any:
     return value
 
 
-# -- Vonage: NCCO record action (seed 000) ---------------------------------------------------
+# -- Vonage: NCCO record action (Vonage's Voice API guide "Recording") ------------------------
 
-# Seed 000: "the default is MP3" ("File formats"); mono unless split ("Overview": "By default all recordings
-# are in a mono format"). It states no default for the other fields.
+# Vonage's guide: "the default is MP3" ("File formats"); mono unless split ("Overview": "By default all
+# recordings are in a mono format"). It states no default for the other fields.
 _VONAGE_DEFAULTS = {"format": ("format", "mp3"), "split": ("channels", "mono")}
 
 
@@ -551,12 +555,13 @@ def _vonage(d: _Draft, document: Any) -> None:
     d.defaults(action, _VONAGE_DEFAULTS)
 
 
-# -- SignalWire: SWML record / record_call / stop_record_call (seed 001) ------------------------
+# -- SignalWire: SWML record / record_call / stop_record_call (SignalWire's SWML reference) -----
 
 _SWML_METHODS = ("record", "record_call", "stop_record_call")
 _DIRECTIONS = {"speak": "inbound", "listen": "outbound", "both": "both"}
-# Seed 001's "Properties" state no defaults. The foreground record is the voicemail case and ends on "#":
-# the seed's own example ("Press hash to end recording") relies on it, which also makes it synchronous here.
+# The SWML record page's "Properties" state no defaults. The foreground record is the voicemail case and
+# ends on "#": the page's own example ("Press hash to end recording") relies on it, which also makes it
+# synchronous here.
 _SWML_RECORD_DEFAULTS = {"terminators": ("end_on_key", "#")}
 
 
@@ -677,10 +682,11 @@ def _swml_stop(d: _Draft, params: dict) -> None:
             d.skip(key, value, "not a field of signalwire's stop_record_call; it has no effect")
 
 
-# -- Twilio: TwiML <Start><Recording> / <Stop><Recording> (seed 004) ---------------------------
+# -- Twilio: TwiML <Start><Recording> / <Stop><Recording> (Twilio's TwiML <Recording> reference) --
 
 _TWIML_EXAMPLE = '<Response><Start><Recording name="..."/></Start></Response>'
-# Seed 004, "Noun attributes": the default of every <Recording> attribute ("none" for name and callback).
+# Twilio's TwiML <Recording> reference, "Noun attributes": the default of every <Recording> attribute
+# ("none" for name and callback).
 _TWIML_DEFAULTS = {
     "name": ("name", ""),
     "recordingStatusCallback": ("status_callback", ""),
@@ -690,7 +696,7 @@ _TWIML_DEFAULTS = {
     "track": ("track", "both"),
     "channels": ("channels", "dual"),
 }
-# Names people carry over from the Recording resource (seed 003) or <Record>.
+# Names people carry over from Twilio's Recording resource (its reference) or <Record>.
 _TWIML_HINTS = {
     "recordingChannels": "channels",
     "recordingTrack": "track",
@@ -836,14 +842,15 @@ def _twiml_stop(d: _Draft, attributes: Mapping[str, str]) -> None:
             )
 
 
-# -- Sinch: StartRecording / StopRecording, recordingOptions (seed 002) ------------------------
+# -- Sinch: StartRecording / StopRecording, recordingOptions (Sinch's "Recording calls") ------
 
 _SINCH_SHAPES = (
     '{"name": "StartRecording", "options": {...}}, {"name": "StopRecording"}, '
     '{"instructions": [...], "action": {...}} or {"recordingOptions": {...}}'
 )
-# Seed 002, "Recording options": format 'Default value is "mp3"'; notificationEvents 'Default value is
-# "true"' (in _sinch_options). It states none for destinationUrl and credentials.
+# Sinch's Voice guide "Recording calls", "Recording options": format 'Default value is "mp3"';
+# notificationEvents 'Default value is "true"' (in _sinch_options). It states none for destinationUrl and
+# credentials.
 _SINCH_DEFAULTS = {"format": ("format", "mp3")}
 _SINCH_NOTIFY_REASON = (
     "Sinch sends recording_finished and recording_available to the application's callback URL, which a "
@@ -919,7 +926,7 @@ def _sinch_action(d: _Draft, action: Any, found: list) -> None:
 
 
 def _options_object(d: _Draft, where: str, options: Any) -> dict:
-    if isinstance(options, list) and len(options) == 1:  # the seed writes the type as [RecordingOptions]
+    if isinstance(options, list) and len(options) == 1:  # Sinch's guide writes the type as [RecordingOptions]
         options = options[0]
     if not isinstance(options, dict):
         raise d.fail(

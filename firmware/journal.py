@@ -50,7 +50,7 @@ from .spool import Reserve, Take, Takes, WriteFailed, delete_media
 
 log = logging.getLogger("edge-recorder.journal")
 
-#: A catalog row's fields that are the box's own business, not the recording's (SPEC section 3).
+#: A catalog row's fields that are the box's own business, not the recording's.
 HIDDEN_FIELDS = frozenset({"options", "path", "start_monotonic", "boot_id", "deleted_at"})
 
 Envelope = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -58,7 +58,7 @@ Routes = Callable[[dict[str, Any], dict[str, Any] | None], list[OutboxItem]]
 
 
 def public(row: dict[str, Any], media_url: str | None = None, uploads: list[dict[str, Any]] | None = None) -> dict:
-    """A catalog row as the fields SPEC section 3 lists; ``media_url`` a signed link when the API serves one."""
+    """A catalog row as a recording's fields (docs/mqtt.md); ``media_url`` a signed link when the API serves one."""
     out = {k: v for k, v in row.items() if k not in HIDDEN_FIELDS}
     if media_url is None and row.get("path"):
         media_url = Path(row["path"]).absolute().as_uri()  # no API: where the file is on the box
@@ -296,7 +296,7 @@ class Journal:
         self._guarded("audit", action, actor, target, detail)
 
     def public_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A catalog row as SPEC section 3's fields, with its uploads and a signed media link."""
+        """A catalog row as a recording's fields (docs/mqtt.md), with its uploads and a signed media link."""
         uploads = None
         if row.get("id"):
             with contextlib.suppress(sqlite3.Error):  # a failing catalog must not stop an event

@@ -192,7 +192,7 @@ def test_media_with_range_conversion_channels_and_signed_links(api):
         and mp3.content[0] == 0xFF
         and mp3.content[1] & 0xE0 == 0xE0  # an MPEG frame sync
     )
-    assert api.get(f"/v1/recordings/{done['id']}.wav?RequestedChannels=2").status_code == 404  # mono: as Twilio's seed
+    assert api.get(f"/v1/recordings/{done['id']}.wav?RequestedChannels=2").status_code == 404  # mono: as Twilio's
     assert api.get(f"/v1/recordings/{done['id']}.wav?RequestedChannels=1").status_code == 200
     # the signed link from media_url works without a token, and only for its path and until it expires
     link = done["media_url"]
@@ -390,7 +390,7 @@ def test_recording_url_without_an_extension_serves_an_mp3_recording_as_mp3(api):
     assert own.content == Path(row["path"]).read_bytes()
 
 
-# -- Vonage: media fetched with the application's JWT (seed 000) ----------------------------------------------------
+# -- Vonage: media fetched with the application's JWT (Vonage's Voice API recording guide) --------------------------
 
 VONAGE_APP = "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"
 

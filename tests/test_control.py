@@ -236,7 +236,7 @@ def test_calls_from_another_thread_run_on_the_loop_of_a_running_box(running):
 
 
 def test_a_vendors_default_the_input_cannot_give_falls_back_to_the_boxs_and_says_so(inline):
-    """Seed 004: a bare ``<Start><Recording>`` is dual. On a mono line the box records mono, as its own default,
+    """Twilio's TwiML <Recording> reference: a bare ``<Start><Recording>`` is dual. On a mono line the box records mono, as its own default,
     and the answer lists ``channels`` as not honoured; a document that asks for dual itself is refused."""
     control = inline.control
     inline.feed(0.2)

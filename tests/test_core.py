@@ -1,4 +1,4 @@
-"""The recording core: every start option and end reason (SPEC section 3)."""
+"""The recording core: every start option and end reason."""
 
 from __future__ import annotations
 

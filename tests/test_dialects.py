@@ -1,7 +1,7 @@
-"""Vendors' documents as start and stop commands: every seed example, field by field (firmware.dialects).
+"""Vendors' documents as start and stop commands: every vendor example, field by field (firmware.dialects).
 
-Seed examples are copied as they appear in /work/shared/seeds (only where the seed's
-Markdown escapes ``_`` as ``\\_`` is that undone, and said so).
+The examples are copied as they appear in the vendors' documents that firmware/dialects.py names (only
+where a document's Markdown escapes ``_`` as ``\\_`` is that undone, and said so).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def fails(dialect: str, document, field: str, *words: str) -> DialectError:
     return error
 
 
-# -- Twilio TwiML (seed 004) ---------------------------------------------------------------------
+# -- Twilio TwiML (Twilio's TwiML <Recording> reference) -----------------------------------------
 
 SEED_004_START = "\n".join(
     [
@@ -76,7 +76,8 @@ SEED_004_STOP = """<Stop>
 </Stop>"""
 
 
-#: Seed 004, "Noun attributes": the default of every <Recording> attribute, as native options.
+#: Twilio's TwiML <Recording> reference, "Noun attributes": the default of every <Recording> attribute,
+#: as native options.
 TWIML_DEFAULTS = {
     "name": "",
     "status_callback": "",
@@ -141,7 +142,8 @@ def test_twiml_every_recording_attribute_maps_to_its_option():
 
 
 def test_twiml_bare_recording_gets_seed_004_defaults_not_the_boxs():
-    # The box's own defaults (SPEC, or a config) are mono and do-not-trim; seed 004 says dual and trim-silence.
+    # The box's own defaults (RecordingOptions, or a config) are mono and do-not-trim; TwiML's are dual and
+    # trim-silence.
     box = RecordingOptions.from_mapping({"channels": "mono", "trim": "do-not-trim", "status_callback_method": "GET"})
     t = run("twilio", '<Start><Recording name="x"/></Start>')
     assert (t.options, t.unsupported) == (TWIML_DEFAULTS | {"name": "x"}, ())
@@ -243,7 +245,7 @@ def test_twiml_as_bytes_is_read_as_utf8():
     assert run("twilio", SEED_004_NAMED.encode()).options == TWIML_DEFAULTS | {"name": "my_recording"}
 
 
-# -- SignalWire SWML (seed 001) ------------------------------------------------------------------
+# -- SignalWire SWML (SignalWire's SWML record reference) ----------------------------------------
 
 SEED_001_JSON = """{
 "version": "1.0.0",
@@ -372,10 +374,11 @@ def test_swml_record_every_parameter_maps_to_its_option():
 
 
 def test_swml_record_without_format_keeps_the_boxs_because_seed_001_states_no_default():
-    # Seed 001's "Properties" gives no defaults (its status callback example shows "wav" as one value, not a
-    # default), so the box's own apply: left out of the options, for [recording] or SPEC to fill in.
+    # The SWML record reference's "Properties" gives no defaults (its status callback example shows "wav" as
+    # one value, not a default), so the box's own apply: left out of the options, for [recording] or
+    # RecordingOptions to fill in.
     t = run("signalwire", {"record": {}})
-    assert t.options == {"end_on_key": "#"}  # the one default the seed shows: its example's "Press hash"
+    assert t.options == {"end_on_key": "#"}  # the one default the reference shows: its example's "Press hash"
     assert RecordingOptions.from_mapping(t.options, RecordingOptions.from_mapping({"format": "wav"})).format == "wav"
     assert RecordingOptions.from_mapping(t.options).format == "mp3"
     assert run("signalwire", {"record_call": {}}).options == {}
@@ -458,7 +461,7 @@ def test_swml_malformed_documents_are_refused_naming_the_field(document, field, 
     fails("signalwire", document, field, *words)
 
 
-# -- Sinch (seed 002) -----------------------------------------------------------------------------
+# -- Sinch (Sinch's Voice guide "Recording calls") ------------------------------------------------
 
 # "Recording instructions", the format lines: [RecordingOptions] there is the type's name.
 SEED_002_START_FORMAT = {"name": "StartRecording", "options": [RecordingOptions]}
@@ -472,7 +475,7 @@ SEED_002_SVAML = {
     ],
     "action": {...},
 }
-# The ACE example; the seed is Markdown, where "\_" is an escaped "_".
+# The ACE example; the guide is Markdown, where "\_" is an escaped "_".
 SEED_002_ACE = r"""{
         "action": {
             "name": "Continue",
@@ -497,7 +500,7 @@ SEED_002_NOTIFY = {
     "event": "notify",
     "callid": "01234567-89ab-cdef-fedc-ba9876543210",
     "version": 1,
-    "type": "recording_finished",  # "recording\\_finished" in the seed's Markdown
+    "type": "recording_finished",  # "recording\\_finished" in the guide's Markdown
 }
 
 CREDENTIALS_REASON = (
@@ -509,7 +512,8 @@ NOTIFY_REASON = (
     "document does not carry: the box sends them in Sinch's form to its own [recording] status_callback, "
     "and to none when that is empty"
 )
-#: Seed 002, "Recording options": format "mp3" and notificationEvents true (Sinch's notify events) by default.
+#: Sinch's guide, "Recording options": format "mp3" and notificationEvents true (Sinch's notify events) by
+#: default.
 SINCH_DEFAULTS = {"format": "mp3", "status_callback_events": ["completed"], "status_callback_format": "sinch"}
 
 
@@ -664,9 +668,9 @@ def test_sinch_secret_keys_are_never_reported_back_even_in_a_second_recording_or
     assert secret not in str(error)
 
 
-# -- Vonage NCCO record (seed 000) ---------------------------------------------------------------
+# -- Vonage NCCO record (Vonage's Voice API recording guide) -------------------------------------
 
-#: Seed 000: "the default is MP3" ("File formats"), mono unless split ("Overview").
+#: Vonage's recording guide: "the default is MP3" ("File formats"), mono unless split ("Overview").
 VONAGE_DEFAULTS = {"format": "mp3", "channels": "mono"}
 
 
@@ -676,7 +680,7 @@ def test_vonage_record_left_out_format_and_split_get_seed_000_defaults():
     box = RecordingOptions.from_mapping({"format": "wav", "max_length": 600, "end_on_silence": 2})
     started = RecordingOptions.from_mapping(t.options, box)
     assert (started.format, started.channels) == ("mp3", "mono")
-    # seed 000 gives no value for timeout, endOnSilence, endOnKey or beepStart: the box's own stay
+    # Vonage's guide gives no value for timeout, endOnSilence, endOnKey or beepStart: the box's own stay
     assert (started.max_length, started.end_on_silence, started.end_on_key, started.beep) == (600.0, 2.0, "", False)
 
 
@@ -692,7 +696,7 @@ def test_vonage_voicemail_record_ends_on_silence_or_key_and_is_synchronous():
 
 
 def test_vonage_monitor_record_is_asynchronous_with_its_timeout_as_max_length():
-    for key in ("timeOut", "timeout"):  # the NCCO reference's spelling, and the seed's
+    for key in ("timeOut", "timeout"):  # the NCCO reference's spelling, and the guide's
         t = run("vonage", [{"action": "record", key: 3600}])
         assert t.options == VONAGE_DEFAULTS | {"max_length": 3600.0}
         assert not RecordingOptions.from_mapping(t.options).synchronous
@@ -914,8 +918,9 @@ def test_sinch_notification_events_go_to_the_boxs_status_callback_in_sinchs_form
 
 
 def test_a_document_without_a_callback_url_leaves_the_boxs_callback_in_the_boxs_format():
-    # Vonage's and SignalWire's seeds give no default callback: the box's [recording] status_callback stays,
-    # in the box's format, as it is not the document's URL. TwiML's default is none (seed 004).
+    # Vonage's and SignalWire's documents give no default callback: the box's [recording] status_callback
+    # stays, in the box's format, as it is not the document's URL. TwiML's default is none (Twilio's TwiML
+    # <Recording> reference).
     assert queued_formats(run("vonage", {"action": "record"}), "twilio") == {BOX_HOOK: "twilio", DEVICE_HOOK: "twilio"}
     assert queued_formats(run("signalwire", {"record_call": {}}), "twilio") == {
         BOX_HOOK: "twilio",

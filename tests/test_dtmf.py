@@ -1,4 +1,4 @@
-"""DTMF detection against ITU-T Q.24 as SPEC section 4 states it."""
+"""DTMF detection against ITU-T Q.24 as firmware/core/dtmf.py states it."""
 
 from __future__ import annotations
 

@@ -226,7 +226,8 @@ def test_media_by_appending_wav_or_mp3_to_the_uri_with_basic_auth_as_twilios_doc
     assert requests.get(rec.media_url + ".mp3", auth=auth, timeout=5).content == mp3.content
     mono = requests.get(base + ".wav?RequestedChannels=1", auth=auth, timeout=5)
     assert mono.status_code == 200 and mono.content == stored
-    missing = requests.get(base + ".mp3?RequestedChannels=2", auth=auth, timeout=5)  # mono: Not Found, as the seed
+    # a mono recording: Not Found, as Twilio's reference says
+    missing = requests.get(base + ".mp3?RequestedChannels=2", auth=auth, timeout=5)
     assert missing.status_code == 404 and missing.json()["code"] == 20404
     assert requests.get(base + ".wav", timeout=5).status_code == 401
     assert requests.get(base + ".ogg", auth=auth, timeout=5).status_code == 404

@@ -12,9 +12,10 @@ the vendor's package on PyPI (test dependencies in pyproject.toml):
   calls): the HS256 JWT in ``Authorization: Bearer``, whose ``payload_hash`` is then checked as
   Vonage's docs tell receivers to.
 
-The rest checks what each format says, following the seeds: Twilio's error
-dictionary for ``ErrorCode``, SignalWire's two directions (seed 001), Sinch's
-notify events (seed 002) and Vonage's record event (seed 000 and Vonage's
+The rest checks what each format says, following the vendors' documents:
+Twilio's error dictionary for ``ErrorCode``, SignalWire's two directions (its
+SWML record reference), Sinch's notify events (its Voice guide "Recording
+calls") and Vonage's record event (its Voice API recording guide and Vonage's
 record webhook).
 """
 
@@ -100,9 +101,10 @@ def test_a_signalwire_format_callback_passes_signalwire_s_validator(receiver, me
 
 def _sinch_valid(got: Received, key: str, secret: str, body: bytes | None = None, path: str | None = None) -> bool:
     """Sinch's own check. Its voice domain validates the HMAC scheme under the name its Voice API v2
-    gives it ("Service <key>:<signature>"); the Voice API v1 callbacks of seed 002 carry the same
-    key and signature as "Application <key>:<signature>" (Sinch's "Callback request signing"). The
-    scheme word is not signed, so the header is handed over under the name the SDK reads."""
+    gives it ("Service <key>:<signature>"); the Voice API v1 callbacks of Sinch's "Recording calls"
+    carry the same key and signature as "Application <key>:<signature>" (Sinch's "Callback request
+    signing"). The scheme word is not signed, so the header is handed over under the name the SDK
+    reads."""
     from sinch.domains.voice.api.v2.sinch_events import SinchEvents
 
     scheme, _, credentials = got.headers["authorization"].partition(" ")
@@ -301,7 +303,7 @@ def test_sinch_sends_nothing_for_an_absent_recording():
     assert caught.value.permanent
 
 
-# Vonage: the record event (seed 000, "event webhook").
+# Vonage: the record event (Vonage's Voice API recording guide, "event webhook").
 
 
 def test_vonage_callback_posts_the_record_event(receiver):

@@ -1,10 +1,12 @@
 """Status callbacks in the wire formats, sent to a real HTTP server on loopback.
 
-Expected bodies follow the seeds: Twilio's RecordingStatusCallback parameters
-(seed 003 "RecordingStatusCallback", seed 004 "recordingStatusCallback"),
-SignalWire's calling.call.record example (seed 001 "Raw JSON example") and
-Sinch's notification events (seed 002 "Notification events"). The vendors' own
-signature checks and the Vonage format are in test_webhook_vendors.py.
+Expected bodies follow the vendors' documents: Twilio's RecordingStatusCallback
+parameters (Twilio's Recording resource reference, "RecordingStatusCallback";
+Twilio's TwiML <Recording> reference, "recordingStatusCallback"), SignalWire's
+calling.call.record example (SignalWire's SWML record reference, "Raw JSON
+example") and Sinch's notification events (Sinch's Voice guide "Recording
+calls", "Notification events"). The vendors' own signature checks and the
+Vonage format are in test_webhook_vendors.py.
 """
 
 from __future__ import annotations
@@ -260,7 +262,7 @@ def test_signalwire_callback_posts_calling_call_record_with_state_finished(recei
             "record": {"audio": {"format": "wav", "direction": "speak", "stereo": True}},
         },
     }
-    # The seed example's key order, so a diff against it reads cleanly.
+    # The key order of SignalWire's example, so a diff against it reads cleanly.
     assert list(body) == ["event_type", "event_channel", "timestamp", "project_id", "space_id", "params"]
 
 
@@ -390,7 +392,8 @@ def test_without_a_secret_nothing_is_signed(receiver):
 
 # Which events fire which callbacks.
 
-# The Twilio callback event each test event belongs to (seed 004, recordingStatusCallbackEvent).
+# The Twilio callback event each test event belongs to (Twilio's TwiML <Recording> reference,
+# recordingStatusCallbackEvent).
 BELONGS = {
     "started": "in-progress",
     "paused": "in-progress",

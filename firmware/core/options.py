@@ -1,4 +1,4 @@
-"""Recording start options (SPEC section 3): one definition, validated once.
+"""Recording start options: one definition, validated once.
 
 The same names are used by config defaults, CLI flags, MQTT commands and the
 HTTP API. ``RecordingOptions.from_mapping`` takes loosely typed values (strings
@@ -54,16 +54,17 @@ class PauseBehavior(StrEnum):
 
 
 CALLBACK_EVENTS = ("in-progress", "completed", "absent")
-#: The wire formats of status callbacks (SPEC section 5): ``[events] callback_format`` for the box, and the
-#: ``status_callback_format`` start option for one recording's own callback. Declared here, below delivery,
-#: for the option to check; ``firmware.delivery.webhooks.FORMATS`` renders each (a test keeps them equal).
+#: The wire formats of status callbacks (README, "Delivery: what central servers see"):
+#: ``[events] callback_format`` for the box, and the ``status_callback_format`` start option for one
+#: recording's own callback. Declared here, below delivery, for the option to check;
+#: ``firmware.delivery.webhooks.FORMATS`` renders each (a test keeps them equal).
 CALLBACK_FORMATS = ("native", "twilio", "signalwire", "sinch", "vonage")
 MAX_PRE_ROLL = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class RecordingOptions:
-    """Everything a recording can be started with; defaults are SPEC's."""
+    """Everything a recording can be started with; defaults are the box's own (``[recording]`` may change them)."""
 
     name: str = ""
     format: Format = Format.MP3
@@ -138,8 +139,8 @@ OPTION_HELP = {
     "status_callback": "URL the box tells about this recording's status changes",
     "status_callback_events": "which statuses fire the status callback",
     "status_callback_method": "HTTP method of the status callback",
-    "status_callback_format": "wire format of the status callback (SPEC section 5); a vendor's document sets "
-    "its vendor's",
+    "status_callback_format": 'wire format of the status callback (README, "Delivery: what central servers '
+    "see\"); a vendor's document sets its vendor's",
 }
 
 

@@ -1,6 +1,7 @@
 """Retention: media kept ``[retention] days`` after a confirmed upload, space made when it runs low.
 
-Rules (SPEC section 6):
+Rules (the ``[retention]`` keys in docs/configuration.md; README, "Delivery: what
+central servers see", Retention):
 
 - completed recordings whose every upload is confirmed lose their media
   ``days`` after the last confirmation (status ``deleted``, metadata kept);

@@ -3,19 +3,21 @@
 Theory of operation
 -------------------
 A ``Callback`` is where one webhook goes: the per-recording ``status_callback``
-with its ``status_callback_method`` and ``status_callback_events`` (SPEC section
-3), or the device-wide webhook, and the wire format (SPEC section 5,
-``[events] callback_format``). Three questions are answered here, each in one
-place:
+with its ``status_callback_method`` and ``status_callback_events`` (start
+options, ``core.options``), or the device-wide webhook, and the wire format
+(``[events] callback_format``, docs/configuration.md; the formats in the
+README, "Delivery: what central servers see"). Three questions are answered
+here, each in one place:
 
 1. *Does this event fire this callback?* (``wanted``). Every recording event
    belongs to one of Twilio's callback events (``CALLBACK_EVENT_OF``, below),
    and a callback fires when that event is in its ``events``, for every format:
-   Twilio's ``recordingStatusCallbackEvent`` semantics (seed 004, "Noun
-   attributes, recordingStatusCallbackEvent"; seed 003, "Create a Recording
-   resource, recording_status_callback_event"). The format must also have a way
-   to say the event, for that callback event (``SAYS``): Twilio has no paused
-   status and says ``completed`` once; Sinch and Vonage only speak of a file.
+   Twilio's ``recordingStatusCallbackEvent`` semantics (Twilio's TwiML
+   ``<Recording>`` reference, "Noun attributes, recordingStatusCallbackEvent";
+   Twilio's Recording resource reference, "Create a Recording resource,
+   recording_status_callback_event"). The format must also have a way to say
+   the event, for that callback event (``SAYS``): Twilio has no paused status
+   and says ``completed`` once; Sinch and Vonage only speak of a file.
 2. *What is sent?* (``render``): method, URL, headers and body, no I/O. POST
    carries the body; GET carries the same fields in the query string (JSON
    formats flattened with dotted names, ``params.state=finished``) and no body.
@@ -28,8 +30,9 @@ Formats
 ``native``
     The CloudEvent itself, structured mode, ``application/cloudevents+json``.
 ``twilio``
-    ``RecordingStatusCallback`` form fields (seed 003, "RecordingStatusCallback";
-    seed 004, "recordingStatusCallback"): ``AccountSid`` = ``account_sid``
+    ``RecordingStatusCallback`` form fields (Twilio's Recording resource
+    reference, "RecordingStatusCallback"; Twilio's TwiML ``<Recording>``
+    reference, "recordingStatusCallback"): ``AccountSid`` = ``account_sid``
     of the device id (``AC`` and 32 hex digits, the same for a box always),
     ``CallSid`` = ``call_id``, ``RecordingSid`` = ``id``, ``RecordingUrl``,
     ``RecordingStatus`` (``in-progress``, ``completed``, ``absent``),
@@ -45,28 +48,30 @@ Formats
     the file reaches a twilio-format receiver only through the native and MQTT
     ``recording.available`` and the API's ``uploads``.
 ``signalwire``
-    The ``calling.call.record`` status callback JSON (seed 001,
-    "StatusCallbacks", "Raw JSON example"). ``params.state`` is the recording's
-    state (``recording``, ``paused``, ``finished``, ``no_input``, ``error``),
-    ``params.control_id`` and ``params.recording_id`` its id; ``duration`` and
-    ``size`` only for ``finished``/``no_input``, ``start_time``/``end_time``
-    (Unix seconds) once it has ended, ``pause_behavior`` only when paused.
-    ``params.record.audio.direction`` is one of the two the seed allows
+    The ``calling.call.record`` status callback JSON (SignalWire's SWML
+    reference, ``record`` method, "StatusCallbacks", "Raw JSON example").
+    ``params.state`` is the recording's state (``recording``, ``paused``,
+    ``finished``, ``no_input``, ``error``), ``params.control_id`` and
+    ``params.recording_id`` its id; ``duration`` and ``size`` only for
+    ``finished``/``no_input``, ``start_time``/``end_time`` (Unix seconds) once
+    it has ended, ``pause_behavior`` only when paused.
+    ``params.record.audio.direction`` is one of the two SignalWire allows
     (``SIGNALWIRE_DIRECTIONS``): ``speak`` for the inbound track, ``listen``
-    for outbound (SPEC section 3), and ``speak`` for both tracks, the default
-    direction of seed 001's ``record``; ``stereo`` says whether the two tracks
+    for outbound (the ``track`` start option), and ``speak`` for both tracks, the default
+    direction of SignalWire's ``record``; ``stereo`` says whether the two tracks
     are apart (left = inbound = speak).
 ``sinch``
     The ``notify`` events ``recording_finished`` and ``recording_available``
-    (seed 002, "Notification events"), ``callid`` = ``call_id``, and ``custom``
-    = the recording's ``id``, so the recordings of one call can be told apart
-    (not in the seed: ``custom`` is the field of Sinch's Notify event for
-    "notification-specific information"). The seed has no notification for a
-    recording that failed or holds nothing, so an absent recording sends none.
+    (Sinch's Voice guide "Recording calls", "Notification events"),
+    ``callid`` = ``call_id``, and ``custom`` = the recording's ``id``, so the
+    recordings of one call can be told apart (not in that guide: ``custom`` is
+    the field of Sinch's Notify event for "notification-specific
+    information"). The guide has no notification for a recording that failed
+    or holds nothing, so an absent recording sends none.
 ``vonage``
-    The record action's event webhook (seed 000: "a webhook to the event_url
-    [...] contains a URL where the recording file can be downloaded from"), in
-    the fields and order of Vonage's record event: ``start_time``,
+    The record action's event webhook (Vonage's Voice API recording guide: "a
+    webhook to the event_url [...] contains a URL where the recording file can
+    be downloaded from"), in the fields and order of Vonage's record event: ``start_time``,
     ``recording_url`` (the ``media_url``), ``size``, ``recording_uuid``,
     ``end_time``, ``conversation_uuid``, ``timestamp`` (ISO 8601 in UTC, the
     times to the second, ``timestamp`` to the millisecond). The uuids are the
@@ -170,10 +175,11 @@ USER_AGENT = f"edge-recorder/{__version__}"
 TOLERANCE = 300  # seconds a signature's timestamp may be away from the receiver's clock
 
 # Which of Twilio's callback events each CloudEvent type belongs to. A paused
-# recording is still in progress (Twilio's in-flight statuses, seed 003 "Update
-# a Recording resource"); a recording that ended belongs to "completed" or
-# "absent" by its status (``_ENDS``, below). Types not listed (dtmf.key,
-# recording.deleted, device.*) fire no status callback.
+# recording is still in progress (Twilio's in-flight statuses, Twilio's
+# Recording resource reference, "Update a Recording resource"); a recording
+# that ended belongs to "completed" or "absent" by its status (``_ENDS``,
+# below). Types not listed (dtmf.key, recording.deleted, device.*) fire no
+# status callback.
 CALLBACK_EVENT_OF = {
     "recording.started": "in-progress",
     "recording.paused": "in-progress",
@@ -182,7 +188,8 @@ CALLBACK_EVENT_OF = {
 }
 # The ends: completed when the status says so, otherwise (absent: no input or
 # nothing left after trimming; failed: an error) Twilio's "absent", which covers
-# "a system error" too (seed 004, recordingStatusCallbackEvent).
+# "a system error" too (Twilio's TwiML <Recording> reference,
+# recordingStatusCallbackEvent).
 _ENDS = {"recording.finished": "completed", "recording.no_input": "absent", "recording.error": "absent"}
 
 # What each format can say, as (CloudEvent type, Twilio callback event) pairs:
@@ -194,31 +201,36 @@ _ABSENT = {(kind, "absent") for kind in _ENDS}
 _EVERY = frozenset(_IN_PROGRESS | _COMPLETED | _ABSENT)
 SAYS: dict[str, frozenset[tuple[str, str]]] = {
     "native": _EVERY,
-    # RecordingStatus has no "paused" (seed 004); "completed" is said once, when the recording finishes.
+    # RecordingStatus has no "paused" (Twilio's TwiML <Recording> reference); "completed" is said once,
+    # when the recording finishes.
     "twilio": _EVERY - {("recording.paused", "in-progress"), ("recording.available", "completed")},
-    # calling.call.record has no "uploaded" state; its "finished" carries the url (seed 001).
+    # calling.call.record has no "uploaded" state; its "finished" carries the url (SignalWire's SWML
+    # record reference).
     "signalwire": _EVERY - {("recording.available", "completed")},
-    # Only recording_finished and recording_available exist, and nothing for a failed recording (seed 002).
+    # Only recording_finished and recording_available exist, and nothing for a failed recording (Sinch's
+    # Voice guide "Recording calls").
     "sinch": frozenset(_COMPLETED),
-    # Vonage's record event: a recording with a file has ended (seed 000).
+    # Vonage's record event: a recording with a file has ended (Vonage's Voice API recording guide).
     "vonage": frozenset({("recording.finished", "completed")}),
 }
 
 # ErrorCode of an absent twilio-format recording, from Twilio's error dictionary
 # (https://www.twilio.com/docs/api/errors). Twilio's "absent" covers a recording
 # that is silent, one too short (nothing left after trimming) and "a system
-# error" (seed 004, recordingStatusCallbackEvent); the box has all three.
+# error" (Twilio's TwiML <Recording> reference, recordingStatusCallbackEvent);
+# the box has all three.
 TWILIO_ERROR_CODES = {
     "no_input": "16102",  # Warning 16102: Voice Recording: Unavailable because recording is silent
     "empty": "16101",  # Warning 16101: Voice Recording: Unavailable because duration is too short
     "failed": "12400",  # Error 12400: Internal Failure (no 161xx code covers a recording that failed)
 }
 
-# Our ``source`` as Twilio's RecordingSource (seed 003, Recording properties
-# "source"). A recording started on a call already going on, by a request or a
-# person, is Twilio's "Post to Recording resource of an in-progress Call SID":
-# StartCallRecordingAPI. ``auto`` (``[call] auto_record``: every call recorded
-# from when it is answered) is what ``<Dial record>`` does: DialVerb.
+# Our ``source`` as Twilio's RecordingSource (Twilio's Recording resource
+# reference, Recording properties, "source"). A recording started on a call
+# already going on, by a request or a person, is Twilio's "Post to Recording
+# resource of an in-progress Call SID": StartCallRecordingAPI. ``auto``
+# (``[call] auto_record``: every call recorded from when it is answered) is
+# what ``<Dial record>`` does: DialVerb.
 TWILIO_SOURCES = {
     "api": "StartCallRecordingAPI",
     "mqtt": "StartCallRecordingAPI",
@@ -228,11 +240,11 @@ TWILIO_SOURCES = {
     "auto": "DialVerb",
 }
 
-# Our track as SignalWire's audio direction (SPEC section 3: speak = inbound,
-# listen = outbound). The callback knows only those two (seed 001: "Direction of
-# the audio recorded: speak or listen"); record_call's "both" is not one of
-# them, so both tracks are "speak", the default direction of seed 001's record,
-# and ``stereo`` tells whether the tracks are apart.
+# Our track (the ``track`` start option) as SignalWire's audio direction: speak = inbound,
+# listen = outbound. The callback knows only those two (SignalWire's SWML record
+# reference: "Direction of the audio recorded: speak or listen"); record_call's
+# "both" is not one of them, so both tracks are "speak", the default direction
+# of SignalWire's record, and ``stereo`` tells whether the tracks are apart.
 SIGNALWIRE_DIRECTIONS = {"inbound": "speak", "outbound": "listen", "both": "speak"}
 
 _CONTENT_TYPES = {
@@ -274,7 +286,8 @@ class Callback:
         if not isinstance(self.events, list | tuple):
             raise OptionError("status_callback_events", self.events, "a list of " + ", ".join(CALLBACK_EVENTS))
         # A list (the callback read back from the outbox's JSON) is taken as a tuple; none
-        # at all is Twilio's default, "completed" only (seed 004, recordingStatusCallbackEvent).
+        # at all is Twilio's default, "completed" only (Twilio's TwiML <Recording> reference,
+        # recordingStatusCallbackEvent).
         object.__setattr__(self, "events", tuple(self.events) or DEFAULT_EVENTS)
         for event in self.events:
             if event not in CALLBACK_EVENTS:
@@ -331,11 +344,12 @@ def says(fmt: str, event: Mapping[str, Any]) -> bool:
 def wanted(callback: Callback, event: Mapping[str, Any]) -> bool:
     """Whether this CloudEvent fires this callback.
 
-    Twilio's ``recordingStatusCallbackEvent`` semantics for every format (seed
-    004): ``in-progress`` for started (and paused, resumed), ``completed`` for a
-    finished recording with status ``completed`` and for ``recording.available``,
-    ``absent`` for no input, nothing left after trimming, or an error. The
-    format must have a way to say the event (``says``).
+    Twilio's ``recordingStatusCallbackEvent`` semantics for every format
+    (Twilio's TwiML ``<Recording>`` reference): ``in-progress`` for started
+    (and paused, resumed), ``completed`` for a finished recording with status
+    ``completed`` and for ``recording.available``, ``absent`` for no input,
+    nothing left after trimming, or an error. The format must have a way to say
+    the event (``says``).
     """
     return says(callback.format, event) and callback_event(event) in callback.events
 

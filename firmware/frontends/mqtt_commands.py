@@ -1,4 +1,4 @@
-"""MQTT commands, mapped onto the control API (SPEC section 7).
+"""MQTT commands, mapped onto the control API (docs/mqtt.md, ``<prefix>/<device_id>/cmd``).
 
 A command is a JSON object ``{"op": ..., ...}``; the answer is
 ``{"ok": true, ...}`` or ``{"ok": false, "error": "<what is wrong>"}``. A bad
@@ -7,7 +7,7 @@ command never raises: every problem becomes an error answer naming it.
 ==========  ===============================================  =======================
 op          fields                                            answer
 ==========  ===============================================  =======================
-start       ``options`` (start options, SPEC section 3), or   ``recording``,
+start       ``options`` (the start options), or              ``recording``,
             a vendor's document: ``ncco``, ``swml``,          ``unsupported``
             ``twiml`` or ``sinch``
 stop        ``target`` (name, id or ``current``)             ``recording``

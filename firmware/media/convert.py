@@ -6,7 +6,7 @@ LAME, a downmix for ``RequestedChannels=1``) and that copy is served, so HTTP
 Range requests work on converted media too. MP3s are gapless both ways: a
 converted MP3 has its LAME tag (``mp3tag``), and an MP3 read for a WAV is
 decoded without LAME's delay and padding (libsndfile's mpg123 reads the tag).
-As in Twilio's seed, asking for two channels of a mono recording is Not Found.
+As in Twilio's Recording resource reference, asking for two channels of a mono recording is Not Found.
 A recording encrypted at rest is neither served nor converted: the box holds
 only the public key, so it cannot read its own audio (``firmware.media.encrypted``).
 """

@@ -20,11 +20,12 @@ sealed segment is complete, durable and decryptable on its own. Because each
 segment is fsynced before the next is written, a crash can spoil only the last
 one in the file.
 
-The loss budget. SPEC: a crash, ``kill -9`` or power cut loses at most about a
-second of audio, and nothing heard becomes ``absent``. What a crash loses is the
-core's hold-back (``HOLD_BACK_SECONDS``, 0.2 s, never released to the spool)
-plus the open segment, so the window is 0.5 s: at most 0.7 s in all, with room
-for a late loop; sealing each second instead lost up to 1.2 s. And the first
+The loss budget (README, "The box: ``edge-recorder run``"): a crash, ``kill -9``
+or power cut loses at most about a second of audio, and nothing heard becomes
+``absent``. What a crash loses is the core's hold-back (``HOLD_BACK_SECONDS``,
+0.2 s, never released to the spool) plus the open segment, so the window is
+0.5 s: at most 0.7 s in all, with room for a late loop; sealing each second
+instead lost up to 1.2 s. And the first
 audio a recording gets is sealed at once, however short: a recording counts as
 ``absent`` after a crash when its file holds no audio, so until its first
 segment is sealed, a crash would turn what it heard into ``absent``. The price

@@ -1,4 +1,4 @@
-"""The local Recordings API (``/v1``), modelled on Twilio's Recording resource (seed 003), and Twilio's own
+"""The local Recordings API (``/v1``), modelled on Twilio's Recording resource, and Twilio's own
 Recordings API beside it (``/2010-04-01``).
 
 ``server.ApiServer`` runs aiohttp in a thread of its own and calls the same

@@ -22,9 +22,9 @@ expires. Its HMAC is over ``"LINK\\n/v1/recordings/<id>\\nexpires=<expires>"``;
 query links are only ever signed and checked for ``GET``, so neither kind of
 signature stands for the other.
 
-A Vonage application's JWT (seed 000: the recording URL is fetched with
-``Authorization: Bearer <jwt>``, RS256, signed with the application's private
-key) opens media and nothing else (``VonageJwt``).
+A Vonage application's JWT (Vonage's Voice API recording guide: the recording
+URL is fetched with ``Authorization: Bearer <jwt>``, RS256, signed with the
+application's private key) opens media and nothing else (``VonageJwt``).
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ class JwtRefused(Exception):
 
 
 class VonageJwt:
-    """A Vonage application's JWTs (seed 000), checked against its public key (``[http] vonage_public_key``).
+    """A Vonage application's JWTs (Vonage's recording guide), checked against ``[http] vonage_public_key``.
 
     The algorithm is pinned to RS256, so ``alg: none`` and an HS256 token keyed with the public key (which
     anyone has) are refused; ``exp`` and ``iat`` are checked with ``LEEWAY`` seconds for clocks that differ,

@@ -1,5 +1,6 @@
-"""Twilio's Recordings REST API on the box (seed 003), beside ``/v1``: a central server written against
-``api.twilio.com/2010-04-01`` and Twilio's libraries points them at the box and keeps its code.
+"""Twilio's Recordings REST API on the box (Twilio's Recording resource reference), beside ``/v1``: a
+central server written against ``api.twilio.com/2010-04-01`` and Twilio's libraries points them at the box
+and keeps its code.
 
 Routes (``{AccountSid}`` is the box's, ``Control.account_sid``: ``AC`` and 32 hex digits of its device
 id, as in its twilio-format callbacks; another is 404). ``.json`` may be left off the lists and a call's
@@ -17,7 +18,7 @@ recording routes, which always answer JSON; a recording's own URI without an ext
 ``/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}/Recordings/{Sid}``  DELETE  soft delete: 204
 ======================================================================  ======  ==============================
 
-Fields, Twilio's from ours (SPEC section 3):
+Fields, Twilio's from ours (the ``Recording`` schema of openapi.json):
 
 ==========================  ============================================================================
 ``sid``                     ``id``
@@ -31,9 +32,10 @@ Fields, Twilio's from ours (SPEC section 3):
 ``duration``                whole seconds of ``duration`` as a string (rounded down, as the callbacks'
                             ``RecordingDuration``); ``"-1"`` until the recording has ended, as Twilio's
 ``status``                  ``processing`` while ours is ``in-progress``, ``paused`` or ``processing`` (a
-                            fetch shows only processing or completed, seed 003); ``completed``;
-                            ``absent`` for ``absent`` and ``failed``; ``deleted``. An update or create
-                            answers the in-flight status instead: ``in-progress``, ``paused``, ``stopped``
+                            fetch shows only processing or completed, as Twilio's reference says);
+                            ``completed``; ``absent`` for ``absent`` and ``failed``; ``deleted``. An
+                            update or create answers the in-flight status instead: ``in-progress``,
+                            ``paused``, ``stopped``
 ``channels``                ``channels`` (1 or 2)
 ``source``                  ``Control.twilio_source``: ``DialVerb`` for ``auto``, else
                             ``StartCallRecordingAPI``, as the callbacks' ``RecordingSource``
@@ -105,11 +107,12 @@ PREFIX = "/2010-04-01/"
 API_VERSION = "2010-04-01"
 CURRENT = "Twilio.CURRENT"
 CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
-#: What Twilio serves each format as (seed 003: "audio/x-wav", "audio/mpeg").
+#: What Twilio serves each format as (Twilio's Recording resource reference: "audio/x-wav", "audio/mpeg").
 MEDIA_TYPES = {"wav": "audio/x-wav", "mp3": "audio/mpeg"}
 #: Twilio's error dictionary numbers for the statuses that have one.
 ERROR_CODES = {401: 20003, 403: 20403, 404: 20404, 429: 20429}
-#: A fetch shows processing or completed (seed 003, "Update a Recording resource"); failed is Twilio's absent.
+#: A fetch shows processing or completed (Twilio's Recording resource reference, "Update a Recording
+#: resource"); failed is Twilio's absent.
 STATUSES = {
     Status.IN_PROGRESS: "processing",
     Status.PAUSED: "processing",
