@@ -156,14 +156,13 @@ _PIN_ALLOWED = 'expected a GPIO of the 40-pin header: a BCM number 0-27, a pin n
 
 
 def _pin(value: Any) -> int | str | None:
-    """A GPIO on the 40-pin header: a BCM number, a gpiozero pin name (``GPIO17``, ``BOARD11``), or "" for not wired."""
+    """A BCM number, a gpiozero pin name (``GPIO17``, ``BOARD11``), or "" for not wired; whether it is a GPIO
+    on the 40-pin header is a rule of the panel (``_cross_checks``), for a panel that is enabled."""
     if value == "" or (isinstance(value, str) and value.lower() == "none"):
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        header_gpio(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 53:
         return value
     if isinstance(value, str) and _PIN.match(value):
-        header_gpio(value.upper())
         return value.upper()
     raise ValueError(_PIN_ALLOWED)
 
@@ -759,7 +758,7 @@ def validate(
     for name, keys in SCHEMA.items():
         given = raw.get(name, {})
         if not isinstance(given, Mapping):
-            check.add(name, None, given, "must be a table of keys")
+            check.add(name, None, None, f"must be a table of keys ([{name}] with key = value lines below it)")
             given = {}
         if name == "recording":
             sections[name] = _recording(given, check)
@@ -818,6 +817,12 @@ def _keys_of(section: str, given: Mapping[str, Any], keys: Mapping[str, Key], ch
     return values
 
 
+#: Every key that holds a secret, by the schema (for ``is_secret_name``).
+_SECRET_KEYS = sorted(
+    {name for keys in (*SCHEMA.values(), DESTINATION_SCHEMA) for name, spec in keys.items() if spec.secret}
+)
+
+
 def _default(spec: Key) -> Any:
     """A key's default as parsed, or as written where it has none that parses (a destination's url)."""
     try:
@@ -832,6 +837,10 @@ def _shown(value: Any, secret: bool) -> Any:
     >>> _shown("-----BEGIN PRIVATE KEY-----\\nMIIE...", secret=False), _shown("hunter2", secret=True)
     ('(a private key, hidden)', '(hidden)')
     """
+    if isinstance(value, Mapping):
+        return "(a table)"  # it may hold anything: a password, a pasted key
+    if isinstance(value, list | tuple):
+        return f"(a list of {len(value)})"
     if "PRIVATE KEY" in str(value):
         return "(a private key, hidden)"
     if secret and not str(value).startswith(("file:", "env:")):
@@ -842,7 +851,7 @@ def _shown(value: Any, secret: bool) -> Any:
 def _destinations(given: Any, check: _Check) -> dict[str, dict[str, Any]]:
     """The ``[destinations.NAME]`` tables: each a name of its own and a url with its credentials."""
     if not isinstance(given, Mapping):
-        check.add("destinations", None, given, "must hold tables: [destinations.NAME] with a url")
+        check.add("destinations", None, None, "must hold tables: [destinations.NAME] with a url")
         return {}
     out = {}
     for name, table in given.items():
@@ -857,7 +866,7 @@ def _destinations(given: Any, check: _Check) -> dict[str, dict[str, Any]]:
             )
             continue
         if not isinstance(table, Mapping):
-            check.add(section, None, table, "must be a table of keys, with a url")
+            check.add(section, None, None, "must be a table of keys, with a url")
             continue
         before = len(check.findings)
         values = _keys_of(section, table, DESTINATION_SCHEMA, check)
@@ -903,9 +912,13 @@ def _cross_checks(s: dict[str, Any], check: _Check) -> None:
     seen: dict[int, tuple[str, Any]] = {}
     for role in ("record_button", "pause_button", "hook_switch", "led", "buzzer"):
         pin = gpio[role]
-        if pin is None or ("gpio", role) in check.failed:
+        if pin is None or ("gpio", role) in check.failed or not gpio["enabled"]:
             continue
-        bcm = header_gpio(pin)
+        try:
+            bcm = header_gpio(pin)
+        except ValueError as exc:
+            check.add("gpio", role, pin, str(exc))
+            continue
         if bcm in seen:
             other, named = seen[bcm]
             same = "" if named == pin else f": {pin} and {named} are the same pin (GPIO{bcm})"
@@ -923,13 +936,16 @@ def _cross_checks(s: dict[str, Any], check: _Check) -> None:
             given=(("call", "detect"),),
         )
     elif call["auto_record"] == "off-hook" and gpio["hook_switch"] is None:
+        # It works (a call noticed from the audio is recorded from its start), but says what it does not do.
         check.add(
             "call",
             "auto_record",
             "off-hook",
-            "needs [gpio] hook_switch: without one the box cannot tell when the handset is lifted; to record "
-            'every call noticed from the audio, use "voice"',
+            "no [gpio] hook_switch is wired, so the box cannot tell when the handset is lifted: each call is "
+            'noticed from the audio and recorded from its first speech, as with "voice"; wire hook_switch, or '
+            'say "voice"',
             given=(("gpio", "hook_switch"),),
+            warning=True,
         )
     if s["upload"]["destination"] == "mqtt" and not s["mqtt"]["url"]:
         check.add(
@@ -1041,13 +1057,18 @@ def check_file(path: Path | str) -> tuple[Config | None, list[Finding]]:
     path = Path(path)
     source = str(path)
     try:
-        data = path.read_bytes()
+        if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: a FIFO would block the open
+            return None, [Finding(source, "is a folder, not a file" if path.is_dir() else "is not a regular file")]
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            return None, [Finding(source, f"is over {MAX_CONFIG_BYTES // 1024} KiB: is it the right file?")]
     except FileNotFoundError:
         near = misnamed(path.parent, path.name)
         reason = "no such file" + (f"; {near[0].name} is there: {rename_hint(near[0], path.name)}" if near else "")
         return None, [Finding(source, reason)]
-    except IsADirectoryError:
-        return None, [Finding(source, "is a folder, not a file")]
+    except PermissionError:
+        raise  # the command says which user may read it (firmware.cli.access)
     except OSError as exc:
         return None, [Finding(source, f"cannot be read: {exc.strerror}")]
     try:
@@ -1058,11 +1079,25 @@ def check_file(path: Path | str) -> tuple[Config | None, list[Finding]]:
     return check_text(text, source)
 
 
+#: The largest config file read: a config is a few KiB; a device or a wrong file is refused, not read whole.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a key of this name holds a secret: one the schema says is, one whose name says so, or a
+    misspelling of one (``pasword``, ``command_tokn``); its line is never shown under an error.
+
+    >>> is_secret_name("command_tokn"), is_secret_name("link_secert"), is_secret_name("record_button")
+    (True, True, False)
+    """
+    return bool(SECRET_NAME.search(name) or difflib.get_close_matches(name, _SECRET_KEYS, cutoff=0.75))
+
+
 def check_text(text: str, source: str) -> tuple[Config | None, list[Finding]]:
     """``check_file`` for a config's text."""
-    raw, syntax, unreadable = decode_all(text, source)
+    raw, syntax, unreadable = decode_all(text, source, is_secret_name)
     config, findings = validate(raw, source, unreadable)
-    findings = locate(syntax + findings, text)
+    findings = locate(syntax + findings, text, is_secret_name)
     if syntax:
         return None, findings
     if not raw:

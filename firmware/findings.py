@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,24 +59,26 @@ class Finding:
 
     @property
     def message(self) -> str:
-        """The finding on one line: where, the key and value, and what is allowed."""
+        """The finding on one line: where, the key and value, and what is allowed (control characters shown
+        as escapes: a terminal must not take a key's name for a command)."""
         where = self.file
         if self.line is not None:
             where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
         what = ""
         if self.section:
             what = f"[{self.section}]" + (f" {self.key} = {self.value!r}" if self.key else "") + ": "
-        return f"{where}: {what}{self.reason}"
+        return printable(f"{where}: {what}{self.reason}")
 
     def lines(self) -> list[str]:
         """The message, then the line as written with a caret under the column, then the hint."""
         out = [self.message]
         if self.excerpt:
-            out.append("    " + self.excerpt)
-            if self.column is not None:
+            excerpt = printable(self.excerpt)
+            out.append("    " + excerpt)
+            if self.column is not None and excerpt == self.excerpt:
                 out.append("    " + " " * _width(self.excerpt[: self.column - 1]) + "^")
         if self.hint:
-            out.append("    hint: " + self.hint)
+            out.append("    hint: " + printable(self.hint))
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,6 +98,19 @@ class Finding:
 
 def _width(text: str) -> int:
     return len(text.expandtabs(8))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (C0 but tab, DEL, C1) written as escapes, for a terminal or a note:
+    an escape sequence in a key, a value or a server's answer must not move the cursor or fake a line.
+
+    >>> printable("ok\\x1b[2K\\x9b1A")
+    'ok\\\\x1b[2K\\\\x9b1A'
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class ConfigError(ValueError):
@@ -163,12 +178,15 @@ def decode(text: str, source: str) -> dict[str, Any]:
     return table
 
 
-def decode_all(text: str, source: str) -> tuple[dict[str, Any], list[Finding], set[tuple[str, str]]]:
+def decode_all(
+    text: str, source: str, secret: Callable[[str], bool] | None = None
+) -> tuple[dict[str, Any], list[Finding], set[tuple[str, str]]]:
     """What can be read of ``text``: the table without the lines that are not TOML, a finding for each of
     those lines, and the (section, key) each of them seems to set, so the schema's checks can still look at
     the rest of the file without taking those keys for their defaults.
 
     A line that breaks TOML is blanked and the text read again, up to ``MAX_SYNTAX_ERRORS`` times.
+    ``secret`` says whether a key's name is one of a secret (a misspelt one too): its line is not shown.
     """
     text = text.removeprefix(BOM)
     if text.lstrip().startswith("{\\rtf"):
@@ -193,7 +211,7 @@ def decode_all(text: str, source: str) -> tuple[dict[str, Any], list[Finding], s
         try:
             return tomllib.loads("\n".join(lines)), found, unreadable
         except tomllib.TOMLDecodeError as exc:
-            finding = syntax_finding(str(exc), text, source)
+            finding = syntax_finding(str(exc), text, source, secret)
             line = finding.line or 0
             blanked = not 0 < line <= len(lines) or not lines[line - 1].strip()
             if found and (finding.line == found[-1].line or blanked):
@@ -205,11 +223,12 @@ def decode_all(text: str, source: str) -> tuple[dict[str, Any], list[Finding], s
             lines[line - 1] = ""
 
 
-def syntax_finding(error: str, text: str, source: str) -> Finding:
-    """tomllib's ``error`` as a finding at its line and column, with the line and a hint."""
+def syntax_finding(error: str, text: str, source: str, secret: Callable[[str], bool] | None = None) -> Finding:
+    """tomllib's ``error`` as a finding at its line and column, with the line and a hint; a line that may hold
+    a secret is shown with its value masked, or not at all when it is not ``key = value``."""
     match = _AT.search(error)
     reason = "not valid TOML: " + _AT.sub("", error).strip().rstrip(".").lower()
-    lines = text.splitlines()
+    lines = text.split("\n")  # as tomllib counts them: a U+2028 or a form feed is no line end
     if match is None or match.group(1) is None:
         line = len(lines) or 1
         column = None
@@ -217,12 +236,29 @@ def syntax_finding(error: str, text: str, source: str) -> Finding:
         line, column = int(match.group(1)), int(match.group(2))
     excerpt = lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
     match = _VALUE.match(excerpt)
-    if match and SECRET_NAME.search(match.group(1)):
+    if match is None and not _HEADER_START.match(excerpt):
+        # Inside a multi-line string (a token list, a pasted key) or a stray line: said by its number only.
+        return Finding(source, reason, line=line, hint=hint_for(excerpt, error) if not revealing(excerpt) else "")
+    if match is not None and (revealing(excerpt) or (secret is not None and secret(_unquote_path(match.group(1))))):
         # The value may be a secret: the line is shown with it masked, and without a caret into it.
         value = match.group(2)
         masked = value[0] + "..." + value[-1] if value[:1] in "\"'" + _CURLY and len(value) > 1 else "..."
         excerpt, column = f"{match.group(1)} = {masked}", None
     return Finding(source, reason, line=line, column=column, excerpt=excerpt, hint=hint_for(excerpt, error))
+
+
+_HEADER_START = re.compile(r"^\s*\[")
+_USERINFO = re.compile(r"://[^/\s]*@")
+
+
+def revealing(line: str) -> bool:
+    """Whether ``line`` may hold a secret: a secret's name in it (a key, a query parameter, an inline table),
+    or a URL with a user and password.
+
+    >>> revealing('url = "mqtt://box:pw@broker"'), revealing('password = "x"'), revealing("record_button = 40")
+    (True, True, False)
+    """
+    return bool(SECRET_NAME.search(line) or _USERINFO.search(line))
 
 
 def hint_for(line: str, error: str = "") -> str:
@@ -254,7 +290,7 @@ def hint_for(line: str, error: str = "") -> str:
         return f"true and false are written in lower case: {key} = {word}"
     if value.startswith('"') and "\\" in value:
         return f"a backslash starts an escape inside double quotes; use single quotes: {key} = '{value.strip(chr(34))}'"
-    if value and value[0] not in "\"'[{-+0123456789tfi" and "#" not in value[:1]:
+    if value and value[0] not in "\"'[{-+0123456789#" and value not in ("true", "false", "inf", "nan"):
         return f'text goes in double quotes: {key} = "{value}"'
     if value and value[0] in "\"'" and value.count(value[0]) == 1:
         return f"the closing quote is missing: {key} = {value}{value[0]}"
@@ -266,9 +302,10 @@ def hint_for(line: str, error: str = "") -> str:
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
 
 
-def locate(findings: Iterable[Finding], text: str) -> list[Finding]:
-    """``findings`` with the line (and column) each key or section has in ``text``, and the line itself,
-    in the order of their lines (those without one last)."""
+def locate(findings: Iterable[Finding], text: str, secret: Callable[[str], bool] | None = None) -> list[Finding]:
+    """``findings`` with the line (and column) each key or section has in ``text``, and the line itself
+    unless it may hold a secret (``revealing``, a hidden value, or a key ``secret`` names), in the order
+    of their lines (those without one last)."""
     index = _Index(text.removeprefix(BOM))
     out = []
     for finding in findings:
@@ -281,8 +318,9 @@ def locate(findings: Iterable[Finding], text: str) -> list[Finding]:
             continue
         line, column = found
         excerpt = index.lines[line - 1].rstrip("\r")
-        if finding.value in _HIDDEN or (finding.key and SECRET_NAME.search(finding.key)):
-            excerpt = ""  # the line holds a secret
+        hidden = isinstance(finding.value, str) and finding.value in _HIDDEN
+        if hidden or revealing(excerpt) or (finding.key and secret is not None and secret(finding.key)):
+            excerpt = ""  # the line holds a secret, or may
         out.append(replace(finding, line=line, column=column, excerpt=excerpt))
     return sorted(out, key=lambda f: (f.line is None, f.line or 0))
 
@@ -295,7 +333,7 @@ class _Index:
     keys: dict[tuple[str, str], tuple[int, int, int]] = field(init=False)  # line, key's column, value's
 
     def __post_init__(self) -> None:
-        self.lines = self.text.splitlines()
+        self.lines = self.text.split("\n")  # as tomllib counts lines
         self.headers, self.keys = {}, {}
         table = ""
         for number, line in enumerate(self.lines, 1):

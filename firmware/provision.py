@@ -37,8 +37,7 @@ the card, and a marker file, for the daemon, which shows it with the LED and MQT
   ``edge-recorder.toml.error.txt`` beside it names the section, key, value and
   what is allowed, and ``/var/lib/edge-recorder/provision-error`` holds the same
   as JSON for the daemon (``read_error``). It is in the state directory, not in
-  /run/edge-recorder, which systemd empties whenever the daemon stops: the box
-  keeps saying that the installer's config was not applied, across restarts and
+  /run/edge-recorder, which is emptied at every boot: the box keeps saying that the installer's config was not applied, across restarts and
   reboots, until a good file is provisioned (or the marker is deleted by hand).
 
 Ownership: files are given to root:edge-recorder when this runs as root and the
@@ -253,15 +252,16 @@ def check(boot: Path, root: Path = Path("/"), *, fresh_box: bool = False) -> Req
         line = data[: exc.start].count(b"\n") + 1
         raise Rejected(*found, Finding(REQUEST, "not UTF-8 text", line=line, hint="save it as UTF-8")) from None
     # A byte order mark (Windows editors) is dropped; the lines that are not TOML are reported, the rest checked.
-    raw, syntax, unreadable = findings.decode_all(text, REQUEST)
+    raw, syntax, unreadable = findings.decode_all(text, REQUEST, cfg.is_secret_name)
     found += syntax
     locate = _Locator(boot / FILES_DIR, files, root, fresh_box)
     mapped, originals = _secrets_from(raw, locate)
     config, report = cfg.validate(mapped, REQUEST, unreadable)
     for finding in report:
-        value = originals.get(finding.value, finding.value) if isinstance(finding.value, str) else finding.value
+        known = isinstance(finding.value, str) and finding.value in originals
+        value = originals[finding.value] if known else finding.value
         reason = finding.reason
-        if finding.value in originals and locate.missing(value[len("file:") :]):
+        if known and locate.missing(value[len("file:") :]):
             reason = _missing_file(value[len("file:") :], "file:")
         found.append(replace(finding, reason=reason, value=value))
     _check_named_files(raw, locate, found)
@@ -276,7 +276,7 @@ def check(boot: Path, root: Path = Path("/"), *, fresh_box: bool = False) -> Req
                 warning=True,
             )
         )
-    found = findings.locate(found, text)
+    found = findings.locate(found, text, cfg.is_secret_name)
     if config is None or syntax or any(not p.warning for p in found):
         raise Rejected(*found)
     if not raw:
@@ -352,21 +352,20 @@ def _missing_file(path: str, prefix: str = "") -> str:
 
 
 def _secrets_from(raw: dict[str, Any], locate: _Locator) -> tuple[dict[str, Any], dict[str, str]]:
-    """``raw`` with ``file:/absolute/path`` values pointing where the files are now, and the
-    original of each changed value (for error messages)."""
-    mapped: dict[str, Any] = {}
+    """``raw`` with ``file:/absolute/path`` values pointing where the files are now (in every table, the
+    ``[destinations.NAME]`` ones too), and the original of each changed value (for error messages)."""
     originals: dict[str, str] = {}
-    for section, table in raw.items():
-        if not isinstance(table, dict):
-            mapped[section] = table
-            continue
-        mapped[section] = dict(table)
-        for key, value in table.items():
-            if isinstance(value, str) and value.startswith("file:/"):
-                new = "file:" + str(locate(value[5:]))
-                mapped[section][key] = new
-                originals[new] = value
-    return mapped, originals
+
+    def mapped(table: Any) -> Any:
+        if isinstance(table, dict):
+            return {key: mapped(value) for key, value in table.items()}
+        if isinstance(table, str) and table.startswith("file:/"):
+            new = "file:" + str(locate(table[5:]))
+            originals[new] = table
+            return new
+        return table
+
+    return mapped(raw), originals
 
 
 def _check_named_files(raw: Mapping[str, Any], locate: _Locator, found: list[Finding]) -> None:
@@ -554,6 +553,9 @@ def _remove_request(request: Path, checked: Request) -> tuple[Path, ...]:
     if files_dir.is_dir():
         doomed += sorted(p for p in files_dir.iterdir() if p.is_file())
     doomed += [request, boot / REJECTED, boot / ERROR_TEXT, boot / f"._{REQUEST}"]
+    # Copies under other names (edge-recorder (1).toml, .toml.txt): older versions of the request, with its
+    # secrets; left, they would read as a misnamed request at the next boot.
+    doomed += findings.misnamed(boot, REQUEST)
     left = tuple(p for p in doomed if not _wipe(p))
     if files_dir.is_dir():
         try:

@@ -161,12 +161,14 @@ def test_show_lists_a_confirmed_upload_with_where_it_went_and_when(tmp_path, rec
     try:
         sent = desk.record(line(1.5))
         desk.deliver()
-        waiting = desk.record(line(1.0))  # finished, its upload not tried yet
+        # finished, its upload not tried yet; its callback's URL carries the receiver's token
+        waiting = desk.record(line(1.0), status_callback="https://central.example/cb?token=CALLBACK-SECRET")
     finally:
         desk.close()
     [put] = receiver.received
     shown = recordings(tmp_path, "show", sent["id"])
     assert shown.returncode == 0, shown.stderr
+    assert "CALLBACK-SECRET" not in recordings(tmp_path, "show", waiting["id"]).stdout
     [upload] = json.loads(shown.stdout)["uploads"]
     assert upload["destination"] == receiver.url + "/calls/" and upload["state"] == "done"
     assert upload["location"].endswith(put.path)

@@ -283,3 +283,53 @@ def test_a_member_of_the_box_group_reads_the_status_without_writing_a_byte():
         assert sorted((p.name, p.stat().st_mtime_ns) for p in state.iterdir()) == before  # nothing made or changed
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"pid": 2**70},
+        {"pid": True},
+        {"pid": None},
+        {"uptime": "long"},
+        {"input_level": "-20"},
+        {"broker": "connected"},
+        {"spool": 5},
+        {"recordings": {"a": 1}},
+    ],
+)
+def test_a_status_file_the_daemon_did_not_write_reads_as_not_running(tmp_path, forged):
+    """Only the daemon's user may write it; still, a file with the wrong types is no proof of a running box."""
+    from firmware.daemon import status_file
+
+    path = tmp_path / "status.json"
+    document = {"format": 1, "pid": os.getpid(), "phase": "ready"} | forged
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="not a status file"):
+        status_file.read(path)
+
+
+def test_control_characters_from_the_outside_reach_the_terminal_as_escapes(tmp_path, capsys):
+    """An upload server's error body (or a forged file) may hold escape sequences: shown, never obeyed."""
+    from firmware.cli.main import main
+    from firmware.daemon import status_file
+    from firmware.daemon.system import boot_id
+
+    evil = "\x1b]0;owned\x07\x1b[2K\x1b[1A\x1b[32mok: all uploads delivered"
+    (tmp_path / "status.json").write_text(
+        json.dumps(
+            {
+                "format": status_file.FORMAT,
+                "pid": os.getpid(),
+                "phase": "ready",
+                "boot_id": boot_id(),
+                "monotonic": time.monotonic(),
+                "state": "idle",
+                "last_error": evil,
+                "problems": {"upload_failed": evil},
+            }
+        )
+    )
+    main(["status", "--state-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "owned" in out and "\x1b" not in out and "\x07" not in out

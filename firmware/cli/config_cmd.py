@@ -11,6 +11,7 @@ from typing import TextIO
 from .. import config as cfg
 from ..daemon.hardware import HardwareError, check_sim
 from ..findings import Finding
+from ..media.encrypted import check_recipient
 from . import exits
 
 
@@ -46,6 +47,12 @@ def run_check(args: argparse.Namespace) -> int:
             check_sim(config)
         except HardwareError as exc:
             findings.append(Finding(args.file, str(exc)))
+            config = None
+    if config is not None and config.encryption["public_key"]:
+        try:  # as the box reads it at start, where a bad key refuses every recording
+            check_recipient(config.encryption["public_key"])
+        except ValueError as exc:
+            findings.append(Finding(args.file, str(exc), "encryption", "public_key", config.encryption["public_key"]))
             config = None
     if args.json:
         json.dump(

@@ -72,6 +72,7 @@ from ..daemon.system import clock_synchronized
 from ..delivery.errors import DeliveryError
 from ..delivery.routes import upload_destination
 from ..destinations import DEFAULT
+from ..findings import printable
 from .access import daemon_user, may, program, state_directory
 from .checks import FULL_SCALE_SAMPLE, Check, Status, db_text
 from .run import add_config_argument
@@ -281,7 +282,9 @@ def check_config(path: str | Path | None) -> tuple[Check, cfg.Config]:
     """Load and validate the config; on an error, the checks go on with the defaults."""
     try:
         config = cfg.load(path)
-    except cfg.ConfigError as exc:
+    except (cfg.ConfigError, PermissionError) as exc:
+        if isinstance(exc, PermissionError):
+            exc = f"{exc.filename}: cannot be read: {exc.strerror}"
         file = Path(path or os.environ.get(cfg.ENV_VAR) or cfg.DEFAULT_PATH)
         hint = None
         if _denied(file, os.R_OK):  # a box's config is root:edge-recorder 0640: its group names the recorder's user
@@ -1135,7 +1138,10 @@ class Style:
         return ("  " if self.marks else "") + _columns(status, name, "")
 
     def row(self, status: str, name: str, detail: str, sgr: str = "", mark: str = " ") -> str:
-        """One line (wrapped to ``columns``), ``status`` in colour ``sgr`` when there is colour."""
+        """One line (wrapped to ``columns``), ``status`` in colour ``sgr`` when there is colour. A detail of
+        several lines (a config with more than one problem) is joined with "; "; control characters in it
+        (a server's answer, a key's name) are shown as escapes."""
+        detail = printable(detail.replace("\n", "; "))
         head = self.head(status, name)
         if self.marks:
             head = mark + head[1:]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ..findings import printable
+
 OK = 0
 USAGE = 64
 DATAERR = 65
@@ -16,5 +18,7 @@ CONFIG = 78
 
 
 def fail(code: int, message: str) -> int:
-    sys.stderr.write(f"edge-recorder: error: {message}\n")
+    """Say ``message`` (each of its lines as an error line, control characters as escapes) and give back ``code``."""
+    for line in message.split("\n"):
+        sys.stderr.write(f"edge-recorder: error: {printable(line)}\n")
     return code

@@ -29,7 +29,7 @@ from .. import config as cfg
 from ..catalog import Catalog, CatalogError
 from ..cloudevents import CloudEvents, Timebase
 from ..control import Control, ControlError, Offline
-from ..core.options import Format
+from ..core.options import Format, redact
 from ..delivery.routes import Routes
 from ..journal import Journal, public
 from ..media.convert import NoMedia, media_for
@@ -280,7 +280,9 @@ def human_duration(seconds: float | None) -> str:
 def run_show(args: argparse.Namespace, catalog: Catalog) -> int:
     row = _get(catalog, args.id)
     uploads = catalog.upload_states(row["id"])
-    extra = {"delivery": delivery(uploads), "options": row["options"], "path": row["path"]}
+    # A status callback's URL may carry its receiver's token: shown as the API shows it, redacted.
+    options = {key: redact(value) if isinstance(value, str) else value for key, value in row["options"].items()}
+    extra = {"delivery": delivery(uploads), "options": options, "path": row["path"]}
     json.dump(public(row, uploads=uploads) | extra, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return exits.OK

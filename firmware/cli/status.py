@@ -26,6 +26,7 @@ from typing import Any
 from .. import config as cfg
 from ..catalog import UNFINISHED
 from ..daemon import status_file
+from ..findings import printable
 from ..spool import RESERVE_BYTES, Reserve
 from . import exits
 from .access import require
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write("".join(f"{line}\n" for line in text(report)))
+        # Printed as escapes: an upload server's answer or a key's name must not drive the terminal.
+        sys.stdout.write("".join(f"{printable(line)}\n" for line in text(report)))
     return exits.OK if report["running"] else exits.UNAVAILABLE
 
 
@@ -129,9 +131,10 @@ def _broker(live: dict[str, Any] | None, config: cfg.Config) -> dict[str, Any]:
     """The running daemon's broker connection; without one, only whether a broker is configured."""
     url = config.mqtt["url"]
     out = {"url": status_file.redact_text(url) or None}
+    unknown = {"state": "unknown" if url else "off", "since": None, "last_error": None, "last_error_at": None}
     if live is not None:
-        return out | (live.get("broker") or {})
-    return out | {"state": "unknown" if url else "off", "since": None, "last_error": None, "last_error_at": None}
+        return out | unknown | (live.get("broker") or {})
+    return out | unknown
 
 
 def _storage(config: cfg.Config, live: dict[str, Any] | None) -> dict[str, Any]:

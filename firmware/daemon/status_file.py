@@ -256,7 +256,41 @@ def read(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a status file")
     if document["format"] > FORMAT:
         raise ValueError(f"{path}: status file format {document['format']} is newer than this firmware knows")
+    for key, kinds in _FIELDS.items():
+        value = document.get(key)
+        if value is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            raise ValueError(f"{path}: not a status file this firmware wrote ({key} is {type(value).__name__})")
+    pid = document["pid"]
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < PID_LIMIT:
+        raise ValueError(f"{path}: not a status file this firmware wrote (pid {document['pid']})")
     return document
+
+
+#: The largest pid Linux gives (``pid_max`` at most 2**22).
+PID_LIMIT = 1 << 22
+#: The types of the fields ``edge-recorder status`` reads: a file with others is not one the daemon wrote.
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "pid": (int,),
+    "monotonic": (int, float),
+    "uptime": (int, float),
+    "input_level": (int, float),
+    "free_storage_mb": (int, float),
+    "min_free_mb": (int, float),
+    "phase": (str,),
+    "state": (str,),
+    "spool": (str,),
+    "catalog": (str,),
+    "device_id": (str,),
+    "firmware_version": (str,),
+    "written_at": (str,),
+    "started_at": (str,),
+    "boot_id": (str,),
+    "last_error": (str,),
+    "broker": (dict,),
+    "delivery": (dict,),
+    "problems": (dict,),
+    "recordings": (list,),
+}
 
 
 def age(document: dict[str, Any]) -> float | None:

@@ -69,6 +69,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from ..destinations import Credentials, is_loopback, redact
+from ..findings import printable
 from .errors import DeliveryError, is_permanent_http, retry_after
 
 DEFAULT_NAME_TEMPLATE = "{yyyyMMddHHmmss}_{device_id}_{call_id}.{format}"
@@ -490,7 +491,8 @@ def _error_text(response: requests.Response) -> str:
         raw = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True) or b""
     except Exception:  # the body is only decoration for the message
         return ""
-    return " ".join(raw.decode("utf-8", "replace").split())
+    # One line, and no control character (an escape sequence would reach a terminal through `status`).
+    return printable(" ".join(raw.decode("utf-8", "replace").split()))
 
 
 def _reason(exc: BaseException) -> str:

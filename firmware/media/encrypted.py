@@ -191,8 +191,9 @@ def check_recipient(value: str | Path) -> str:
         raise ValueError(f"{path}: holds {len(keys)} recipients; expected exactly one 'age1...' line")
     try:
         return _parse_recipient(keys[0])
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+    except ValueError:
+        # Not its text: a file named here by mistake may hold a password or a token.
+        raise ValueError(f"{path}: its line is not an age recipient (expected 'age1...')") from None
 
 
 _SECRET_ON_BOX = (
