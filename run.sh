@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(python3 python3-venv python3-dev gcc libasound2-dev libsndfile1 espeak-ng alsa-utils systemd mosquitto shellcheck mmdebstrap libcap2-bin ffmpeg)
+PACKAGES=(python3 python3-venv python3-dev gcc libasound2-dev libsndfile1 espeak-ng alsa-utils systemd mosquitto shellcheck mmdebstrap libcap2-bin ffmpeg minisign)
 if [ "${1:-}" = smoke ]; then
   PACKAGES+=(qemu-user-static binfmt-support arch-test qemu-system-arm e2fsprogs dosfstools mtools)
 fi

@@ -4,11 +4,13 @@ The script runs for real: a wheelhouse is built from a copy of this repository (
 as images/README.md says), and the script installs from it offline (``--wheelhouse
 --no-index``) into a temporary directory as the target root, with the machine's Debian
 ``/usr/bin/python3`` (the same Python 3.11 as Raspberry Pi OS Bookworm). A root other than /
-is a *staged* install: the venv is built in ROOT/opt/edge-recorder and moved to
-/opt/edge-recorder (images/install.sh says how), so the checks look at the layout, and then run
-the installed ``/opt/edge-recorder/bin/edge-recorder`` at its real path: in a private mount
-namespace, ROOT's /opt and /etc are bound into a throwaway root beside the machine's /usr, and
-the program runs chrooted there. Nothing outside the temporary directories is touched.
+is a *staged* install: the venv is built in a slot, ROOT/opt/edge-recorder/slots/VERSION, and
+moved to /opt/edge-recorder/slots/VERSION (images/install.sh says how), with the links that make
+/opt/edge-recorder the running version (``current``, ``previous``, ``bin``). The checks look at
+the layout, and then run the installed ``/opt/edge-recorder/bin/edge-recorder`` at its real
+path: in a private mount namespace, ROOT's /opt and /etc are bound into a throwaway root beside
+the machine's /usr, and the program runs chrooted there. Nothing outside the temporary
+directories is touched.
 
 Ownership (root:edge-recorder) is checked when the tests run as root, as in CI: only root
 applies systemd-sysusers/systemd-tmpfiles (the script skips them otherwise, and so do these
@@ -30,6 +32,8 @@ import pytest
 from firmware import config as cfg
 from firmware.cli import exits
 
+from .programs import run, tool
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "images" / "install.sh"
 SYSTEMD = REPO / "systemd"
@@ -38,19 +42,9 @@ AS_ROOT = os.geteuid() == 0
 UNITS = ("edge-recorder.service", "edge-recorder-provision.service")
 COMMAND_LINK = "usr/local/bin/edge-recorder"  # the command on PATH, for `sudo edge-recorder provision`
 PROGRAM = "/opt/edge-recorder/bin/edge-recorder"
+SLOT = "/opt/edge-recorder/slots/0.1.0"  # the first install's slot: the version of this checkout
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Debian's, and sudo's secure_path
 GOOD = '[device]\nid = "front-desk-3"\n\n[encryption]\npublic_key = "/etc/edge-recorder/encryption.pub"\n'
-
-
-def run(*args: str | Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
-def tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        pytest.fail(f"{name} not found: install the Debian package '{package}' (CI and run.sh install it)")
-    return path
 
 
 def install(root: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -109,6 +103,16 @@ def layout(root: Path) -> dict[str, tuple[str, int, int, int, str]]:
     return out
 
 
+def top_level(root: Path) -> dict[str, str]:
+    """/opt/edge-recorder: each entry and where it links to ("" for a folder)."""
+    top = root / "opt/edge-recorder"
+    return {path.name: os.readlink(path) if path.is_symlink() else "" for path in top.iterdir()}
+
+
+def slots(root: Path) -> list[str]:
+    return sorted(path.name for path in (root / "opt/edge-recorder/slots").iterdir())
+
+
 def interpreter(link: Path) -> str:
     """Where a venv's ``bin/python*`` leads on the box: links within bin/ up to the absolute one."""
     target = os.readlink(link)
@@ -146,9 +150,18 @@ def test_every_file_is_in_place_with_its_mode(installed):
     links[COMMAND_LINK] = PROGRAM
     for rel, target in links.items():
         assert files[rel][0] == "link" and files[rel][4] == target, rel
-    # Once the root is /, the command on PATH is the venv's script.
+    # Once the root is /, the command on PATH is the running version's script, through current.
     program = root / PROGRAM.lstrip("/")
-    assert program.is_file() and program.read_text().startswith("#!/opt/edge-recorder/bin/python\n")
+    assert program.is_file() and program.read_text().startswith(f"#!{SLOT}/bin/python\n")
+    # A first install is the first slot, and /opt/edge-recorder is that venv through links.
+    assert top_level(root) == {
+        "slots": "",
+        "current": "slots/0.1.0",
+        "bin": "current/bin",
+        "lib": "current/lib",
+        "pyvenv.cfg": "current/pyvenv.cfg",
+    }
+    assert slots(root) == ["0.1.0"]
     assert files["etc/edge-recorder"][:2] == ("dir", 0o750)
     assert files["etc/edge-recorder/config.toml"][:2] == ("file", 0o640)
     if AS_ROOT:  # systemd-tmpfiles applied edge-recorder.tmpfiles
@@ -165,14 +178,20 @@ def test_every_file_is_in_place_with_its_mode(installed):
             assert files[rel][1] == 0o755, rel
 
 
-def test_the_venv_is_made_for_opt_edge_recorder(installed):
-    venv = installed.root / "opt/edge-recorder"
+def test_the_venv_is_made_for_its_slot_under_opt_edge_recorder(installed):
+    venv = installed.root / SLOT.lstrip("/")
     program = venv / "bin/edge-recorder"
     assert program.stat().st_mode & 0o777 == 0o755
-    assert program.read_text().startswith("#!/opt/edge-recorder/bin/python\n")
+    # Its own slot's interpreter, not current's: a slot keeps running its own version.
+    assert program.read_text().startswith(f"#!{SLOT}/bin/python\n")
     assert {interpreter(link) for link in venv.glob("bin/python*")} == {"/usr/bin/python3"}
     cfg_lines = (venv / "pyvenv.cfg").read_text().splitlines()
     assert "home = /usr/bin" in cfg_lines and "include-system-site-packages = false" in cfg_lines
+    assert f"command = /usr/bin/python3 -m venv {SLOT}" in cfg_lines
+    # What it takes to switch back to this slot: the script and the units of this version.
+    assert (venv / "images/install.sh").read_bytes() == INSTALL.read_bytes()
+    for unit in UNITS:
+        assert (venv / "systemd" / unit).read_bytes() == (SYSTEMD / unit).read_bytes()
     # No text file in it names the directory it was built in.
     result = run("grep", "-rlI", "--exclude=*.pyc", str(installed.root), venv)
     assert result.stdout == "", result.stdout
@@ -341,6 +360,22 @@ def test_every_script_passes_shellcheck():
         (["--wheel", "w.whl", "--root"], exits.USAGE, "--root needs a value"),
         (["--wheel", "w.whl", "--wheelhouse"], exits.USAGE, "--wheelhouse needs a value"),
         (["--wheel", "w.whl", "--python"], exits.USAGE, "--python needs a value"),
+        (["--wheel", "w.whl", "--update-key"], exits.USAGE, "--update-key needs a value"),
+        (["--wheel", "w.whl", "--update-key", "missing.pub"], exits.NOINPUT, "no such update key: missing.pub"),
+        (
+            ["--wheel", "w.whl", "--update-key", "w.whl"],
+            exits.DATAERR,
+            "w.whl is not a minisign public key (minisign -G makes one)",
+        ),
+        (["--switch"], exits.USAGE, "--switch needs a value"),
+        (["--switch", "0.1.0", "--prepare"], exits.USAGE, "give at most one of --prepare and --switch SLOT"),
+        (
+            ["--switch", "0.1.0", "--wheel", "w.whl"],
+            exits.USAGE,
+            "--switch SLOT installs nothing new: give no --wheel, --from-source, --wheelhouse or --no-index with it",
+        ),
+        (["--switch", "../../etc"], exits.USAGE, "not a slot name: ../../etc"),
+        (["--switch", "0.1.0", "--root", "."], exits.NOINPUT, "no such slot: {cwd}/opt/edge-recorder/slots/0.1.0"),
     ],
 )
 def test_wrong_arguments_are_refused_before_anything_is_done(tmp_path, args, code, message):
@@ -350,7 +385,7 @@ def test_wrong_arguments_are_refused_before_anything_is_done(tmp_path, args, cod
     result = run(INSTALL, *args, cwd=tmp_path)
     assert result.returncode == code, result.stderr
     lines = result.stderr.splitlines()
-    assert lines[0] == f"install.sh: error: {message}", result.stderr
+    assert lines[0] == f"install.sh: error: {message.format(cwd=tmp_path.resolve())}", result.stderr
     assert len(lines) == 1 or lines[1] == "usage:", result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.whl"]
 
@@ -376,6 +411,73 @@ def test_a_staged_install_refuses_a_target_for_another_cpu(tmp_path):
     (tmp_path / "w.whl").write_bytes(b"")
     result = run(INSTALL, "--root", root, "--wheel", tmp_path / "w.whl", "--python", PYTHON)
     assert result.returncode == 1 and "another CPU architecture" in result.stderr, result.stderr
+
+
+# -- an install from before slots ----------------------------------------------------------------
+
+
+def box_state(root: Path) -> dict[str, bytes]:
+    """The box's own files: config, catalog, spool."""
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for folder in ("etc/edge-recorder", "var/lib/edge-recorder")
+        for path in sorted((root / folder).rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_an_install_from_before_slots_moves_into_a_slot_keeping_config_catalog_and_spool(installed, tmp_path):
+    """images/install.sh before slots made the venv /opt/edge-recorder itself; installing over such
+    a box moves it into the layout and leaves /etc and /var/lib as they were."""
+    from firmware.catalog import Catalog
+
+    root = tmp_path / "root"
+    old = root / "opt/edge-recorder"
+    result = run(PYTHON, "-m", "venv", old)
+    assert result.returncode == 0, result.stderr
+    result = run(old / "bin/python", "-m", "pip", "install", "-q", "--no-index", "--no-deps", installed.wheel)
+    assert result.returncode == 0, result.stderr
+    (root / "usr/local/bin").mkdir(parents=True)
+    (root / COMMAND_LINK).symlink_to(PROGRAM)
+    (root / "etc/edge-recorder").mkdir(parents=True)
+    (root / "etc/edge-recorder/config.toml").write_text('[device]\nid = "box-7"\n')
+    state = root / "var/lib/edge-recorder"
+    catalog = Catalog(state / "catalog.sqlite3")
+    catalog.insert(
+        {"id": "RE1", "name": "RE1", "call_id": "CA1", "source": "cli", "status": "completed", "state": "done",
+         "format": "wav", "sample_rate": 8000, "channels": 1, "track": "both", "options": {},
+         "start_time": "2026-01-01T00:00:00Z", "path": "spool/RE1.wav"}
+    )  # fmt: skip
+    catalog.close()
+    (state / "spool").mkdir()
+    (state / "spool/RE1.wav").write_bytes(os.urandom(4096))
+    before = box_state(root)
+    minisign = tool("minisign", "minisign")
+    result = run(minisign, "-G", "-W", "-p", tmp_path / "update.pub", "-s", tmp_path / "update.key")
+    assert result.returncode == 0, result.stderr
+
+    result = install(
+        root, "--wheel", installed.wheel, "--wheelhouse", installed.wheelhouse, "--no-index",
+        "--update-key", tmp_path / "update.pub",
+    )  # fmt: skip
+
+    assert "moving the install from before slots (a venv at /opt/edge-recorder)" in result.stderr
+    assert top_level(root) == {
+        "slots": "",
+        "current": "slots/0.1.0",
+        "bin": "current/bin",
+        "lib": "current/lib",
+        "pyvenv.cfg": "current/pyvenv.cfg",
+    }
+    assert slots(root) == ["0.1.0"]
+    after = box_state(root)
+    key = after.pop("etc/edge-recorder/update.pub")
+    assert after == before
+    assert key == (tmp_path / "update.pub").read_bytes()
+    assert (root / "etc/edge-recorder/update.pub").stat().st_mode & 0o777 == 0o644
+    assert os.readlink(root / COMMAND_LINK) == PROGRAM
+    version = run(root / "opt/edge-recorder/bin/python", "-m", "firmware.cli.main", "--version")
+    assert version.stdout.strip() == "edge-recorder 0.1.0", version.stderr
 
 
 # -- again -----------------------------------------------------------------------------------------
@@ -404,6 +506,12 @@ def test_installing_again_keeps_the_config_and_the_layout(installed, tmp_path):
     assert config.read_text() == '[device]\nid = "box-7"\n'
     after = layout(installed.root)
     assert after == before
+    # The same version again goes into a slot of its own; the first one is kept as previous.
+    assert top_level(installed.root)["current"] == "slots/0.1.0-2"
+    assert top_level(installed.root)["previous"] == "slots/0.1.0"
+    assert slots(installed.root) == ["0.1.0", "0.1.0-2"]
+    program = installed.root / PROGRAM.lstrip("/")
+    assert program.read_text().startswith("#!/opt/edge-recorder/slots/0.1.0-2/bin/python\n")
     venv_python = installed.root / "opt/edge-recorder/bin/python"
     assert interpreter(venv_python) == "/usr/bin/python3"
     version = run(venv_python, "-m", "firmware.cli.main", "--version")  # the machine's python3 as the target's
@@ -418,3 +526,7 @@ def test_installing_again_leaves_another_edge_recorder_on_path_alone(installed):
     result = install(installed.root, "--wheel", installed.wheel, "--wheelhouse", installed.wheelhouse, "--no-index")
     assert not command.is_symlink() and command.read_text() == "#!/bin/sh\necho the box's own\n"
     assert f"note: {command} is not a link to {PROGRAM}: left as it is" in result.stderr, result.stderr
+    # A third install keeps two slots: the new one and the one before; the oldest is gone.
+    assert top_level(installed.root)["current"] == "slots/0.1.0-3"
+    assert top_level(installed.root)["previous"] == "slots/0.1.0-2"
+    assert slots(installed.root) == ["0.1.0-2", "0.1.0-3"]

@@ -45,6 +45,8 @@ import pytest
 
 from firmware.cli import exits
 
+from .programs import run
+
 REPO = Path(__file__).resolve().parents[1]
 PIGEN = REPO / "images" / "pi-gen"
 DRIVER = PIGEN / "build.sh"
@@ -66,10 +68,6 @@ offset 0
 magic 7f454c460201010000000000000000000200b700
 mask ffffffffffffff00fffffffffffffffffeffffff
 """
-
-
-def run(*args: str | Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def packages(path: Path) -> list[str]:
@@ -703,7 +701,9 @@ def test_the_venv_is_made_by_the_images_own_python(image_root):
     venv = image_root.root / "opt/edge-recorder"
     assert "home = /usr/bin" in (venv / "pyvenv.cfg").read_text().splitlines()
     assert os.readlink(venv / "bin/python") in {"python3", "/usr/bin/python3"}
-    assert (venv / "bin/edge-recorder").read_text().startswith("#!/opt/edge-recorder/bin/python")
+    # the program of the version's own slot: /opt/edge-recorder/bin is the running slot's (current/bin)
+    assert os.readlink(venv / "current").startswith("slots/")
+    assert (venv / "bin/edge-recorder").read_text().startswith("#!/opt/edge-recorder/slots/")
 
 
 def test_the_daemon_user_and_the_config_are_made_in_the_image(image_root):

@@ -11,7 +11,21 @@ import sys
 import traceback
 
 from .. import __version__
-from . import config_cmd, decrypt, demo, devices, doctor, exits, provision, receive, record, recordings, run, status
+from . import (
+    config_cmd,
+    decrypt,
+    demo,
+    devices,
+    doctor,
+    exits,
+    provision,
+    receive,
+    record,
+    recordings,
+    run,
+    status,
+    update,
+)
 from .access import os_error, permission_denied
 
 
@@ -39,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
     receive.add_parser(sub)
     decrypt.add_parser(sub)
     provision.add_parser(sub)
+    update.add_parser(sub)
     return p
 
 

@@ -7,7 +7,7 @@
 # (images/pi-gen/build.sh puts it there; so does extracting edge-recorder-install.tar.gz):
 #   files/images/install.sh  files/systemd/  files/dist/edge_recorder-*.whl  [files/wheelhouse/]
 # It is copied into the root file system and images/install.sh runs inside it with --root /, so
-# the venv in /opt/edge-recorder is made by the image's own python3 for the image's CPU. The copy
+# the venv in /opt/edge-recorder/slots/VERSION is made by the image's own python3 for the image's CPU. The copy
 # is removed.
 #
 # With a wheelhouse (built on an arm64 machine) the install is offline and needs only what

@@ -1,0 +1,366 @@
+"""``update``: a bundle onto a box, from the signature check to the restart (the steps are in
+``firmware/update/__init__.py``).
+
+The one rule: nothing the box runs changes before the switch. The bundle is copied and checked
+in a private staging folder, the new version goes into a slot of its own, its checks run there,
+and any refusal up to the switch removes what was made and leaves ``current``, the config, the
+catalog and the spool as they were.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import Version
+
+from .. import config as cfg
+from . import Reason, Refused, Stage
+from .bundle import Bundle
+from .manifest import INSTALLER, MANIFEST, Manifest
+from .slots import Layout, Slot
+
+SERVICE = "edge-recorder.service"
+#: A venv takes more room than its wheels unpacked: byte-compiled files, pip and its own files.
+VENV_OVERHEAD = 1.5
+VENV_EXTRA = 32 << 20  # bytes
+
+Report = Callable[[Stage, str], None]
+
+
+@dataclass(frozen=True)
+class Result:
+    version: str
+    slot: str
+    previous: str | None  # the version that ran before
+    restarted: bool
+    catalog_copy: Path | None
+
+
+def update(bundle: Path, *, root: Path = Path("/"), force: bool = False, report: Report | None = None) -> Result:
+    """Verify ``bundle``, install it into a new slot, check it, switch to it and restart the service.
+
+    Raises ``Refused`` with the reason; until the switch nothing the box runs has changed.
+    """
+    say: Report = report or (lambda stage, text: None)
+    box = Layout(Path(root))
+    if not Path(bundle).is_file():
+        raise Refused(Reason.MISSING, f"no such bundle: {bundle}")
+    on_this_machine = box.root.resolve() == Path("/")
+    if on_this_machine and os.geteuid() != 0:
+        raise Refused(Reason.PERMISSION, "updating the box needs root: sudo edge-recorder update FILE")
+    running = box.slot("current")
+    if running is None or running.version is None:
+        raise Refused(
+            Reason.NOT_INSTALLED,
+            f"{box.top} has no current slot to update: install the box with images/install.sh (from the bundle) first",
+        )
+    with box.locked():
+        shutil.rmtree(box.staging, ignore_errors=True)  # left by an update that was killed
+        box.staging.mkdir(mode=0o711)  # its parts are private; the catalog's owner reaches its own
+        try:
+            return _update(box, running, Path(bundle), force, say, on_this_machine)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise Refused(Reason.NO_SPACE, _no_space(box, Path(bundle))) from None
+            raise
+        finally:
+            shutil.rmtree(box.staging, ignore_errors=True)
+
+
+def _update(box: Layout, running: Slot, path: Path, force: bool, say: Report, on_this_machine: bool) -> Result:
+    bundle = Bundle.open(path, box.update_key, box.staging / "bundle.tar")
+    manifest = bundle.manifest
+    comment = bundle.trusted_comment.replace("\t", " ")
+    say(Stage.VERIFIED, f"{path.name}: signed by the key in /etc/edge-recorder/update.pub ({comment})")
+    _check_machine(manifest, running, force)
+    catalog = _catalog_path(box)
+    trial = _copy_catalog(catalog, box.staging, say) if catalog.is_file() else None
+    if trial is not None:
+        _check_schema(manifest, trial)
+    content = box.staging / "content"
+    bundle.extract(content)
+    bundle.discard()
+    _check_space(box, bundle)
+
+    name = _prepare(box, content, manifest)
+    slot = box.slots / name
+    try:
+        (slot / MANIFEST).write_bytes(manifest.to_json())
+        _check_new_version(box, slot, manifest, trial, say)
+        say(Stage.INSTALLED, f"edge-recorder {manifest.version} installed in /{box.slots.relative_to(box.root)}/{name}")
+        kept = _keep_catalog(catalog, manifest.version) if catalog.is_file() else None
+        _switch(box, slot, say)
+    except BaseException:
+        current = box.slot("current")
+        if current is None or current.name != name:
+            shutil.rmtree(slot, ignore_errors=True)
+        raise
+    say(Stage.SWITCHED, f"current -> slots/{name} (edge-recorder {manifest.version}), previous -> slots/{running.name}")
+    restarted = _restart(on_this_machine, say)
+    return Result(manifest.version, name, running.version, restarted, kept)
+
+
+# -- what the manifest says, against this box ----------------------------------------------------------
+
+
+def _check_machine(manifest: Manifest, running: Slot, force: bool) -> None:
+    machine = platform.machine()
+    if manifest.architecture != machine:
+        raise Refused(Reason.WRONG_MACHINE, f"the bundle is built for {manifest.architecture}; this box is {machine}")
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if manifest.python != python:
+        raise Refused(
+            Reason.WRONG_MACHINE, f"the bundle is built for Python {manifest.python}; this box has Python {python}"
+        )
+    assert running.version is not None
+    if Version(manifest.version) <= Version(running.version) and not force:
+        raise Refused(
+            Reason.NOT_NEWER,
+            f"edge-recorder {manifest.version} is not newer than the running {running.version} "
+            "(--force installs it anyway)",
+        )
+
+
+def _catalog_path(box: Layout) -> Path:
+    """Where the box keeps its catalog: its config's ``[catalog] path``, or the default."""
+    path = cfg.parse({}).catalog["path"]
+    try:
+        with box.config.open("rb") as f:
+            path = tomllib.load(f).get("catalog", {}).get("path", path)
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        pass  # the new version's config check says what is wrong with it
+    return box.on_box(path)
+
+
+def _copy_catalog(catalog: Path, staging: Path, say: Report) -> Path | None:
+    """A consistent copy to try the migration on, or None when SQLite cannot read the catalog (the
+    new daemon moves it aside and rebuilds it from the spool, as this one does)."""
+    folder = staging / "catalog"
+    folder.mkdir(mode=0o700)
+    st = catalog.stat()
+    if os.geteuid() == 0:
+        os.chown(folder, st.st_uid, st.st_gid)
+    to = folder / catalog.name
+    try:
+        _backup(catalog, to)
+    except sqlite3.DatabaseError as exc:
+        if _is_full(exc):
+            raise OSError(errno.ENOSPC, str(exc)) from None
+        say(Stage.CHECKING, f"note: {catalog} is not readable ({exc}); the new version rebuilds it from the spool")
+        to.unlink(missing_ok=True)
+        return None
+    return to
+
+
+def _check_schema(manifest: Manifest, trial: Path) -> None:
+    with sqlite3.connect(trial) as db:
+        schema = db.execute("PRAGMA user_version").fetchone()[0]
+    db.close()
+    if schema > manifest.catalog_schema:
+        raise Refused(
+            Reason.CATALOG,
+            f"the catalog is at schema {schema}; edge-recorder {manifest.version} reads up to {manifest.catalog_schema}",
+        )
+    if schema < manifest.catalog_reads_from:
+        raise Refused(
+            Reason.CATALOG,
+            f"the catalog is at schema {schema}; edge-recorder {manifest.version} migrates from schema "
+            f"{manifest.catalog_reads_from} on: update to an earlier release first",
+        )
+
+
+def _check_space(box: Layout, bundle: Bundle) -> None:
+    need = int(bundle.unpacked_size() * VENV_OVERHEAD) + VENV_EXTRA
+    free = shutil.disk_usage(box.slots).free
+    if free < need:
+        raise Refused(
+            Reason.NO_SPACE,
+            f"not enough space in /{box.top.relative_to(box.root)} for edge-recorder {bundle.manifest.version}: "
+            f"{_mb(free)} free, it needs about {_mb(need)}",
+        )
+
+
+# -- the new slot and the new version's checks ----------------------------------------------------------
+
+
+def _installer(box: Layout, installer: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a version's install.sh on this root, with the Python the box's venvs are made of."""
+    python = Path(sys.base_prefix) / "bin" / "python3"
+    command = ["bash", str(installer), "--root", str(box.root), "--python", str(python), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def _prepare(box: Layout, content: Path, manifest: Manifest) -> str:
+    """The bundle's install.sh makes the new slot, offline; returns its name."""
+    assert manifest.wheel is not None
+    result = _installer(
+        box,
+        content / INSTALLER,
+        "--prepare",
+        "--wheel",
+        str(content / manifest.wheel),
+        "--wheelhouse",
+        str(content / "wheels"),
+        "--no-index",
+    )
+    name = result.stdout.strip().splitlines()[-1:] if result.returncode == 0 else []
+    if not name:
+        if "No space left on device" in result.stderr:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise Refused(
+            Reason.INSTALL,
+            f"edge-recorder {manifest.version} could not be installed into a new slot: {_last_line(result.stderr)}",
+        )
+    return name[0]
+
+
+def _check_new_version(box: Layout, slot: Path, manifest: Manifest, trial: Path | None, say: Report) -> None:
+    """The new version's own checks, run by its own interpreter on the box's config and catalog (-I: its own
+    firmware, whatever folder the update runs in)."""
+    python = str(slot / "bin/python")
+    if box.config.is_file():
+        result = subprocess.run(
+            [python, "-I", "-m", "firmware.cli.main", "config", "check", str(box.config)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise Refused(
+                Reason.CONFIG,
+                f"edge-recorder {manifest.version} rejects the box's config: {_last_line(result.stderr, first=True)}",
+            )
+        say(Stage.CHECKING, f"edge-recorder {manifest.version}: {_last_line(result.stdout)}")
+    if trial is not None:
+        result = subprocess.run(
+            [python, "-I", "-m", "firmware.update.preflight", str(trial)], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise Refused(
+                Reason.CATALOG,
+                f"edge-recorder {manifest.version} cannot use the box's catalog: {_last_line(result.stderr)}",
+            )
+        say(Stage.CHECKING, f"edge-recorder {manifest.version}: {_last_line(result.stdout)} (on a copy)")
+
+
+# -- the switch --------------------------------------------------------------------------------------------
+
+
+def _keep_catalog(catalog: Path, version: str) -> Path:
+    """The catalog as it is just before the switch, kept beside it as ``NAME.before-VERSION`` (only the
+    latest such copy), owned and readable as the catalog is: what a previous version goes back to."""
+    kept = catalog.with_name(f"{catalog.name}.before-{version}")
+    partial = kept.with_name(kept.name + ".partial")
+    try:
+        _backup(catalog, partial)
+    except sqlite3.DatabaseError as exc:
+        partial.unlink(missing_ok=True)
+        if _is_full(exc):
+            raise Refused(
+                Reason.NO_SPACE,
+                f"no space left in {catalog.parent} for the catalog's copy ({_mb(catalog.stat().st_size)}): "
+                "nothing was changed; free some space and try again",
+            ) from None
+        raise Refused(Reason.CATALOG, f"{catalog} could not be copied before the switch: {exc}") from None
+    st = catalog.stat()
+    if os.geteuid() == 0:
+        os.chown(partial, st.st_uid, st.st_gid)
+    os.chmod(partial, st.st_mode & 0o777)
+    os.replace(partial, kept)
+    for older in catalog.parent.glob(f"{catalog.name}.before-*"):
+        if older != kept:
+            older.unlink(missing_ok=True)
+    return kept
+
+
+def _switch(box: Layout, slot: Path, say: Report) -> None:
+    """The new slot's own install.sh switches to it: units, then the rename of ``current``, then it
+    removes the slot that is neither current nor previous."""
+    result = _installer(box, slot / INSTALLER, "--switch", slot.name)
+    if result.returncode == 0:
+        return
+    current = box.slot("current")
+    if current is not None and current.name == slot.name:  # what failed came after the switch
+        say(Stage.SWITCHED, f"note: after the switch, install.sh said: {_last_line(result.stderr)}")
+        return
+    if "No space left on device" in result.stderr:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    raise Refused(Reason.INSTALL, f"switching to slot {slot.name} failed: {_last_line(result.stderr)}")
+
+
+def _restart(on_this_machine: bool, say: Report) -> bool:
+    if not on_this_machine:
+        say(Stage.SWITCHED, f"would restart {SERVICE} (the root is not this machine's)")
+        return False
+    if not Path("/run/systemd/system").is_dir():
+        say(Stage.SWITCHED, f"not restarted: systemd is not running here; start {SERVICE} when it is")
+        return False
+    result = subprocess.run(["systemctl", "restart", SERVICE], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        say(Stage.SWITCHED, f"systemctl restart {SERVICE} failed: {_last_line(result.stderr)}")
+        return False
+    say(Stage.RESTARTED, f"restarted {SERVICE}")
+    return True
+
+
+# -- small helpers ---------------------------------------------------------------------------------------
+
+
+_BACKUP = "import sqlite3, sys; s, d = map(sqlite3.connect, sys.argv[1:]); s.backup(d); d.close(); s.close()"
+
+
+def _backup(source: Path, to: Path) -> None:
+    """A consistent copy of a SQLite file with SQLite's online backup (the daemon may be writing).
+
+    It runs as the file's owner: opening the catalog may create its -wal and -shm files, and a
+    pair owned by root would lock the daemon out of its own catalog.
+    """
+    st = source.stat()
+    owner = {"user": st.st_uid, "group": st.st_gid, "extra_groups": []} if os.geteuid() == 0 else {}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _BACKUP, str(source), str(to)],
+            capture_output=True,
+            text=True,
+            check=False,
+            **owner,
+        )
+    except OSError as exc:  # the owner cannot run this Python (a folder on the way is closed to it)
+        raise sqlite3.DatabaseError(f"cannot copy it as its owner ({exc})") from None
+    if result.returncode != 0:
+        raise sqlite3.DatabaseError(_last_line(result.stderr).removeprefix("sqlite3.").partition(": ")[2])
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return "full" in str(exc)
+
+
+def _no_space(box: Layout, bundle: Path) -> str:
+    top = box.top if box.top.exists() else box.root
+    free = shutil.disk_usage(top).free
+    size = bundle.stat().st_size if bundle.is_file() else 0
+    return (
+        f"no space left for the update in /{box.top.relative_to(box.root)} ({_mb(free)} free, the bundle is "
+        f"{_mb(size)}): nothing was changed; free some space and try again"
+    )
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1 << 20):.0f} MB"
+
+
+def _last_line(text: str, *, first: bool = False) -> str:
+    lines = [line.removeprefix("edge-recorder: error: ").strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "(no message)"
+    return lines[0] if first else lines[-1]
