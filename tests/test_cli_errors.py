@@ -24,6 +24,7 @@ import pytest
 import soundfile as sf
 
 from firmware.cli import doctor as doctor_cmd
+from firmware.cli import run as run_cmd
 from firmware.cli.main import main
 from tests.test_doctor import parse
 
@@ -272,6 +273,20 @@ def test_a_bug_is_one_line_asking_for_v_and_v_shows_the_traceback(tmp_path, monk
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "in broken_clock" in err
     assert err.splitlines()[-1] == "edge-recorder: error: unexpected ZeroDivisionError (a bug): the traceback is above"
+
+
+def test_a_bug_in_the_daemon_leaves_its_traceback_in_the_journal_without_v(tmp_path, monkeypatch, capsys):
+    """The daemon's stderr is the journal: a bug there is read from its traceback, asked for or not."""
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(run_cmd, "Box", Broken)
+    wav = tone(tmp_path / "tone.wav", 1, 16000)
+    assert main(["run", "--simulate", "--audio", str(wav), "--fast", "--state-dir", str(tmp_path / "state")]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ZeroDivisionError" in err
 
 
 # -- the demo -------------------------------------------------------------------------------------------------
