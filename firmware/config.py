@@ -646,6 +646,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "log": {
         "level": Key("info", _level, "log level"),
     },
+    "update": {
+        "confirm_seconds": Key(
+            300,
+            _number(1, 86400, integer=True),
+            "after an update, seconds the new version must record healthily (capture open, no error, no restart) "
+            "before it is confirmed; until then a crash loop, a failed start or a reboot switches back to the "
+            "previous version",
+        ),
+    },
 }
 
 #: The keys of each ``[destinations.NAME]`` table: a destination of its own, with its own credentials, that
@@ -683,6 +692,7 @@ class Config:
     http: dict[str, Any]
     encryption: dict[str, Any]
     log: dict[str, Any]
+    update: dict[str, Any]
     #: ``[destinations.NAME]`` tables by name (``DESTINATION_SCHEMA``).
     destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = field(default="defaults", compare=False)

@@ -5,7 +5,7 @@
 #   images/install.sh --wheel dist/edge_recorder-0.1.0-py3-none-any.whl
 #   images/install.sh --from-source .
 #   options: [--root DIR] [--wheelhouse DIR [--no-index]] [--python PYTHON] [--update-key FILE]
-#            [--prepare | --switch SLOT]
+#            [--prepare | --switch SLOT] [--catalog FILE [--catalog-copy FILE]]
 #
 # Each version lives in a slot of its own, and one link says which one runs (images/README.md,
 # "Updating boxes"; firmware/update/slots.py reads the same layout):
@@ -26,20 +26,27 @@
 #  2. The link /usr/local/bin/edge-recorder -> /opt/edge-recorder/bin/edge-recorder puts the
 #     command on PATH (a file already there that is not that link is left as it is, with a
 #     note). The units, sysusers.d and tmpfiles.d entries from systemd/ (beside this folder)
-#     into /usr/lib, then systemd-sysusers and systemd-tmpfiles for them: user and group
-#     edge-recorder, /etc/edge-recorder root:edge-recorder 0750.
+#     into /usr/lib, and the update guard as /usr/lib/edge-recorder/update-guard (outside the
+#     slots: it switches back an update that does not prove itself, see systemd/update-guard),
+#     then systemd-sysusers and systemd-tmpfiles for them: user and group edge-recorder,
+#     /etc/edge-recorder root:edge-recorder 0750.
 #  3. /etc/edge-recorder/config.toml from `edge-recorder config defaults` (0640), unless a
 #     config is already there: an upgrade never replaces the box's config. With
 #     --update-key FILE, the minisign public key that update bundles must be signed with, as
 #     /etc/edge-recorder/update.pub (replaced when given, kept otherwise).
 #  4. Enables edge-recorder.service and edge-recorder-provision.service (systemctl --root,
 #     which works offline: symlinks in /etc/systemd/system/multi-user.target.wants/).
-#  5. The switch: previous -> what current named, then current -> the new slot (a link renamed
-#     over the old one), then the slots that are neither are removed. An install from before
-#     slots (a venv directly at /opt/edge-recorder) is moved into this layout here; the box's
-#     config, catalog and spool (/etc, /var/lib) are not touched.
+#  5. The switch: when a slot ran before, the update guard records the switch as pending
+#     (/opt/edge-recorder/update.state: until the new version confirms it, a crash loop, a failed
+#     start or a reboot switches back); then previous -> what current named, then current -> the
+#     new slot (a link renamed over the old one), then the slots that are neither are removed. An
+#     install from before slots (a venv directly at /opt/edge-recorder) is moved into this layout
+#     here; the box's config, catalog and spool (/etc, /var/lib) are not touched.
 # --prepare stops after step 1 and prints the new slot's name; --switch SLOT does steps 2 to 5
 # for a slot made that way (`edge-recorder update` checks the new version in between).
+# --catalog FILE names the catalog (its path on the box) with the switch, and --catalog-copy FILE
+# the copy of it from before the switch that a rollback puts back (`edge-recorder update` gives it
+# when the new version writes a newer catalog schema; images/README.md, "The catalog rule").
 #
 # --root other than / (a "staged" install, e.g. into an empty directory in the tests): the
 # venv is built in ROOT/opt/edge-recorder/slots/VERSION with PYTHON (the host's) and then moved
@@ -56,6 +63,9 @@ umask 022
 
 prefix=/opt/edge-recorder
 units=(edge-recorder.service edge-recorder-provision.service)
+# Started by edge-recorder.service's OnFailure= only: installed, never enabled.
+helper_units=(edge-recorder-rollback.service)
+guard=/usr/lib/edge-recorder/update-guard
 
 usage() {
   echo "usage:" >&2
@@ -69,9 +79,10 @@ die() { # MESSAGE [EXIT STATUS, default 1]
 say() { echo "install.sh: $*" >&2; }
 
 root=/ wheel="" source_dir="" wheelhouse="" no_index=0 python=python3 update_key="" prepare=0 switch=""
+catalog="" catalog_copy=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --root | --wheel | --from-source | --wheelhouse | --python | --update-key | --switch)
+    --root | --wheel | --from-source | --wheelhouse | --python | --update-key | --switch | --catalog | --catalog-copy)
       if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value" 64; fi
       case "$1" in
         --root) root=$2 ;;
@@ -81,6 +92,8 @@ while [ $# -gt 0 ]; do
         --python) python=$2 ;;
         --update-key) update_key=$2 ;;
         --switch) switch=$2 ;;
+        --catalog) catalog=$2 ;;
+        --catalog-copy) catalog_copy=$2 ;;
       esac
       shift 2
       ;;
@@ -110,6 +123,12 @@ fi
 # A minisign public key: a comment line, then "Ed", the key id and the key in base64 (56 characters).
 [ -z "$update_key" ] || sed -n 2p "$update_key" | grep -Eqx 'RW[A-Za-z0-9+/]{54}' ||
   die "$update_key is not a minisign public key (minisign -G makes one)" 65
+[ -z "$catalog_copy" ] || [ -n "$catalog" ] || die "--catalog-copy needs --catalog FILE" 64
+[ "$prepare" = 0 ] || [ -z "$catalog" ] || die "--prepare switches nothing: give --catalog with --switch SLOT" 64
+for path in "$catalog" "$catalog_copy"; do
+  # Paths on the box, as the update state records them: absolute, one line.
+  [ -z "$path" ] || { [[ $path == /* ]] && [[ $path != *$'\n'* ]]; } || die "not a path on the box: $path" 64
+done
 [ -d "$root" ] || die "no such root directory: $root" 66
 command -v "$python" >/dev/null || die "$python not found: install python3 and python3-venv" 69
 for tool in systemctl systemd-sysusers systemd-tmpfiles; do
@@ -264,9 +283,10 @@ else
   ln -s "$prefix/bin/edge-recorder" "$command_link"
 fi
 
-for unit in "${units[@]}"; do
+for unit in "${units[@]}" "${helper_units[@]}"; do
   install -D -m 0644 "$systemd_dir/$unit" "$r/usr/lib/systemd/system/$unit"
 done
+install -D -m 0755 "$systemd_dir/update-guard" "$r$guard"
 install -D -m 0644 "$systemd_dir/edge-recorder.sysusers" "$r/usr/lib/sysusers.d/edge-recorder.conf"
 install -D -m 0644 "$systemd_dir/edge-recorder.tmpfiles" "$r/usr/lib/tmpfiles.d/edge-recorder.conf"
 if [ "$as_root" = 1 ]; then
@@ -306,6 +326,8 @@ systemctl --root="$root" enable "${units[@]}"
 # -- 5. the switch ------------------------------------------------------------------------------
 [ -n "$switch" ] || [ -z "$r" ] || move_in_place "$slot"
 if [ -n "$current" ] && [ "$current" != "$name" ]; then
+  # Pending from here on: written before current changes, so no moment runs the new slot unguarded.
+  sh "$r$guard" --root "$root" switch "$name" "${version#edge-recorder }" "$catalog" "$catalog_copy"
   ln -sfn "slots/$current" "$top/previous.new"
   mv -T "$top/previous.new" "$top/previous"
 fi

@@ -31,6 +31,8 @@ import pytest
 
 from firmware import config as cfg
 from firmware.cli import exits
+from firmware.update.slots import Layout
+from firmware.update.state import Phase, read_state
 
 from .programs import run, tool
 
@@ -40,6 +42,8 @@ SYSTEMD = REPO / "systemd"
 PYTHON = Path("/usr/bin/python3")  # Debian's, as on the box; python3-venv gives it ensurepip
 AS_ROOT = os.geteuid() == 0
 UNITS = ("edge-recorder.service", "edge-recorder-provision.service")
+ROLLBACK_UNIT = "edge-recorder-rollback.service"  # installed, not enabled: started by OnFailure= only
+GUARD = "usr/lib/edge-recorder/update-guard"
 COMMAND_LINK = "usr/local/bin/edge-recorder"  # the command on PATH, for `sudo edge-recorder provision`
 PROGRAM = "/opt/edge-recorder/bin/edge-recorder"
 SLOT = "/opt/edge-recorder/slots/0.1.0"  # the first install's slot: the version of this checkout
@@ -139,12 +143,17 @@ def test_every_file_is_in_place_with_its_mode(installed):
     expected = {
         "usr/lib/systemd/system/edge-recorder.service": SYSTEMD / "edge-recorder.service",
         "usr/lib/systemd/system/edge-recorder-provision.service": SYSTEMD / "edge-recorder-provision.service",
+        f"usr/lib/systemd/system/{ROLLBACK_UNIT}": SYSTEMD / ROLLBACK_UNIT,
         "usr/lib/sysusers.d/edge-recorder.conf": SYSTEMD / "edge-recorder.sysusers",
         "usr/lib/tmpfiles.d/edge-recorder.conf": SYSTEMD / "edge-recorder.tmpfiles",
     }
+    # The update guard, outside the slots, where the units run it.
+    expected[GUARD] = SYSTEMD / "update-guard"
     for rel, source in expected.items():
         kind, mode, uid, gid, _ = files[rel]
-        assert (kind, mode) == ("file", 0o644) and (root / rel).read_bytes() == source.read_bytes(), rel
+        executable = rel == GUARD
+        assert (kind, mode) == ("file", 0o755 if executable else 0o644), rel
+        assert (root / rel).read_bytes() == source.read_bytes(), rel
         assert not AS_ROOT or (uid, gid) == (0, 0), rel
     links = {f"{wants}/{unit}": f"/usr/lib/systemd/system/{unit}" for unit in UNITS}
     links[COMMAND_LINK] = PROGRAM
@@ -161,7 +170,7 @@ def test_every_file_is_in_place_with_its_mode(installed):
         "lib": "current/lib",
         "pyvenv.cfg": "current/pyvenv.cfg",
     }
-    assert slots(root) == ["0.1.0"]
+    assert slots(root) == ["0.1.0"]  # and no update.state: a first install has nothing to go back to
     assert files["etc/edge-recorder"][:2] == ("dir", 0o750)
     assert files["etc/edge-recorder/config.toml"][:2] == ("file", 0o640)
     if AS_ROOT:  # systemd-tmpfiles applied edge-recorder.tmpfiles
@@ -233,15 +242,18 @@ def test_the_installed_units_pass_systemd_analyze_verify(installed, tmp_path):
     root = tmp_path / "verify"
     units = root / "usr/lib/systemd/system"
     shutil.copytree("/usr/lib/systemd/system", units, symlinks=True)
-    for unit in UNITS:
+    for unit in (*UNITS, ROLLBACK_UNIT):
         shutil.copy2(installed.root / "usr/lib/systemd/system" / unit, units / unit)
     (root / "opt/edge-recorder/bin").mkdir(parents=True)
     shutil.copy2(installed.root / "opt/edge-recorder/bin/edge-recorder", root / "opt/edge-recorder/bin")
+    (root / GUARD).parent.mkdir(parents=True)
+    shutil.copy2(installed.root / GUARD, root / GUARD)  # ExecStartPre=, ExecCondition=
     (root / "usr/bin").mkdir()
     (root / "bin").symlink_to("usr/bin")
     shutil.copy2(shutil.which("kill") or "/bin/kill", root / "usr/bin/kill")  # ExecReload=
+    shutil.copy2(tool("systemctl", "systemd"), root / "usr/bin/systemctl")  # the rollback unit's ExecStart=
 
-    result = run(analyze, "verify", "--man=no", f"--root={root}", *UNITS)
+    result = run(analyze, "verify", "--man=no", f"--root={root}", *UNITS, ROLLBACK_UNIT)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
@@ -376,6 +388,13 @@ def test_every_script_passes_shellcheck():
         ),
         (["--switch", "../../etc"], exits.USAGE, "not a slot name: ../../etc"),
         (["--switch", "0.1.0", "--root", "."], exits.NOINPUT, "no such slot: {cwd}/opt/edge-recorder/slots/0.1.0"),
+        (["--switch", "0.1.0", "--catalog-copy", "/c.before"], exits.USAGE, "--catalog-copy needs --catalog FILE"),
+        (
+            ["--wheel", "w.whl", "--prepare", "--catalog", "/c"],
+            exits.USAGE,
+            "--prepare switches nothing: give --catalog with --switch SLOT",
+        ),
+        (["--switch", "0.1.0", "--catalog", "catalog.sqlite3"], exits.USAGE, "not a path on the box: catalog.sqlite3"),
     ],
 )
 def test_wrong_arguments_are_refused_before_anything_is_done(tmp_path, args, code, message):
@@ -510,6 +529,12 @@ def test_installing_again_keeps_the_config_and_the_layout(installed, tmp_path):
     assert top_level(installed.root)["current"] == "slots/0.1.0-2"
     assert top_level(installed.root)["previous"] == "slots/0.1.0"
     assert slots(installed.root) == ["0.1.0", "0.1.0-2"]
+    # An install over a running version is a switch like an update's: pending until the new one confirms it.
+    switch = read_state(Layout(installed.root))
+    assert switch is not None and switch.phase is Phase.PENDING
+    assert (switch.slot, switch.version, switch.previous_slot, switch.starts) == ("0.1.0-2", "0.1.0", "0.1.0", 0)
+    assert (switch.catalog, switch.catalog_copy) == ("", "")
+    assert "the switch to slots/0.1.0-2 (edge-recorder 0.1.0) is pending" in result.stderr
     program = installed.root / PROGRAM.lstrip("/")
     assert program.read_text().startswith("#!/opt/edge-recorder/slots/0.1.0-2/bin/python\n")
     venv_python = installed.root / "opt/edge-recorder/bin/python"

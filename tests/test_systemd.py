@@ -24,6 +24,9 @@ from firmware.cli import exits
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "edge-recorder.service"
+ROLLBACK_UNIT = REPO / "systemd" / "edge-recorder-rollback.service"
+GUARD = REPO / "systemd" / "update-guard"
+GUARD_PATH = "/usr/lib/edge-recorder/update-guard"  # where images/install.sh puts it
 SYSUSERS = REPO / "systemd" / "edge-recorder.sysusers"
 TMPFILES = REPO / "systemd" / "edge-recorder.tmpfiles"
 EXPOSURE_LIMIT = 3.0
@@ -66,9 +69,11 @@ def user_db(path: Path) -> dict[str, list[str]]:
     return {fields[0]: fields for fields in (line.split(":") for line in path.read_text().splitlines())}
 
 
-def install_root(tmp_path: Path, unit_text: str) -> Path:
-    """A root directory that holds what ``verify`` looks at: the unit, the targets it is
-    ordered against (the host's own unit files), and the programs it executes.
+def install_root(tmp_path: Path, unit_text: str, *, guard: bool = True) -> Path:
+    """A root directory that holds what ``verify`` looks at: the unit and the rollback unit its
+    OnFailure= starts, the targets they are ordered against (the host's own unit files), and the
+    programs they execute (the update guard as images/install.sh installs it, unless ``guard`` is
+    False).
 
     /opt/edge-recorder/bin/edge-recorder is a placeholder script, for this verify test
     only: verify checks that ExecStart= names an executable, not what it does.
@@ -77,20 +82,27 @@ def install_root(tmp_path: Path, unit_text: str) -> Path:
     units = root / "usr/lib/systemd/system"
     shutil.copytree("/usr/lib/systemd/system", units, symlinks=True)
     (units / UNIT.name).write_text(unit_text)
+    shutil.copy2(ROLLBACK_UNIT, units / ROLLBACK_UNIT.name)
     program = root / "opt/edge-recorder/bin/edge-recorder"
     program.parent.mkdir(parents=True)
     program.write_text("#!/bin/sh\n# placeholder for systemd-analyze verify only\nexit 0\n")
     program.chmod(0o755)
-    (root / "bin").mkdir()
-    shutil.copy2(shutil.which("kill") or "/bin/kill", root / "bin/kill")  # ExecReload=
+    if guard:
+        (root / GUARD_PATH.lstrip("/")).parent.mkdir(parents=True)
+        shutil.copy2(GUARD, root / GUARD_PATH.lstrip("/"))
+        (root / GUARD_PATH.lstrip("/")).chmod(0o755)
+    (root / "usr/bin").mkdir()
+    (root / "bin").symlink_to("usr/bin")
+    shutil.copy2(shutil.which("kill") or "/bin/kill", root / "usr/bin/kill")  # ExecReload=
+    shutil.copy2(tool("systemctl"), root / "usr/bin/systemctl")  # the rollback unit's ExecStart=
     return root
 
 
-def verify_problems(tmp_path: Path, unit_text: str) -> list[str]:
-    """Everything ``systemd-analyze verify`` has to say about the unit: it exits 0 on most
-    mistakes (an unknown key or value is "ignoring"), so any output at all is a problem."""
-    root = install_root(tmp_path, unit_text)
-    result = run(tool("systemd-analyze"), "verify", "--man=no", f"--root={root}", UNIT.name)
+def verify_problems(tmp_path: Path, unit_text: str, *, guard: bool = True) -> list[str]:
+    """Everything ``systemd-analyze verify`` has to say about the unit and its rollback unit: it exits 0 on
+    most mistakes (an unknown key or value is "ignoring"), so any output at all is a problem."""
+    root = install_root(tmp_path, unit_text, guard=guard)
+    result = run(tool("systemd-analyze"), "verify", "--man=no", f"--root={root}", UNIT.name, ROLLBACK_UNIT.name)
     problems = (result.stdout + result.stderr).splitlines()
     if result.returncode != 0:
         problems.append(f"exit status {result.returncode}")
@@ -124,6 +136,11 @@ def test_verify_catches_a_missing_program(tmp_path):
     assert any("/opt/edge-recorder/bin/nope" in p and "not executable" in p for p in problems), problems
 
 
+def test_verify_catches_a_missing_update_guard(tmp_path):
+    problems = verify_problems(tmp_path, UNIT.read_text(), guard=False)
+    assert any(GUARD_PATH in p and "not executable" in p for p in problems), problems
+
+
 def test_unit_is_hardened_to_an_exposure_of_3_or_less(tmp_path):
     level, result = exposure(tmp_path, UNIT.read_text())
     assert level <= EXPOSURE_LIMIT, result.stdout
@@ -155,6 +172,21 @@ def test_unit_keeps_what_the_daemon_relies_on():
     assert "PYTHONUNBUFFERED=1" in service["Environment"]
     assert sorted(service["DeviceAllow"]) == ["char-alsa rw", "char-gpiochip rw"]
     assert service["DevicePolicy"] == ["closed"] and "PrivateDevices" not in service
+    # The update guard before each start: as root ("+", outside the sandbox), never failing the start ("-").
+    assert service["ExecStartPre"] == [f"-+{GUARD_PATH} start"]
+    assert unit["Unit.OnFailure"] == [ROLLBACK_UNIT.name]
+
+
+def test_the_rollback_unit_restarts_the_service_only_when_the_guard_switched_back():
+    unit = unit_settings(ROLLBACK_UNIT.read_text())
+    assert unit["Service.Type"] == ["oneshot"]
+    # ExecCondition=: exit 0 runs what follows; 1 to 254 skip it without failing the unit.
+    assert unit["Service.ExecCondition"] == [f"{GUARD_PATH} failed"]
+    assert unit["Service.ExecStart"] == [
+        "/usr/bin/systemctl reset-failed edge-recorder.service",  # the start limit would refuse the restart
+        "/usr/bin/systemctl --no-block restart edge-recorder.service",
+    ]
+    assert not any(key.startswith("Install.") for key in unit)  # started by OnFailure= only, never enabled
 
 
 @pytest.mark.parametrize("group_file", [GROUP_DEBIAN, GROUP_RASPBERRY_PI_OS], ids=["debian", "raspberry-pi-os"])

@@ -5,7 +5,9 @@ this checkout (the copy for 0.2.0 and 0.3.0 only has its version changed), from 
 ``pip wheel`` makes once, and signed with Debian's ``minisign``; the box is a root file system
 that ``images/install.sh`` installs 0.1.0 into, as tests/test_install.py does, with a config, a
 catalog (``firmware.catalog``, owned by a user other than root, as the daemon's is) and a
-recording in the spool. The installed program runs the update, as on a box, with ``--root``.
+recording in the spool (tests/releases.py makes both). The installed program runs the update, as
+on a box, with ``--root``. The update to 0.2.0 is then confirmed as its daemon would confirm it
+(tests/test_rollback.py runs the daemon for that, and what happens when it does not).
 
 The module's box is updated to 0.2.0 once; every refusal then runs against it and must leave it
 as it was: ``current``, ``previous``, the slots, the config, the catalog, the spool. Tests that
@@ -25,7 +27,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -34,61 +35,32 @@ from pathlib import Path
 
 import pytest
 
-from firmware.catalog import Catalog
 from firmware.cli import exits
 
 from .programs import run, tool
+from .releases import (
+    AS_ROOT,
+    PATH,
+    PYTHON,
+    STATE,
+    TOP,
+    Keys,
+    build,
+    checked,
+    confirm,
+    copy_source,
+    install_box,
+    layout,
+    make_keys,
+    make_state,
+    make_wheelhouse,
+    minisign_sign,
+    state,
+    update,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-INSTALL = REPO / "images" / "install.sh"
-PYTHON = Path("/usr/bin/python3")  # Debian's, as on the box
-AS_ROOT = os.geteuid() == 0
 DAEMON_UID = 64123  # the catalog's owner: a user that is not root, as edge-recorder on a box
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONFIG = '[device]\nid = "front-desk-3"\n'
-TOP = "opt/edge-recorder"
-STATE = "var/lib/edge-recorder"
-
-
-def checked(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"{result.args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def copy_source(to: Path, version: str) -> Path:
-    """This checkout's files that a bundle is made of, with ``version`` where the version is said."""
-    to.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, to / name)
-    for name in ("firmware", "hal", "systemd", "images"):
-        shutil.copytree(REPO / name, to / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name, line in (("pyproject.toml", 'version = "{}"'), ("firmware/__init__.py", '__version__ = "{}"')):
-        text = (to / name).read_text()
-        assert line.format("0.1.0") in text, name
-        (to / name).write_text(text.replace(line.format("0.1.0"), line.format(version), 1))
-    return to
-
-
-def build(source: Path, output: Path, wheelhouse: Path, *args: str | Path) -> Path:
-    result = checked(
-        run(
-            sys.executable, "-m", "firmware.update.build", "--source", source, "--output", output,
-            "--wheelhouse", wheelhouse, *args,
-        )
-    )  # fmt: skip
-    return Path(result.stdout.splitlines()[0])
-
-
-def minisign_sign(bundle: Path, key: Path) -> None:
-    """As a central server signs: the standard tool, its default (prehashed) signature."""
-    checked(run(tool("minisign", "minisign"), "-S", "-m", bundle, "-s", key))
-
-
-@dataclass
-class Keys:
-    public: Path
-    secret: Path
-    stranger: Path  # another key's secret: not the box's
 
 
 @dataclass
@@ -110,19 +82,14 @@ class Box:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> Keys:
-    minisign = tool("minisign", "minisign")
-    work = tmp_path_factory.mktemp("keys")
-    checked(run(minisign, "-G", "-W", "-p", work / "update.pub", "-s", work / "update.key"))
-    checked(run(minisign, "-G", "-W", "-p", work / "stranger.pub", "-s", work / "stranger.key"))
-    return Keys(work / "update.pub", work / "update.key", work / "stranger.key")
+    return make_keys(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory, keys) -> Releases:
     work = tmp_path_factory.mktemp("releases")
     v1_source = copy_source(work / "v1", "0.1.0")
-    wheelhouse = work / "wheelhouse"
-    checked(run(sys.executable, "-m", "pip", "wheel", "-q", "-w", wheelhouse, v1_source, "setuptools"))
+    wheelhouse = make_wheelhouse(v1_source, work / "wheelhouse")
     v1 = build(v1_source, work / "dist", wheelhouse, "--sign", keys.secret)
     v2 = build(copy_source(work / "v2", "0.2.0"), work / "dist", wheelhouse)
     v3_source = copy_source(work / "v3", "0.3.0")
@@ -139,67 +106,20 @@ def releases(tmp_path_factory, keys) -> Releases:
     return Releases(wheelhouse, v1, v2, v3, aarch64, work)
 
 
-def state(root: Path) -> dict[str, bytes]:
-    """The box's own files: config, catalog, spool (the catalog's kept copies aside)."""
-    return {
-        str(path.relative_to(root)): path.read_bytes()
-        for folder in ("etc/edge-recorder", STATE)
-        for path in sorted((root / folder).rglob("*"))
-        if path.is_file() and ".before-" not in path.name
-    }
-
-
-def layout(root: Path) -> dict[str, object]:
-    top = root / TOP
-    return {
-        "links": {p.name: os.readlink(p) for p in top.iterdir() if p.is_symlink()},
-        "others": sorted(p.name for p in top.iterdir() if not p.is_symlink()),
-        "slots": sorted(p.name for p in (top / "slots").iterdir()),
-    }
-
-
-def update(root: Path, bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The box's own program runs the update (its interpreter is this machine's /usr/bin/python3;
-    -I: the box's firmware, not this checkout's in the working directory)."""
-    return run(root / TOP / "bin/python", "-I", "-m", "firmware.cli.main", "update", "--root", root, bundle, *args)
-
-
 @pytest.fixture(scope="module")
 def box(releases, keys) -> Iterator[Box]:
-    assert PYTHON.exists(), f"{PYTHON} missing: install the Debian packages python3 and python3-venv"
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="edge-recorder-update-") as folder:
         os.chmod(folder, 0o755)
         root = Path(folder) / "root"
         root.mkdir()
-        (v1_wheel,) = releases.wheelhouse.glob("edge_recorder-*.whl")
-        checked(
-            run(
-                INSTALL, "--root", root, "--python", PYTHON, "--wheel", v1_wheel,
-                "--wheelhouse", releases.wheelhouse, "--no-index", "--update-key", keys.public,
-            )
-        )  # fmt: skip
+        install_box(root, releases.wheelhouse, keys.public)
         (root / "etc/edge-recorder/config.toml").write_text(CONFIG)  # the box's own, provisioned
-        make_state(root / STATE)
+        make_state(root / STATE, DAEMON_UID, DAEMON_UID)
         before = state(root)
         result = update(root, releases.v2)
+        if result.returncode == 0:
+            confirm(root, DAEMON_UID, DAEMON_UID)  # 0.2.0 ran healthy: the next update may come
         yield Box(root, result, before)
-
-
-def make_state(folder: Path) -> None:
-    """A catalog with a recording and its audio in the spool, owned by the daemon's user (0750/0640)."""
-    catalog = Catalog(folder / "catalog.sqlite3")
-    catalog.insert(
-        {"id": "RE1", "name": "RE1", "call_id": "CA1", "source": "cli", "status": "completed", "state": "done",
-         "format": "wav", "sample_rate": 8000, "channels": 1, "track": "both", "options": {},
-         "start_time": "2026-01-01T00:00:00Z", "path": "/var/lib/edge-recorder/spool/RE1.wav"}
-    )  # fmt: skip
-    catalog.close()
-    (folder / "spool").mkdir()
-    (folder / "spool/RE1.wav").write_bytes(os.urandom(8000))
-    for path in (folder, *folder.rglob("*")):
-        os.chmod(path, 0o750 if path.is_dir() else 0o640)
-        if AS_ROOT:
-            os.chown(path, DAEMON_UID, DAEMON_UID)
 
 
 @pytest.fixture
@@ -238,7 +158,7 @@ def assert_untouched(box: Box, root: Path | None = None) -> None:
             "lib": "current/lib",
             "pyvenv.cfg": "current/pyvenv.cfg",
         },
-        "others": ["slots"],  # no staging folder left behind
+        "others": ["slots", "update.state"],  # no staging folder left behind
         "slots": ["0.1.0", "0.2.0"],
     }
     assert state(root) == box.state_before
@@ -474,7 +394,8 @@ def test_a_full_card_refuses_the_bundle_while_copying_it(box, releases, scratch)
     assert lines[-1].endswith(" MB): nothing was changed; free some space and try again")
     assert listing == (
         "slots/0.2.0\nslots/0.1.0\n"
-        f"{scratch}/root/{TOP}:\nbin\ncurrent\nlib\nprevious\npyvenv.cfg\nslots\n\n{scratch}/root/{TOP}/slots:\n0.1.0\n0.2.0\n"
+        f"{scratch}/root/{TOP}:\nbin\ncurrent\nlib\nprevious\npyvenv.cfg\nslots\nupdate.state\n\n"
+        f"{scratch}/root/{TOP}/slots:\n0.1.0\n0.2.0\n"
     )
 
 

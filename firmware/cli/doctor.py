@@ -5,8 +5,9 @@ SKIP, what was found, and a one-line hint saying how to fix it). The checks
 run in the order an installer fixes things: the config, the capture device,
 the input level, the DTMF loop from the playback device back to the capture,
 the GPIO panel, the spool, the catalog, provisioning, encryption, the broker,
-the upload destination, the clock. A config that does not load is reported and
-the other checks go on with the defaults. SKIP means the check had nothing to
+the upload destination, the clock, and on a box installed in slots the version
+(the running and the previous one, and whether the last update is confirmed).
+A config that does not load is reported and the other checks go on with the defaults. SKIP means the check had nothing to
 test (no playback device, no upload destination); like WARN it does not fail
 the run.
 
@@ -101,7 +102,8 @@ DESCRIPTION = (
     "The installer's self-test: the config, the capture device, a live input level meter, a DTMF key played "
     "on the playback device and heard back on the capture, the GPIO pins (--press: the record button), "
     "the spool, the catalog, first-boot provisioning, the encryption key, the MQTT broker, the upload "
-    "destination (a small probe file, deleted again where the server allows) and the clock. One line per "
+    "destination (a small probe file, deleted again where the server allows), the clock and the installed "
+    "version (the running and the previous one, and whether the last update is confirmed). One line per "
     "check: PASS, WARN, FAIL or SKIP (nothing to test), what was found, and how to fix it."
 )
 EPILOG = (
@@ -901,6 +903,39 @@ def check_clock() -> Check:
     return Check("clock", Status.WARN, "not synchronised: recording times may be off", hint)
 
 
+def check_version(root: Path = Path("/")) -> Check | None:
+    """The running version and the one kept before it, and what became of the last update
+    (``firmware.update.state``): confirmed, pending, or switched back and why. None where edge-recorder is not
+    installed in slots (a checkout): there are no versions to tell apart."""
+    from ..update.slots import Layout
+    from ..update.state import Phase, status
+
+    box = Layout(root)
+    last = status(box)
+    if last.running is None:
+        return None
+    detail = last.summary()
+    if last.previous is not None:
+        detail += f"; previous: edge-recorder {last.previous.version} (slot {last.previous.name})"
+    if last.phase is Phase.PENDING:
+        return Check(
+            "version",
+            Status.WARN,
+            detail,
+            "leave the daemon running: it confirms the update once it has recorded healthily for [update] "
+            "confirm_seconds (sudo systemctl start edge-recorder, once doctor is done)",
+        )
+    if last.phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK):
+        return Check(
+            "version",
+            Status.WARN,
+            detail,
+            f"sudo journalctl -u {SERVICE} says why the new version failed; update again with a release that fixes "
+            "it (edge-recorder update --status)",
+        )
+    return Check("version", Status.PASS, detail)
+
+
 def _denied(path: Path, access: int) -> bool:
     """Whether this user may not ``access`` ``path`` (``os.R_OK``, ``os.W_OK``) that is there, or may not even
     look whether it is there; False for a path that is simply missing."""
@@ -1029,6 +1064,9 @@ def run(args: argparse.Namespace) -> int:
     report(check_commands(config))
     report(check_upload(config, broker))
     report(check_clock())
+    version = check_version()
+    if version is not None:
+        report(version)
 
     ok = all(c.status is not Status.FAIL for c in checks)
     if text:

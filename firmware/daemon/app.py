@@ -7,7 +7,8 @@ callbacks, uploads, retention), the audio loop that owns the session and the
 capture queue, the control API over the loop and the journal, and the front
 ends (MQTT commands, the HTTP API, the GPIO panel), each of which gets the
 control API and its own config section, nothing else. Beside them, the status file
-(``status_file``), which ``edge-recorder status`` reads on the box.
+(``status_file``), which ``edge-recorder status`` reads on the box, and the confirmation this version
+owes when it was just switched to by an update (``firmware.update.confirm``).
 
 ``Box.run`` then starts them in order: the status file, delivery, start-up recovery (part files
 a crash left, ``recovery``), the HTTP API, and the audio loop on this thread
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from .. import config as cfg
 from ..catalog import open_catalog
 from ..cloudevents import CloudEvents, Timebase
@@ -38,6 +40,7 @@ from ..frontends import panel as panel_front
 from ..frontends.mqtt_commands import Commands
 from ..journal import Journal
 from ..spool import Reserve, Takes
+from ..update.confirm import Confirmation
 from . import recovery
 from .hardware import Hardware, build
 from .loop import SILENCE_DBFS, AudioLoop, LoopSettings
@@ -159,6 +162,8 @@ class Box:
                 "min_free_mb": config.spool["min_free_mb"],
             },
         )
+        # an update not confirmed yet: this version confirms it once it has recorded healthily for long enough
+        self.confirmation = Confirmation.pending(config.update["confirm_seconds"])
         self._stopping = False
         self.api = None
         if config.http["listen"]:
@@ -225,8 +230,19 @@ class Box:
             return "stopping"
         return "ready" if self.loop.capture_thread is not None else "starting"
 
+    def _healthy(self) -> bool:
+        """Recording as it should, for an update's confirmation: capture open, the loop turning (it sends the
+        watchdog pings) and no error of the box's own. A standing problem of the config (a refused
+        provisioning file, an unusable key) does not count: the previous version would have it too."""
+        state = self.loop.state()
+        error = state["last_error"]
+        return self._phase() == "ready" and (error is None or error in state["problems"].values())
+
     # -- running ---------------------------------------------------------------------------------
     def run(self) -> int:
+        log.info("edge-recorder %s starting", __version__)
+        if self.confirmation is not None:
+            log.info("update: %s", self.confirmation.describe())
         self.loop.claim()  # from here on the session is the loop's: early commands queue for it
         self._install_signals()
         self.status_file.start()
@@ -281,6 +297,8 @@ class Box:
         if self._reload.is_set():
             self._reload.clear()
             self.reload()
+        if self.confirmation is not None and self.confirmation.observe(self._healthy):
+            self.confirmation = None
 
     # -- problems that last until fixed ------------------------------------------------------------
     def _problem(self, code: str, message: str) -> None:

@@ -23,8 +23,15 @@ changed:
    ``config check`` on the box's config, its catalog migration on a copy of the catalog
    (``preflight.py``).
 3. switched: a copy of the catalog as it is is kept beside it (the rule in images/README.md,
-   "Updating boxes"), then the new slot's install.sh switches (``--switch``): ``previous`` names
-   what ran, ``current`` is renamed over to the new slot. Then the service restarts.
+   "Updating boxes"), then the new slot's install.sh switches (``--switch``): the update guard
+   records the switch as pending, ``previous`` names what ran, ``current`` is renamed over to the
+   new slot. Then the service restarts.
+4. confirmed or rolled back (``state.py``): the new version confirms the update itself once it
+   has recorded healthily for ``[update] confirm_seconds`` (``confirm.py``); before that, a crash
+   loop, a failed start or a reboot makes the update guard (``systemd/update-guard``, a shell
+   script outside the slots, run by the units) switch back to the previous slot and put the
+   catalog's copy back when the new version migrated the catalog. A new update waits until the
+   last one is confirmed or rolled back.
 
 The steps are named by ``Stage`` and each refusal by ``Reason``: the words a ``device.update``
 event and a rollback will use, so the local command, a bundle on the boot partition, an MQTT
@@ -64,6 +71,7 @@ class Reason(enum.Enum):
     BUSY = "busy"  # another update is running
     NOT_INSTALLED = "not-installed"  # the root has no slots to update
     PERMISSION = "permission"
+    UNCONFIRMED = "unconfirmed"  # the last update is not confirmed or rolled back yet
 
 
 class Refused(Exception):

@@ -28,8 +28,11 @@ from . import Reason, Refused, Stage
 from .bundle import Bundle
 from .manifest import INSTALLER, MANIFEST, Manifest
 from .slots import Layout, Slot
+from .state import status as switch_status
 
 SERVICE = "edge-recorder.service"
+#: What a slot brings when its install.sh records the switch for the update guard (and takes --catalog).
+GUARD = "systemd/update-guard"
 #: A venv takes more room than its wheels unpacked: byte-compiled files, pip and its own files.
 VENV_OVERHEAD = 1.5
 VENV_EXTRA = 32 << 20  # bytes
@@ -44,6 +47,7 @@ class Result:
     previous: str | None  # the version that ran before
     restarted: bool
     catalog_copy: Path | None
+    guarded: bool  # the switch is pending until the new version confirms it (the update guard)
 
 
 def update(bundle: Path, *, root: Path = Path("/"), force: bool = False, report: Report | None = None) -> Result:
@@ -65,6 +69,7 @@ def update(bundle: Path, *, root: Path = Path("/"), force: bool = False, report:
             f"{box.top} has no current slot to update: install the box with images/install.sh (from the bundle) first",
         )
     with box.locked():
+        _check_confirmed(box)
         shutil.rmtree(box.staging, ignore_errors=True)  # left by an update that was killed
         box.staging.mkdir(mode=0o711)  # its parts are private; the catalog's owner reaches its own
         try:
@@ -85,8 +90,7 @@ def _update(box: Layout, running: Slot, path: Path, force: bool, say: Report, on
     _check_machine(manifest, running, force)
     catalog = _catalog_path(box)
     trial = _copy_catalog(catalog, box.staging, say) if catalog.is_file() else None
-    if trial is not None:
-        _check_schema(manifest, trial)
+    schema = _check_schema(manifest, trial) if trial is not None else None
     content = box.staging / "content"
     bundle.extract(content)
     bundle.discard()
@@ -99,15 +103,43 @@ def _update(box: Layout, running: Slot, path: Path, force: bool, say: Report, on
         _check_new_version(box, slot, manifest, trial, say)
         say(Stage.INSTALLED, f"edge-recorder {manifest.version} installed in /{box.slots.relative_to(box.root)}/{name}")
         kept = _keep_catalog(catalog, manifest.version) if catalog.is_file() else None
-        _switch(box, slot, say)
+        guarded = (slot / GUARD).is_file()
+        # The rule in images/README.md: the copy goes back with a rollback when the new version migrates.
+        put_back = kept if kept is not None and schema is not None and manifest.catalog_schema > schema else None
+        _switch(box, slot, say, _recorded(box, catalog, put_back) if guarded else [])
     except BaseException:
         current = box.slot("current")
         if current is None or current.name != name:
             shutil.rmtree(slot, ignore_errors=True)
         raise
     say(Stage.SWITCHED, f"current -> slots/{name} (edge-recorder {manifest.version}), previous -> slots/{running.name}")
+    if guarded:
+        say(
+            Stage.SWITCHED,
+            f"pending: edge-recorder {manifest.version} confirms the update once it has recorded healthily for "
+            f"{_confirm_seconds(box)} s ([update] confirm_seconds); a crash loop, a failed start or a reboot before "
+            f"then switches back to edge-recorder {running.version}"
+            + (" and puts the catalog's copy back" if put_back is not None else ""),
+        )
+    else:
+        say(
+            Stage.SWITCHED,
+            f"note: edge-recorder {manifest.version} brings no update guard: it is not switched back by itself",
+        )
     restarted = _restart(on_this_machine, say)
-    return Result(manifest.version, name, running.version, restarted, kept)
+    return Result(manifest.version, name, running.version, restarted, kept, guarded)
+
+
+def _check_confirmed(box: Layout) -> None:
+    """One update at a time, also across restarts: a switch still pending is an update not finished."""
+    last = switch_status(box)
+    if last.pending and last.state is not None:
+        raise Refused(
+            Reason.UNCONFIRMED,
+            f"the last update, to edge-recorder {last.state.version}, is not confirmed yet: it is once that version "
+            "has recorded healthily for [update] confirm_seconds, or it is switched back (edge-recorder update "
+            "--status); update then",
+        )
 
 
 # -- what the manifest says, against this box ----------------------------------------------------------
@@ -162,7 +194,8 @@ def _copy_catalog(catalog: Path, staging: Path, say: Report) -> Path | None:
     return to
 
 
-def _check_schema(manifest: Manifest, trial: Path) -> None:
+def _check_schema(manifest: Manifest, trial: Path) -> int:
+    """The schema of the catalog (its copy ``trial``), once the new version is known to read it."""
     with sqlite3.connect(trial) as db:
         schema = db.execute("PRAGMA user_version").fetchone()[0]
     db.close()
@@ -177,6 +210,7 @@ def _check_schema(manifest: Manifest, trial: Path) -> None:
             f"the catalog is at schema {schema}; edge-recorder {manifest.version} migrates from schema "
             f"{manifest.catalog_reads_from} on: update to an earlier release first",
         )
+    return schema
 
 
 def _check_space(box: Layout, bundle: Bundle) -> None:
@@ -283,10 +317,30 @@ def _keep_catalog(catalog: Path, version: str) -> Path:
     return kept
 
 
-def _switch(box: Layout, slot: Path, say: Report) -> None:
-    """The new slot's own install.sh switches to it: units, then the rename of ``current``, then it
-    removes the slot that is neither current nor previous."""
-    result = _installer(box, slot / INSTALLER, "--switch", slot.name)
+def _recorded(box: Layout, catalog: Path, put_back: Path | None) -> list[str]:
+    """What install.sh records with the switch for the update guard: the catalog, and the copy a rollback
+    puts back (paths as the box names them)."""
+    args = ["--catalog", "/" + str(catalog.relative_to(box.root))]
+    if put_back is not None:
+        args += ["--catalog-copy", "/" + str(put_back.relative_to(box.root))]
+    return args
+
+
+def _confirm_seconds(box: Layout) -> int:
+    """``[update] confirm_seconds`` of the box's config (the new version checked the config already)."""
+    seconds = cfg.parse({}).update["confirm_seconds"]
+    try:
+        with box.config.open("rb") as f:
+            seconds = tomllib.load(f).get("update", {}).get("confirm_seconds", seconds)
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        pass
+    return seconds
+
+
+def _switch(box: Layout, slot: Path, say: Report, recorded: list[str]) -> None:
+    """The new slot's own install.sh switches to it: units, the record of the switch (``recorded``), then the
+    rename of ``current``, then it removes the slot that is neither current nor previous."""
+    result = _installer(box, slot / INSTALLER, "--switch", slot.name, *recorded)
     if result.returncode == 0:
         return
     current = box.slot("current")
