@@ -140,7 +140,11 @@ systemd_dir=$(cd "$here/../systemd" 2>/dev/null && pwd) || die "no systemd/ fold
 [ -z "$wheel" ] || wheel=$(cd "$(dirname "$wheel")" && pwd)/$(basename "$wheel")
 [ -z "$source_dir" ] || source_dir=$(cd "$source_dir" && pwd)
 [ -z "$wheelhouse" ] || wheelhouse=$(cd "$wheelhouse" && pwd)
+[ -z "$update_key" ] || update_key=$(cd "$(dirname "$update_key")" && pwd)/$(basename "$update_key")
 root=$(cd "$root" && pwd -P)
+# Every path is absolute from here on. The working directory may be anyone's (a USB stick, a download
+# folder): Python's -m and -c would import a pip.py or venv.py from it, as root.
+cd /
 r=${root%/} # "" for /: every path on the box is "$r/path"
 top=$r$prefix
 slots=$top/slots
@@ -151,8 +155,8 @@ as_root=0
 # A staged venv only runs on the same Python minor version and architecture.
 elf_machine() { od -An -tx1 -j18 -N2 "$1" | tr -d ' \n'; }
 if [ -n "$r" ]; then
-  host_version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-  host_python=$("$python" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+  host_version=$("$python" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  host_python=$("$python" -I -c 'import os, sys; print(os.path.realpath(sys.executable))')
   if [ -e "$r/usr/bin/python3" ] || [ -L "$r/usr/bin/python3" ]; then
     target_python=$(readlink "$r/usr/bin/python3" || echo python3)
     target_version=${target_python##*python}
@@ -170,6 +174,12 @@ fi
 pip_index=()
 [ -z "$wheelhouse" ] || pip_index+=(--find-links "$wheelhouse")
 [ "$no_index" = 0 ] || pip_index+=(--no-index)
+# Offline (a bundle's wheels): only those wheels, whatever pip.conf or PIP_* on this machine say.
+pip_only=()
+if [ "$no_index" = 1 ]; then
+  pip_only+=(--isolated --only-binary=:all:) # no PIP_* variables
+  export PIP_CONFIG_FILE=/dev/null           # and no pip.conf, /etc/pip.conf included
+fi
 
 # The slot a link names ("" when there is no such link).
 slot_of() { local target; target=$(readlink "$top/$1" 2>/dev/null) || return 0; basename "$target"; }
@@ -226,8 +236,8 @@ if [ -z "$switch" ]; then
     done
     find "$work/source" -name __pycache__ -type d -prune -exec rm -rf {} +
     # The slot's name comes from the wheel's version, so the wheel is built before the slot.
-    "$python" -m venv "$work/build"
-    "$work/build/bin/python" -m pip --disable-pip-version-check --no-input --no-cache-dir \
+    "$python" -I -m venv "$work/build"
+    "$work/build/bin/python" -I -m pip --disable-pip-version-check --no-input --no-cache-dir \
       wheel --quiet --no-deps "${pip_index[@]}" --wheel-dir "$work" "$work/source"
     wheel=$(find "$work" -maxdepth 1 -name 'edge_recorder-*.whl' | head -n 1)
     [ -n "$wheel" ] || die "pip built no edge_recorder wheel from $source_dir"
@@ -244,10 +254,10 @@ if [ -z "$switch" ]; then
   prune
   slot=$slots/$name
   say "virtual environment $slot"
-  "$python" -m venv "$slot"
-  pip=("$slot/bin/python" -m pip --disable-pip-version-check --no-input --no-cache-dir)
+  "$python" -I -m venv "$slot"
+  pip=("$slot/bin/python" -I -m pip --disable-pip-version-check --no-input --no-cache-dir)
   say "installing $(basename "$wheel") and its dependencies"
-  "${pip[@]}" install --quiet --no-warn-script-location "${pip_index[@]}" "$wheel"
+  "${pip[@]}" install --quiet --no-warn-script-location "${pip_only[@]}" "${pip_index[@]}" "$wheel"
   # -I: the slot's own firmware, not a firmware/ folder in the working directory (a checkout).
   installed=$("$slot/bin/python" -I -m firmware.cli.main --version)
   [ "$installed" = "edge-recorder $version" ] || die "$(basename "$wheel") installed $installed"
@@ -331,8 +341,12 @@ if [ -n "$current" ] && [ "$current" != "$name" ]; then
   ln -sfn "slots/$current" "$top/previous.new"
   mv -T "$top/previous.new" "$top/previous"
 fi
+# What the slot holds reaches the disk before the link that names it: pip writes without fsync, and
+# after a power cut current must never name a slot of empty files.
+sync -f "$slot/" 2>/dev/null || sync
 ln -sfn "slots/$name" "$top/current.new"
 mv -T "$top/current.new" "$top/current" # rename(2): the running version changes here, at once
+sync -f "$top/" 2>/dev/null || sync
 if [ -f "$top/pyvenv.cfg" ] && [ ! -L "$top/pyvenv.cfg" ]; then
   # An install from before slots: the venv was /opt/edge-recorder itself. Its parts give way to
   # the links into current (a link cannot be renamed over a folder, so they go first); what else

@@ -449,6 +449,61 @@ def test_force_installs_an_older_version_into_a_slot_of_its_own(box, releases, s
     assert state(root) == box.state_before
 
 
+def test_nothing_from_the_folder_it_runs_in_or_the_callers_pip_settings_runs_as_root(box, releases, scratch):
+    """The bundle may sit on a USB stick or in a download folder: a pip.py or venv.py beside it, a
+    PYTHONPATH or pip settings of the caller's must not bring code the signature does not cover."""
+    root = copy_box(box, scratch)
+    folder = scratch / "downloads"
+    folder.mkdir()
+    marker = scratch / "ran-as-root"
+    payload = f"import pathlib; pathlib.Path({str(marker)!r}).write_text('ran')\n"
+    for name in ("pip.py", "venv.py", "ensurepip.py", "sitecustomize.py", "usercustomize.py"):
+        (folder / name).write_text(payload)
+    (folder / "pip.conf").write_text("[global]\nfind-links = /nowhere\n")
+    env = os.environ | {
+        "PYTHONPATH": str(folder),
+        "PIP_CONFIG_FILE": str(folder / "pip.conf"),
+        "PIP_FIND_LINKS": str(folder),
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+    }
+    result = run(
+        root / TOP / "bin/python",
+        "-I",
+        "-m",
+        "firmware.cli.main",
+        "update",
+        "--root",
+        root,
+        releases.v1,
+        "--force",
+        cwd=folder,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()
+    assert layout(root)["links"]["current"] == "slots/0.1.0-2"
+
+
+def test_a_catalog_the_daemons_user_swapped_for_a_link_is_never_opened_as_root(box, releases, scratch):
+    """The catalog's folder is the daemon's: a link put there to a file of root's must not have root
+    migrate, copy, chown or chmod that file."""
+    root = copy_box(box, scratch)
+    secret = scratch / "roots.sqlite3"
+    db = sqlite3.connect(secret)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    secret.chmod(0o600)
+    before = (secret.read_bytes(), secret.stat().st_mode, secret.stat().st_uid)
+    catalog = root / STATE / "catalog.sqlite3"
+    catalog.unlink()
+    catalog.symlink_to(secret)
+    result = update(root, releases.v1, "--force")
+    assert "Traceback" not in result.stderr
+    assert (secret.read_bytes(), secret.stat().st_mode, secret.stat().st_uid) == before
+    assert not (root / STATE / "catalog.sqlite3.before-0.1.0").exists()
+
+
 def test_the_previous_slot_switches_back_with_its_own_installer(box, scratch):
     """Going back by hand (images/README.md): the kept slot is whole, and its install.sh switches to it."""
     root = copy_box(box, scratch)

@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import tomllib
@@ -179,7 +180,13 @@ def _copy_catalog(catalog: Path, staging: Path, say: Report) -> Path | None:
     new daemon moves it aside and rebuilds it from the spool, as this one does)."""
     folder = staging / "catalog"
     folder.mkdir(mode=0o700)
-    st = catalog.stat()
+    st = catalog.lstat()
+    if not stat.S_ISREG(st.st_mode):
+        say(
+            Stage.CHECKING,
+            f"note: {catalog} is not a regular file; the new version rebuilds the catalog from the spool",
+        )
+        return None
     if os.geteuid() == 0:
         os.chown(folder, st.st_uid, st.st_gid)
     to = folder / catalog.name
@@ -194,11 +201,22 @@ def _copy_catalog(catalog: Path, staging: Path, say: Report) -> Path | None:
     return to
 
 
+_SCHEMA = "import sqlite3, sys; d = sqlite3.connect(sys.argv[1]); print(d.execute('PRAGMA user_version').fetchone()[0])"
+
+
 def _check_schema(manifest: Manifest, trial: Path) -> int:
-    """The schema of the catalog (its copy ``trial``), once the new version is known to read it."""
-    with sqlite3.connect(trial) as db:
-        schema = db.execute("PRAGMA user_version").fetchone()[0]
-    db.close()
+    """The schema of the catalog (its copy ``trial``, read as its owner), once the new version is known to read it."""
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _SCHEMA, str(trial)],
+        capture_output=True,
+        text=True,
+        check=False,
+        **_as_owner_of(trial.lstat()),
+    )
+    try:
+        schema = int(result.stdout.strip())
+    except ValueError:
+        raise Refused(Reason.CATALOG, f"the catalog's copy cannot be read: {_last_line(result.stderr)}") from None
     if schema > manifest.catalog_schema:
         raise Refused(
             Reason.CATALOG,
@@ -231,7 +249,24 @@ def _installer(box: Layout, installer: Path, *args: str) -> subprocess.Completed
     """Run a version's install.sh on this root, with the Python the box's venvs are made of."""
     python = Path(sys.base_prefix) / "bin" / "python3"
     command = ["bash", str(installer), "--root", str(box.root), "--python", str(python), *args]
-    return subprocess.run(command, capture_output=True, text=True, check=False)
+    return subprocess.run(command, capture_output=True, text=True, check=False, **_PLAIN)
+
+
+#: How every program of an update runs: from /, with only PATH, HOME and the language of the caller's
+#: environment. The folder the bundle came from may hold a pip.py or a venv.py, and PYTHONPATH, PIP_*
+#: or a pip.conf could bring code or wheels the bundle's signature does not cover.
+_PLAIN: dict = {
+    "cwd": "/",
+    "env": {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/", "LANG": "C.UTF-8"},
+}
+
+
+def _as_owner_of(st: os.stat_result) -> dict:
+    """Run as the owner of the file ``st`` describes (when this runs as root): what the daemon's user
+    controls is opened by that user, never by root, so a link it puts there reaches nothing of root's."""
+    if os.geteuid() != 0:
+        return dict(_PLAIN)
+    return _PLAIN | {"user": st.st_uid, "group": st.st_gid, "extra_groups": []}
 
 
 def _prepare(box: Layout, content: Path, manifest: Manifest) -> str:
@@ -268,6 +303,7 @@ def _check_new_version(box: Layout, slot: Path, manifest: Manifest, trial: Path 
             capture_output=True,
             text=True,
             check=False,
+            **_PLAIN,
         )
         if result.returncode != 0:
             raise Refused(
@@ -276,8 +312,12 @@ def _check_new_version(box: Layout, slot: Path, manifest: Manifest, trial: Path 
             )
         say(Stage.CHECKING, f"edge-recorder {manifest.version}: {_last_line(result.stdout)}")
     if trial is not None:
-        result = subprocess.run(
-            [python, "-I", "-m", "firmware.update.preflight", str(trial)], capture_output=True, text=True, check=False
+        result = subprocess.run(  # as the copy's owner: the new version's code never opens it as root
+            [python, "-I", "-m", "firmware.update.preflight", str(trial)],
+            capture_output=True,
+            text=True,
+            check=False,
+            **_as_owner_of(trial.lstat()),
         )
         if result.returncode != 0:
             raise Refused(
@@ -295,8 +335,10 @@ def _keep_catalog(catalog: Path, version: str) -> Path:
     latest such copy), owned and readable as the catalog is: what a previous version goes back to."""
     kept = catalog.with_name(f"{catalog.name}.before-{version}")
     partial = kept.with_name(kept.name + ".partial")
+    if not stat.S_ISREG(catalog.lstat().st_mode):
+        raise Refused(Reason.CATALOG, f"{catalog} is not a regular file: nothing was changed")
     try:
-        _backup(catalog, partial)
+        _backup(catalog, partial, mode=catalog.lstat().st_mode & 0o777)
     except sqlite3.DatabaseError as exc:
         partial.unlink(missing_ok=True)
         if _is_full(exc):
@@ -306,10 +348,8 @@ def _keep_catalog(catalog: Path, version: str) -> Path:
                 "nothing was changed; free some space and try again",
             ) from None
         raise Refused(Reason.CATALOG, f"{catalog} could not be copied before the switch: {exc}") from None
-    st = catalog.stat()
-    if os.geteuid() == 0:
-        os.chown(partial, st.st_uid, st.st_gid)
-    os.chmod(partial, st.st_mode & 0o777)
+    # Made, owned and moded by the catalog's owner (``_backup``): root changes nothing in that folder by name
+    # but this rename, which follows no link.
     os.replace(partial, kept)
     for older in catalog.parent.glob(f"{catalog.name}.before-*"):
         if older != kept:
@@ -340,6 +380,7 @@ def _confirm_seconds(box: Layout) -> int:
 def _switch(box: Layout, slot: Path, say: Report, recorded: list[str]) -> None:
     """The new slot's own install.sh switches to it: units, the record of the switch (``recorded``), then the
     rename of ``current``, then it removes the slot that is neither current nor previous."""
+    saved = _system_files(box)
     result = _installer(box, slot / INSTALLER, "--switch", slot.name, *recorded)
     if result.returncode == 0:
         return
@@ -347,9 +388,42 @@ def _switch(box: Layout, slot: Path, say: Report, recorded: list[str]) -> None:
     if current is not None and current.name == slot.name:  # what failed came after the switch
         say(Stage.SWITCHED, f"note: after the switch, install.sh said: {_last_line(result.stderr)}")
         return
+    # Not switched: the running version's units, guard and entries go back, so its next start is as before.
+    for path, kept in saved.items():
+        if kept is None:
+            path.unlink(missing_ok=True)
+        else:
+            data, mode = kept
+            tmp = path.with_name(f".{path.name}.restoring")
+            tmp.write_bytes(data)
+            tmp.chmod(mode)
+            os.replace(tmp, path)
     if "No space left on device" in result.stderr:
         raise OSError(errno.ENOSPC, "No space left on device")
     raise Refused(Reason.INSTALL, f"switching to slot {slot.name} failed: {_last_line(result.stderr)}")
+
+
+#: What install.sh --switch writes outside the slots before ``current`` changes (images/install.sh, step 2).
+SYSTEM_FILES = (
+    "usr/lib/systemd/system/edge-recorder.service",
+    "usr/lib/systemd/system/edge-recorder-provision.service",
+    "usr/lib/systemd/system/edge-recorder-rollback.service",
+    "usr/lib/edge-recorder/update-guard",
+    "usr/lib/sysusers.d/edge-recorder.conf",
+    "usr/lib/tmpfiles.d/edge-recorder.conf",
+)
+
+
+def _system_files(box: Layout) -> dict[Path, tuple[bytes, int] | None]:
+    """The running version's files that a switch replaces, with their modes, as they are (None: not there)."""
+    out: dict[Path, tuple[bytes, int] | None] = {}
+    for name in SYSTEM_FILES:
+        path = box.root / name
+        try:
+            out[path] = (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
+        except FileNotFoundError:
+            out[path] = None
+    return out
 
 
 def _restart(on_this_machine: bool, say: Report) -> bool:
@@ -370,24 +444,27 @@ def _restart(on_this_machine: bool, say: Report) -> bool:
 # -- small helpers ---------------------------------------------------------------------------------------
 
 
-_BACKUP = "import sqlite3, sys; s, d = map(sqlite3.connect, sys.argv[1:]); s.backup(d); d.close(); s.close()"
+_BACKUP = (
+    "import os, sqlite3, sys; s, d = map(sqlite3.connect, sys.argv[1:3]); s.backup(d); d.close(); s.close()\n"
+    "if len(sys.argv) > 3: os.chmod(sys.argv[2], int(sys.argv[3], 8))"
+)
 
 
-def _backup(source: Path, to: Path) -> None:
+def _backup(source: Path, to: Path, mode: int | None = None) -> None:
     """A consistent copy of a SQLite file with SQLite's online backup (the daemon may be writing).
 
     It runs as the file's owner: opening the catalog may create its -wal and -shm files, and a
     pair owned by root would lock the daemon out of its own catalog.
     """
-    st = source.stat()
-    owner = {"user": st.st_uid, "group": st.st_gid, "extra_groups": []} if os.geteuid() == 0 else {}
+    st = source.lstat()
+    mode_arg = [] if mode is None else [f"{mode:o}"]
     try:
         result = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", _BACKUP, str(source), str(to)],
+            [sys.executable, "-I", "-S", "-c", _BACKUP, str(source), str(to), *mode_arg],
             capture_output=True,
             text=True,
             check=False,
-            **owner,
+            **_as_owner_of(st),
         )
     except OSError as exc:  # the owner cannot run this Python (a folder on the way is closed to it)
         raise sqlite3.DatabaseError(f"cannot copy it as its owner ({exc})") from None

@@ -13,6 +13,7 @@ and exactly the files the manifest lists.
 from __future__ import annotations
 
 import hashlib
+import os
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -49,6 +50,13 @@ class Bundle:
                 Reason.NO_KEY,
                 f"no update key at {key_path}: the box takes only bundles signed with it "
                 "(images/install.sh --update-key FILE installs it)",
+            )
+        st = key_path.stat()
+        if os.geteuid() == 0 and (st.st_uid != 0 or st.st_mode & 0o022):
+            raise Refused(
+                Reason.NO_KEY,
+                f"{key_path} must be root's and writable by root only (it decides what the box runs): "
+                f"sudo chown root: {key_path} && sudo chmod 0644 {key_path}",
             )
         try:
             key = signing.load_public_key(key_path)

@@ -31,6 +31,10 @@ def signature_path(bundle: Path) -> Path:
     return bundle.with_name(bundle.name + ".minisig")
 
 
+#: A minisign signature is four lines, its trusted comment short: anything much larger is not one.
+MAX_SIGNATURE_BYTES = 16 * 1024
+
+
 def load_public_key(path: Path) -> minisign.PublicKey:
     try:
         return minisign.PublicKey.from_bytes(Path(path).read_bytes())
@@ -44,8 +48,12 @@ def verify(data: BinaryIO, signature: Path, key: minisign.PublicKey, *, copy_to:
     With ``copy_to``, every byte read is written there too: what was checked is then a file of
     the caller's own, which nobody can change between the check and its use.
     """
+    with Path(signature).open("rb") as f:
+        text = f.read(MAX_SIGNATURE_BYTES + 1)
+    if len(text) > MAX_SIGNATURE_BYTES:
+        raise SignatureError(f"{signature} is not a minisign signature (over {MAX_SIGNATURE_BYTES} bytes)")
     try:
-        parsed = minisign.Signature.from_bytes(Path(signature).read_bytes())
+        parsed = minisign.Signature.from_bytes(text)
     except minisign.ParseError as exc:
         raise SignatureError(f"{signature} is not a minisign signature ({exc})") from None
     if not parsed.is_prehashed():
