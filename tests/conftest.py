@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from .broker import Broker
@@ -31,3 +33,13 @@ def boot(tmp_path):
     boot = tmp_path / "boot/firmware"
     boot.mkdir(parents=True)
     return boot
+
+
+@pytest.fixture(autouse=True)
+def _umask_kept():
+    """Every test ends with this process's umask as it found it: ``run`` sets the daemon's own (027), and
+    the install and update tests that follow make folders another user must reach."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    os.umask(before)
