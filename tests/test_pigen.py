@@ -723,6 +723,9 @@ def test_the_install_leaves_nothing_else_in_the_image(image_root):
         "usr/local/bin/edge-recorder",
         "usr/lib/systemd/system/edge-recorder.service",
         "usr/lib/systemd/system/edge-recorder-provision.service",
+        "usr/lib/systemd/system/edge-recorder-rollback.service",  # OnFailure= of the service: an update rolled back
+        "usr/lib/edge-recorder",
+        "usr/lib/edge-recorder/update-guard",  # outside the slots, so a broken version cannot break it
         "usr/lib/sysusers.d/edge-recorder.conf",
         "usr/lib/tmpfiles.d/edge-recorder.conf",
         "etc/edge-recorder",
