@@ -55,18 +55,7 @@ def run_check(args: argparse.Namespace) -> int:
             findings.append(Finding(args.file, str(exc), "encryption", "public_key", config.encryption["public_key"]))
             config = None
     if args.json:
-        json.dump(
-            {
-                "file": args.file,
-                "good": config is not None,
-                "errors": [f.as_dict() for f in findings if not f.warning],
-                "warnings": [f.as_dict() for f in findings if f.warning],
-            },
-            sys.stdout,
-            indent=2,
-            default=str,
-        )
-        sys.stdout.write("\n")
+        write_json(args.file, config is not None, findings)
         return exits.OK if config is not None else exits.CONFIG
     report(findings)
     if config is None:
@@ -78,6 +67,19 @@ def run_check(args: argparse.Namespace) -> int:
         f"{args.file}: ok (device id {config.device_id}, capture {config.audio['capture']}, spool {config.spool['directory']})"
     )
     return exits.OK
+
+
+def write_json(file: str | None, good: bool, findings: Iterable[Finding], extra: Iterable[dict] = ()) -> None:
+    """The verdict on ``file``, its errors (``extra`` ones after them) and warnings, as JSON on stdout."""
+    findings = list(findings)
+    report = {
+        "file": file,
+        "good": good,
+        "errors": [f.as_dict() for f in findings if not f.warning] + list(extra),
+        "warnings": [f.as_dict() for f in findings if f.warning],
+    }
+    json.dump(report, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
 
 
 def report(findings: Iterable[Finding], out: TextIO | None = None) -> None:

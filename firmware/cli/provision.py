@@ -9,14 +9,13 @@ Exit status: 0 applied or nothing to do, 78 (EX_CONFIG) the file was rejected,
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from .. import provision
 from ..findings import Finding
 from . import exits
-from .config_cmd import report
+from .config_cmd import report, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -118,16 +117,8 @@ def check(boot_dirs: list[Path], root: Path, as_json: bool = False) -> int:
 
 
 def _json(request: Path | None, good: bool, problems: tuple[Finding, ...], code: str = "") -> int:
-    report = {
-        "file": str(request) if request else None,
-        "good": good,
-        "errors": [p.as_dict() for p in problems if not p.warning],
-        "warnings": [p.as_dict() for p in problems if p.warning],
-    }
-    if code == "no_file":
-        report["errors"].append({"severity": "error", "message": f"no {provision.REQUEST} found"})
-    json.dump(report, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+    missing = [{"severity": "error", "message": f"no {provision.REQUEST} found"}] if code == "no_file" else []
+    write_json(str(request) if request else None, good, problems, missing)
     if code == "no_file":
         return exits.NOINPUT
     return exits.OK if good else exits.CONFIG
