@@ -654,6 +654,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "before it is confirmed; until then a crash loop, a failed start or a reboot switches back to the "
             "previous version",
         ),
+        "ca_file": Key(
+            "",
+            _text,
+            "CA certificate for the HTTPS servers that MQTT update commands download bundles from (empty: the "
+            "system's)",
+        ),
     },
 }
 

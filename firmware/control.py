@@ -45,16 +45,33 @@ from .destinations import Destinations
 from .journal import Journal
 from .media.convert import media_for
 
-__all__ = ["Control", "ControlError", "Offline", "OptionError", "Recordings", "error_fields"]
+__all__ = ["Control", "ControlError", "Offline", "OptionError", "Recordings", "UpdateError", "Updates", "error_fields"]
 
 SOURCES = ("button", "dtmf", "mqtt", "api", "cli", "auto")
 
 
+class UpdateError(ControlError):
+    """An update the box will not start, and why: ``code`` is a word a program can act on (docs/mqtt.md)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Updates(Protocol):
+    """Field updates asked for from outside (``firmware.update.remote``): one at a time."""
+
+    def start(self, fields: Mapping[str, Any], request_id: str) -> dict[str, Any]: ...
+
+
 def error_fields(exc: Exception) -> dict[str, str]:
     """What an error answer carries besides its message: for a state clash, the recording's ``state``, the
-    ``trigger`` it did not allow and the ``recording``, so HTTP and MQTT callers can tell which clashed."""
+    ``trigger`` it did not allow and the ``recording``, so HTTP and MQTT callers can tell which clashed; for
+    an update, its ``code``."""
     if isinstance(exc, StateError):
         return {"state": exc.state.value, "trigger": exc.trigger.value, "recording": exc.recording}
+    if isinstance(exc, UpdateError):
+        return {"code": exc.code}
     return {}
 
 
@@ -141,11 +158,13 @@ class Control:
         journal: Journal,
         defaults: Callable[[], RecordingOptions] = RecordingOptions,
         destinations: Callable[[], Destinations] = Destinations.none,
+        updates: Updates | None = None,
     ) -> None:
         self.recordings = recordings
         self.journal = journal
         self.defaults = defaults
         self.destinations = destinations
+        self.updates = updates
 
     # -- changes (run on the loop) ---------------------------------------------------------
     def start(self, options: Mapping[str, Any] | None = None, source: str = "api") -> dict[str, Any]:
@@ -220,6 +239,16 @@ class Control:
     def hook(self, off_hook: bool) -> None:
         """The hook switch changed."""
         self.recordings.call(lambda: self.recordings.hook(off_hook))
+
+    def update(self, fields: Mapping[str, Any], request_id: str = "") -> dict[str, Any]:
+        """Start a field update from a bundle's URL (the MQTT ``update`` command); what it answers at once."""
+        if self.updates is None:
+            raise UpdateError(
+                "this box cannot be updated from here: it does not run from an installed slot "
+                "(/opt/edge-recorder/slots, made by images/install.sh)",
+                code="update_unavailable",
+            )
+        return self.updates.start(fields, request_id)
 
     def delete(self, recording_id: str, *, force: bool = False, actor: str = "?") -> dict[str, Any]:
         """Remove a finished recording's media; its metadata stay 40 days with status ``deleted``. A recording

@@ -68,6 +68,9 @@ BUTTON_AT = 1.0
 OUTAGE_AT, OUTAGE_SECONDS = 3.0, 2.0
 #: The documented commands are sent in this order (each one's example must suit the box's state then).
 SEQUENCE = ("start", "pause", "resume", "stop", "button", "list", "get", "delete")
+#: What only a box installed in slots does, which the checkout this test runs cannot: an update. Its examples
+#: are checked against a box updated for real, in tests/test_update_mqtt.py.
+INSTALLED_ONLY = ("update", "device.update")
 ERRORS_HEADING = "Error replies"
 
 
@@ -449,7 +452,7 @@ def test_every_event_type_the_box_sends_is_documented(observed, documented):
 
 def test_event_examples_have_the_keys_and_types_of_the_real_events(observed, documented):
     problems = []
-    for kind in sorted({e.name for e in documented if _is_event_type(e.name)}):
+    for kind in sorted({e.name for e in documented if _is_event_type(e.name)} - set(INSTALLED_ONLY)):
         shown = [e for e in documented if e.name == kind]
         problems += _both_ways(kind, shown, [e for e in observed.events() if e["type"] == kind])
     assert not problems, "\n".join(problems)
@@ -467,9 +470,9 @@ def test_state_file_and_discovery_examples_match_what_the_box_publishes(observed
 
 
 def test_command_examples_are_answered_as_documented(observed, documented):
-    assert set(SEQUENCE) == set(OPS), f"SEQUENCE must hold every command op: {OPS}"
+    assert set(SEQUENCE) | set(INSTALLED_ONLY) >= set(OPS), f"SEQUENCE must hold every command op: {OPS}"
     problems = []
-    for op in OPS:
+    for op in SEQUENCE:
         requests = [e for e in documented if e.name == op and e.label == "request"]
         replies = [e for e in documented if e.name == op and e.label == "reply"]
         if not requests or len(requests) != len(replies):

@@ -36,6 +36,10 @@ from pathlib import Path
 import pytest
 
 from firmware.cli import exits
+from firmware.update import history
+from firmware.update.history import new_id
+from firmware.update.inbox import Request, put
+from firmware.update.slots import Layout
 
 from .programs import run, tool
 from .releases import (
@@ -158,7 +162,7 @@ def assert_untouched(box: Box, root: Path | None = None) -> None:
             "lib": "current/lib",
             "pyvenv.cfg": "current/pyvenv.cfg",
         },
-        "others": ["slots", "update.state"],  # no staging folder left behind
+        "others": ["slots", "update.history", "update.state"],  # no staging folder left behind
         "slots": ["0.1.0", "0.2.0"],
     }
     assert state(root) == box.state_before
@@ -394,7 +398,7 @@ def test_a_full_card_refuses_the_bundle_while_copying_it(box, releases, scratch)
     assert lines[-1].endswith(" MB): nothing was changed; free some space and try again")
     assert listing == (
         "slots/0.2.0\nslots/0.1.0\n"
-        f"{scratch}/root/{TOP}:\nbin\ncurrent\nlib\nprevious\npyvenv.cfg\nslots\nupdate.state\n\n"
+        f"{scratch}/root/{TOP}:\nbin\ncurrent\nlib\nprevious\npyvenv.cfg\nslots\nupdate.history\nupdate.state\n\n"
         f"{scratch}/root/{TOP}/slots:\n0.1.0\n0.2.0\n"
     )
 
@@ -515,3 +519,115 @@ def test_the_previous_slot_switches_back_with_its_own_installer(box, scratch):
     version = run(root / TOP / "bin/python", "-I", "-m", "firmware.cli.main", "--version")
     assert version.stdout == "edge-recorder 0.1.0\n"
     assert state(root) == box.state_before
+
+
+# -- the other ways in: the boot partition, the daemon's inbox ------------------------------------------------
+
+
+def pending(root: Path) -> subprocess.CompletedProcess[str]:
+    """What edge-recorder-update.service runs, as root, with the box's own program."""
+    return run(root / TOP / "bin/python", "-I", "-m", "firmware.cli.main", "update", "--pending", "--root", root)
+
+
+def steps(root: Path) -> list[tuple[str, str, str]]:
+    """The box's update history as (id, stage, via)."""
+    return [(s.id, s.stage, s.via) for s in history.read(Layout(root))]
+
+
+def on_card(root: Path, bundle: Path) -> Path:
+    card = root / "boot/firmware"
+    card.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(bundle, card)
+    shutil.copy2(f"{bundle}.minisig", card)
+    return card / bundle.name
+
+
+def test_a_bundle_on_the_boot_partition_is_installed_and_leaves_the_card_with_a_note(box, releases, scratch):
+    root = copy_box(box, scratch)
+    bundle = on_card(root, releases.v3)
+    result = pending(root)
+    assert result.returncode == 0, result.stderr
+    assert layout(root)["links"]["current"] == "slots/0.3.0"
+    assert layout(root)["links"]["previous"] == "slots/0.2.0"
+    assert sorted(p.name for p in bundle.parent.iterdir()) == ["edge-recorder-update.txt"]
+    note = (bundle.parent / "edge-recorder-update.txt").read_text()
+    assert note.startswith(f"edge-recorder 0.3.0 is installed from {bundle.name} (slot 0.3.0); it replaced 0.2.0")
+    update_id = steps(root)[-1][0]
+    assert steps(root)[-3:] == [(update_id, stage, "boot") for stage in ("verified", "installed", "switched")]
+    assert "incoming" not in layout(root)["others"]
+
+
+def test_a_refused_bundle_on_the_card_stays_with_a_note_and_is_tried_again_only_when_replaced(
+    box, releases, keys, scratch
+):
+    root = copy_box(box, scratch)
+    bundle = on_card(root, releases.v3)
+    minisign_sign(bundle, keys.stranger)
+    result = pending(root)
+    assert result.returncode == exits.DATAERR, result.stderr
+    note = bundle.with_name(bundle.name + ".error.txt")
+    assert note.read_text().startswith(f"{bundle.name} was not installed: {bundle.name} is not signed by the key")
+    assert "Nothing on the box was changed." in note.read_text()
+    assert_untouched(box, root)
+    assert steps(root)[-1][1:] == ("refused", "boot")
+    refusals = len(steps(root))
+
+    again = pending(root)  # the next boot: the same file is not checked again
+    assert again.returncode == 0, again.stderr
+    assert "refused already" in again.stderr
+    assert len(steps(root)) == refusals
+
+    minisign_sign(bundle, keys.secret)  # the installer puts a good copy on the card
+    os.utime(bundle, (note.stat().st_mtime + 10, note.stat().st_mtime + 10))
+    result = pending(root)
+    assert result.returncode == 0, result.stderr
+    assert layout(root)["links"]["current"] == "slots/0.3.0"
+    assert not note.exists() and not bundle.exists()
+
+
+def hand_over(root: Path, bundle: Path | None, **fields) -> tuple[Request, Path]:
+    """What the daemon does for an MQTT update command once the download is complete: the bundle and its
+    signature in its inbox as ID.tar and ID.tar.minisig (its own files), then the request."""
+    inbox = root / STATE / "updates"
+    inbox.mkdir(mode=0o750, exist_ok=True)
+    request = Request(new_id(), "edge-recorder-0.3.0-x86_64.tar", request_id="r-17", **fields)
+    if bundle is not None:
+        shutil.copy2(bundle, inbox / request.bundle)
+        shutil.copy2(f"{bundle}.minisig", inbox / f"{request.bundle}.minisig")
+    put(inbox, request)
+    for path in (inbox, *inbox.iterdir()):
+        os.lchown(path, DAEMON_UID, DAEMON_UID)
+    return request, inbox
+
+
+def test_an_update_the_daemon_handed_over_is_installed_under_its_id_and_the_inbox_emptied(box, releases, scratch):
+    root = copy_box(box, scratch)
+    request, inbox = hand_over(root, releases.v3)
+    result = pending(root)
+    assert result.returncode == 0, result.stderr
+    assert layout(root)["links"]["current"] == "slots/0.3.0"
+    assert list(inbox.iterdir()) == []
+    assert steps(root)[-3:] == [(request.id, stage, "mqtt") for stage in ("verified", "installed", "switched")]
+    assert {s.request_id for s in history.read(Layout(root))[-3:]} == {"r-17"}
+    assert "incoming" not in layout(root)["others"]
+
+
+def test_what_the_daemons_user_puts_in_the_inbox_is_never_followed_or_waited_for(box, releases, scratch):
+    """The inbox is the daemon's: a link there to a file of root's, a FIFO, or a request that is not one, is
+    refused (as an update refused under its id) without root opening what it points to."""
+    root = copy_box(box, scratch)
+    linked, inbox = hand_over(root, None)
+    (inbox / linked.bundle).symlink_to(releases.v3)
+    shutil.copy2(f"{releases.v3}.minisig", inbox / f"{linked.bundle}.minisig")
+    fifo, _ = hand_over(root, None)
+    os.mkfifo(inbox / fifo.bundle)
+    (inbox / f"{new_id()}.request").write_text('{"id": "../../etc/shadow", "name": "x.tar"}')
+    result = pending(root)
+    assert result.returncode == exits.DATAERR, result.stderr
+    assert "Traceback" not in result.stderr
+    refused = {s.id: s for s in history.read(Layout(root)) if s.stage == "refused"}
+    assert "a link is never followed" in refused[linked.id].message
+    assert f"{fifo.bundle} is not a regular file" in refused[fifo.id].message
+    assert any("not an update request: id: not an update id" in s.message for s in refused.values())
+    assert list(inbox.iterdir()) == []
+    assert_untouched(box, root)

@@ -11,16 +11,24 @@ not confirmed or switched back yet, or no slots to update, 77 (EX_NOPERM) not ro
 
 ``edge-recorder update --status`` says which version runs, which one is kept, and what became of
 the last update: confirmed, pending, or switched back and why (``firmware.update.state``).
+
+``edge-recorder update --pending`` is what ``edge-recorder-update.service`` runs as root: a bundle
+on the boot partition (``firmware.update.card``), then each request the daemon left in its inbox
+for an MQTT ``update`` command (``firmware.update.inbox``), each through the same ``update``. It
+exits 0 when there was nothing to do or everything was installed, else with the last refusal's code.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
-from ..update import Reason, Refused, Stage
+from ..update import Reason, Refused, Stage, card, inbox
 from ..update.apply import SERVICE, update
+from ..update.history import VIA, Step, new_id, record
 from ..update.slots import Layout
 from ..update.state import status
 from . import exits
@@ -42,6 +50,10 @@ EXIT = {
     Reason.NOT_INSTALLED: exits.UNAVAILABLE,
     Reason.PERMISSION: exits.NOPERM,
     Reason.UNCONFIRMED: exits.UNAVAILABLE,
+    # a download's (the MQTT update command, in the daemon): listed so that every reason has its code
+    Reason.DOWNLOAD: exits.UNAVAILABLE,
+    Reason.TOO_LARGE: exits.DATAERR,
+    Reason.CANCELLED: exits.UNAVAILABLE,
 }
 
 
@@ -67,6 +79,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="install it even if it is not newer than the running version")
     p.add_argument(
+        "--pending",
+        action="store_true",
+        help="install what waits: a bundle on the boot partition (edge-recorder-*.tar with its .minisig), then the "
+        "bundles the daemon downloaded for MQTT update commands (what edge-recorder-update.service runs)",
+    )
+    p.add_argument(
+        "--via",
+        choices=VIA,
+        default="command",
+        help="who asked for the update, as the box's device.update events say it (default: command)",
+    )
+    p.add_argument(
         "--root",
         type=Path,
         default=Path("/"),
@@ -85,15 +109,133 @@ def run(args: argparse.Namespace) -> int:
             return exits.fail(exits.UNAVAILABLE, f"{Layout(args.root).top} has no current slot: nothing installed")
         print("\n".join(current.lines()))
         return exits.OK
+    if args.pending:
+        if args.file is not None:
+            return exits.fail(exits.USAGE, "--pending installs what waits on the box: give no FILE with it")
+        return pending(args.root)
     if args.file is None:
         return exits.fail(exits.USAGE, "give the bundle FILE to install, or --status")
 
-    def report(stage: Stage, text: str) -> None:
-        print(f"edge-recorder update: {text}", file=sys.stderr, flush=True)
-
     try:
-        result = update(args.file, root=args.root, force=args.force, report=report)
+        result = update(args.file, root=args.root, force=args.force, report=report, via=args.via)
     except Refused as refused:
         return exits.fail(EXIT[refused.reason], f"update refused: {refused.message}")
     print(f"edge-recorder {result.version} is current (slot {result.slot}); previous: {result.previous}")
     return exits.OK
+
+
+def report(stage: Stage, text: str) -> None:
+    print(f"edge-recorder update: {text}", file=sys.stderr, flush=True)
+
+
+#: How long an MQTT update told to wait for idle waits, after its switch, for recordings to end before the restart.
+IDLE_WAIT = 6 * 3600.0
+
+
+def pending(root: Path) -> int:
+    """Install a bundle from the boot partition, then each MQTT request in the inbox (``--pending``)."""
+    box = Layout(root)
+    code = exits.OK
+    found = card.look([box.on_box(folder) for folder in card.BOOT])
+    for bundle, why in found.skipped:
+        report(Stage.CHECKING, f"{bundle}: not installed: {why}")
+    if found.take is not None:
+        code = _from_card(box, found.take)
+    incoming = box.top / "incoming"
+    for path in inbox.pending(box.on_box(inbox.INBOX)):
+        try:
+            code = _from_inbox(box, path, incoming) or code
+        finally:
+            inbox.discard(path)
+            inbox.clear(incoming)
+    return code
+
+
+def _from_card(box: Layout, bundle: Path) -> int:
+    report(Stage.CHECKING, f"{bundle}: a bundle on the boot partition")
+    try:
+        result = update(bundle, root=box.root, report=report, via="boot", restart="queue")
+    except Refused as refused:
+        final = refused.reason not in (Reason.UNCONFIRMED, Reason.BUSY, Reason.NO_SPACE)
+        card.refused(
+            bundle,
+            f"{bundle.name} was not installed: {refused.message}\nNothing on the box was changed. "
+            + (
+                "Replace the bundle (and its .minisig) and start the box again."
+                if final
+                else "It is tried again at the next start of the box."
+            ),
+            final=final,
+        )
+        report(Stage.CHECKING, f"update refused: {refused.message}")
+        return EXIT[refused.reason]
+    card.installed(
+        bundle,
+        f"edge-recorder {result.version} is installed from {bundle.name} (slot {result.slot}); it replaced "
+        f"{result.previous}, which is kept.\nIt is confirmed once it has recorded healthily for a few minutes; "
+        "until then a crash loop, a failed start or a restart of the box switches back to "
+        f"{result.previous}. edge-recorder update --status on the box tells which.",
+    )
+    print(f"edge-recorder {result.version} is current (slot {result.slot}); previous: {result.previous}")
+    return exits.OK
+
+
+def _from_inbox(box: Layout, path: Path, incoming: Path) -> int:
+    try:
+        request, bundle = inbox.admit(path, incoming)
+    except inbox.Inadmissible as exc:
+        request = exc.request
+        report(Stage.CHECKING, f"update refused: {exc}")
+        record(
+            box,
+            Step(
+                request.id if request else new_id(),
+                "refused",
+                via="mqtt",
+                message=str(exc),
+                reason=Reason.DAMAGED.value,
+                request_id=request.request_id if request else "",
+            ),
+        )
+        return exits.DATAERR
+    report(Stage.CHECKING, f"{request.name}: an MQTT update command's bundle (update {request.id})")
+    try:
+        result = update(
+            bundle,
+            root=box.root,
+            force=request.force,
+            report=report,
+            via="mqtt",
+            update_id=request.id,
+            request_id=request.request_id,
+            restart="queue",
+            before_restart=(lambda: _wait_for_idle(box)) if request.wait_for_idle else None,
+        )
+    except Refused as refused:
+        report(Stage.CHECKING, f"update refused: {refused.message}")
+        return EXIT[refused.reason]
+    print(f"edge-recorder {result.version} is current (slot {result.slot}); previous: {result.previous}")
+    return exits.OK
+
+
+def _wait_for_idle(box: Layout) -> None:
+    status_file = box.on_box("/run/edge-recorder/status.json")
+    if _recording(status_file):
+        report(Stage.SWITCHED, "waiting for the active recordings to end before the restart")
+        if not inbox.wait_until_idle(lambda: _recording(status_file), IDLE_WAIT):
+            report(Stage.SWITCHED, f"recordings still active after {IDLE_WAIT / 3600:g} h: restarting now")
+
+
+def _recording(status_file: Path) -> bool:
+    """Whether the running daemon's status file says a recording is active (read without following a link)."""
+    try:
+        fd = os.open(status_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        document = json.loads(os.read(fd, 1 << 20))
+    except ValueError:
+        return False
+    finally:
+        os.close(fd)
+    return isinstance(document, dict) and document.get("phase") == "ready" and document.get("state") != "idle"

@@ -8,7 +8,8 @@ capture queue, the control API over the loop and the journal, and the front
 ends (MQTT commands, the HTTP API, the GPIO panel), each of which gets the
 control API and its own config section, nothing else. Beside them, the status file
 (``status_file``), which ``edge-recorder status`` reads on the box, and the confirmation this version
-owes when it was just switched to by an update (``firmware.update.confirm``).
+owes when it was just switched to by an update (``firmware.update.confirm``), and the news of updates
+(``firmware.update.news``: ``device.update`` events, the state's ``update``).
 
 ``Box.run`` then starts them in order: the status file, delivery, start-up recovery (part files
 a crash left, ``recovery``), the HTTP API, and the audio loop on this thread
@@ -40,7 +41,9 @@ from ..frontends import panel as panel_front
 from ..frontends.mqtt_commands import Commands
 from ..journal import Journal
 from ..spool import Reserve, Takes
-from ..update.confirm import Confirmation
+from ..update.confirm import Confirmation, running_slot
+from ..update.news import ANNOUNCED, UpdateNews
+from ..update.remote import RemoteUpdates
 from . import recovery
 from .hardware import Hardware, build
 from .loop import SILENCE_DBFS, AudioLoop, LoopSettings
@@ -124,9 +127,27 @@ class Box:
             ),
             notifier=self.notifier,
             delivery_status=lambda: self.delivery.status(),
+            update_status=lambda: news.snapshot() if (news := getattr(self, "news", None)) else None,
             encryption_problem=self.encryption_problem,
         )
         self.loop.between = self._between_periods
+
+        # field updates (from a slot only): what they left on the box, as device.update events and in the
+        # state; the MQTT update command's downloads into the daemon's inbox
+        slot = running_slot()
+        self.news = UpdateNews(slot[0], self.spool_dir.parent / ANNOUNCED, self._announce_update) if slot else None
+        self.updates = (
+            RemoteUpdates(
+                self.spool_dir.parent / "updates",
+                self.news,
+                active=lambda: bool(self.loop.active()),
+                keep_free=config.spool["min_free_mb"] << 20,
+                ca_file=config.update["ca_file"],
+                running=__version__,
+            )
+            if self.news is not None
+            else None
+        )
 
         # the control API, and the front ends on it
         self.control = Control(
@@ -134,6 +155,7 @@ class Box:
             self.journal,
             defaults=lambda: self.config.recording,
             destinations=lambda: self.config.upload_destinations(),
+            updates=self.updates,
         )
         self.delivery = Delivery(
             config,
@@ -230,6 +252,15 @@ class Box:
             return "stopping"
         return "ready" if self.loop.capture_thread is not None else "starting"
 
+    def _announce_update(self, step: dict[str, Any]) -> None:
+        """A ``device.update`` event (docs/mqtt.md): a step of an update, with the state as it is now."""
+
+        def emit() -> None:
+            data = {"device_id": self.device_id, **step, "state": self.loop.state()}
+            self.journal.emit(self.journal.envelope_now("device.update", data))
+
+        self.loop.call(emit)  # events leave in order from the loop
+
     def _healthy(self) -> bool:
         """Recording as it should, for an update's confirmation: capture open, the loop turning (it sends the
         watchdog pings) and no error of the box's own. A standing problem of the config (a refused
@@ -275,6 +306,8 @@ class Box:
         self._stopping = True
         self.notifier.stopping()
         self.loop.finish(EndReason.SHUTDOWN)
+        if self.updates is not None:
+            self.updates.stop()
         try:
             self.hw.close()
             if self.api is not None:
@@ -299,6 +332,8 @@ class Box:
             self.reload()
         if self.confirmation is not None and self.confirmation.observe(self._healthy):
             self.confirmation = None
+        if self.news is not None:
+            self.news.poll()
 
     # -- problems that last until fixed ------------------------------------------------------------
     def _problem(self, code: str, message: str) -> None:

@@ -122,6 +122,7 @@ class AudioLoop:
         *,
         notifier: Notifier | None = None,
         delivery_status: Callable[[], dict[str, Any]] = dict,
+        update_status: Callable[[], dict[str, Any] | None] = lambda: None,
         encryption_problem: str | None = None,
     ) -> None:
         self.session = session
@@ -130,6 +131,7 @@ class AudioLoop:
         self.settings = settings
         self.notifier = notifier or Notifier()
         self.delivery_status = delivery_status
+        self.update_status = update_status
         self.encryption_problem = encryption_problem
         self.rate = session.rate
         self.position = 0  # audio time, in frames fed to the session
@@ -190,7 +192,12 @@ class AudioLoop:
         if self._thread is None or threading.current_thread() is self._thread:
             self._publish_state()
         delivery = self.delivery_status()
-        return {**self._published, "upload_backlog": delivery.get("upload_backlog", 0), "delivery": delivery}
+        return {
+            **self._published,
+            "upload_backlog": delivery.get("upload_backlog", 0),
+            "delivery": delivery,
+            "update": self.update_status(),
+        }
 
     @property
     def trouble(self) -> bool:

@@ -19,6 +19,10 @@ get         ``id``                                           ``recording``
 delete      ``id`` (finished recordings only), ``force``     ``recording``
             (also when its upload is not confirmed: the
             upload is cancelled)
+update      ``url`` (HTTPS) and ``sha256`` of a release      ``update``
+            bundle; ``signature_url``, ``wait_for_idle``,
+            ``force``: progress follows as ``device.update``
+            events
 ==========  ===============================================  =======================
 
 A ``request_id`` is echoed in the answer, for clients without MQTT 5
@@ -43,7 +47,7 @@ from ..config import button_token
 from ..control import Control, ControlError, OptionError, error_fields
 from ..core import Status
 
-OPS = ("start", "stop", "pause", "resume", "button", "list", "get", "delete")
+OPS = ("start", "stop", "pause", "resume", "button", "list", "get", "delete", "update")
 STATUSES = tuple(s.value for s in Status)
 _FIELDS = {
     "start": {"options", "ncco", "swml", "twiml", "sinch"},
@@ -54,12 +58,13 @@ _FIELDS = {
     "list": {"status", "call_id", "limit"},
     "get": {"id"},
     "delete": {"id", "force"},
+    "update": {"url", "sha256", "signature_url", "wait_for_idle", "force"},
 }
 _ALWAYS = {"op", "token", "request_id"}
 
 
 #: The commands that need the token in ``token`` mode even when none is configured: they record or delete.
-GUARDED = frozenset({"start", "stop", "pause", "resume", "button", "delete"})
+GUARDED = frozenset({"start", "stop", "pause", "resume", "button", "delete", "update"})
 
 
 class Commands:
@@ -146,6 +151,12 @@ class Commands:
         if not isinstance(force, bool):
             raise ValueError(f"delete: force {force!r} must be true or false")
         return {"recording": self.public(self.control.delete(_id(r), force=force, actor="mqtt"))}
+
+    def _update(self, r: dict) -> dict:
+        fields = {k: v for k, v in r.items() if k not in _ALWAYS}
+        request_id = r.get("request_id")
+        shown = "" if request_id is None or isinstance(request_id, bool) else str(request_id)
+        return {"update": self.control.update(fields, shown)}
 
 
 def _shown(value: Any) -> str:

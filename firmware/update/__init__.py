@@ -72,6 +72,9 @@ class Reason(enum.Enum):
     NOT_INSTALLED = "not-installed"  # the root has no slots to update
     PERMISSION = "permission"
     UNCONFIRMED = "unconfirmed"  # the last update is not confirmed or rolled back yet
+    DOWNLOAD = "download"  # the bundle's server could not be reached or refused it (download.py)
+    TOO_LARGE = "too-large"  # the bundle is larger than the box takes
+    CANCELLED = "cancelled"  # stopped on the box's request (a download's .part is kept to resume)
 
 
 class Refused(Exception):

@@ -10,6 +10,7 @@ catalog and the spool as they were.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import platform
 import shutil
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from packaging.version import Version
@@ -27,8 +28,10 @@ from packaging.version import Version
 from .. import config as cfg
 from . import Reason, Refused, Stage
 from .bundle import Bundle
+from .history import Step, new_id, record
 from .manifest import INSTALLER, MANIFEST, Manifest
 from .slots import Layout, Slot
+from .state import read_state
 from .state import status as switch_status
 
 SERVICE = "edge-recorder.service"
@@ -39,6 +42,7 @@ VENV_OVERHEAD = 1.5
 VENV_EXTRA = 32 << 20  # bytes
 
 Report = Callable[[Stage, str], None]
+log = logging.getLogger("edge-recorder.update")
 
 
 @dataclass(frozen=True)
@@ -49,46 +53,97 @@ class Result:
     restarted: bool
     catalog_copy: Path | None
     guarded: bool  # the switch is pending until the new version confirms it (the update guard)
+    id: str = ""  # the update's id in the box's history
 
 
-def update(bundle: Path, *, root: Path = Path("/"), force: bool = False, report: Report | None = None) -> Result:
+def update(
+    bundle: Path,
+    *,
+    root: Path = Path("/"),
+    force: bool = False,
+    report: Report | None = None,
+    via: str = "command",
+    update_id: str | None = None,
+    request_id: str = "",
+    restart: str = "now",
+    before_restart: Callable[[], None] | None = None,
+) -> Result:
     """Verify ``bundle``, install it into a new slot, check it, switch to it and restart the service.
 
-    Raises ``Refused`` with the reason; until the switch nothing the box runs has changed.
+    Raises ``Refused`` with the reason; until the switch nothing the box runs has changed. Each step
+    reached, and a refusal, is added to the box's update history (``history.py``) as update
+    ``update_id`` asked for ``via`` one of ``history.VIA``. ``restart``: ``now`` restarts the service
+    and waits for it, ``queue`` only queues a restart of a running service (from a unit ordered
+    before it, which a waiting restart would deadlock), ``no`` leaves it; ``before_restart`` runs
+    first (an MQTT update told to wait for idle waits there for the recordings to end).
     """
     say: Report = report or (lambda stage, text: None)
     box = Layout(Path(root))
-    if not Path(bundle).is_file():
-        raise Refused(Reason.MISSING, f"no such bundle: {bundle}")
-    on_this_machine = box.root.resolve() == Path("/")
-    if on_this_machine and os.geteuid() != 0:
-        raise Refused(Reason.PERMISSION, "updating the box needs root: sudo edge-recorder update FILE")
-    running = box.slot("current")
-    if running is None or running.version is None:
-        raise Refused(
-            Reason.NOT_INSTALLED,
-            f"{box.top} has no current slot to update: install the box with images/install.sh (from the bundle) first",
+    steps = _Steps(box, update_id or new_id(), via, request_id)
+    try:
+        if not Path(bundle).is_file():
+            raise Refused(Reason.MISSING, f"no such bundle: {bundle}")
+        on_this_machine = box.root.resolve() == Path("/")
+        if on_this_machine and os.geteuid() != 0:
+            raise Refused(Reason.PERMISSION, "updating the box needs root: sudo edge-recorder update FILE")
+        running = box.slot("current")
+        if running is None or running.version is None:
+            raise Refused(
+                Reason.NOT_INSTALLED,
+                f"{box.top} has no current slot to update: install the box with images/install.sh (from the bundle) "
+                "first",
+            )
+        steps.from_version = running.version
+        with box.locked():
+            _check_confirmed(box)
+            shutil.rmtree(box.staging, ignore_errors=True)  # left by an update that was killed
+            box.staging.mkdir(mode=0o711)  # its parts are private; the catalog's owner reaches its own
+            try:
+                result = _update(box, running, Path(bundle), force, say, steps)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise Refused(Reason.NO_SPACE, _no_space(box, Path(bundle))) from None
+                raise
+            finally:
+                shutil.rmtree(box.staging, ignore_errors=True)
+    except Refused as refused:
+        steps.add("refused", refused.message, reason=refused.reason.value)
+        raise
+    except OSError as exc:  # the box's file systems: said where it failed, in the history too
+        steps.add("refused", f"{exc.filename or 'the update'}: {exc.strerror or exc}", reason=Reason.INSTALL.value)
+        raise
+    if before_restart is not None:
+        before_restart()
+    return replace(result, restarted=_restart(on_this_machine, restart, say), id=steps.id)
+
+
+class _Steps:
+    """The history lines of one update (``history.py``); a history that cannot be written never stops it."""
+
+    def __init__(self, box: Layout, update_id: str, via: str, request_id: str) -> None:
+        self.box, self.id, self.via, self.request_id = box, update_id, via, request_id
+        self.version = self.from_version = ""
+
+    def add(self, stage: str, message: str, **extra: str) -> None:
+        if not self.box.top.is_dir():
+            return
+        step = Step(
+            self.id, stage, self.version, self.from_version, self.via, message, request_id=self.request_id, **extra
         )
-    with box.locked():
-        _check_confirmed(box)
-        shutil.rmtree(box.staging, ignore_errors=True)  # left by an update that was killed
-        box.staging.mkdir(mode=0o711)  # its parts are private; the catalog's owner reaches its own
         try:
-            return _update(box, running, Path(bundle), force, say, on_this_machine)
+            record(self.box, step)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise Refused(Reason.NO_SPACE, _no_space(box, Path(bundle))) from None
-            raise
-        finally:
-            shutil.rmtree(box.staging, ignore_errors=True)
+            log.warning("update: the history in %s was not written: %s", self.box.top, exc)
 
 
-def _update(box: Layout, running: Slot, path: Path, force: bool, say: Report, on_this_machine: bool) -> Result:
+def _update(box: Layout, running: Slot, path: Path, force: bool, say: Report, steps: _Steps) -> Result:
     bundle = Bundle.open(path, box.update_key, box.staging / "bundle.tar")
     manifest = bundle.manifest
+    steps.version = manifest.version
     comment = bundle.trusted_comment.replace("\t", " ")
     say(Stage.VERIFIED, f"{path.name}: signed by the key in /etc/edge-recorder/update.pub ({comment})")
     _check_machine(manifest, running, force)
+    steps.add("verified", f"edge-recorder {manifest.version}: signed by the box's update key, every file as listed")
     catalog = _catalog_path(box)
     trial = _copy_catalog(catalog, box.staging, say) if catalog.is_file() else None
     schema = _check_schema(manifest, trial) if trial is not None else None
@@ -103,6 +158,9 @@ def _update(box: Layout, running: Slot, path: Path, force: bool, say: Report, on
         (slot / MANIFEST).write_bytes(manifest.to_json())
         _check_new_version(box, slot, manifest, trial, say)
         say(Stage.INSTALLED, f"edge-recorder {manifest.version} installed in /{box.slots.relative_to(box.root)}/{name}")
+        steps.add(
+            "installed", f"edge-recorder {manifest.version} installed in slot {name}; it accepts the box's config"
+        )
         kept = _keep_catalog(catalog, manifest.version) if catalog.is_file() else None
         guarded = (slot / GUARD).is_file()
         # The rule in images/README.md: the copy goes back with a rollback when the new version migrates.
@@ -114,6 +172,12 @@ def _update(box: Layout, running: Slot, path: Path, force: bool, say: Report, on
             shutil.rmtree(slot, ignore_errors=True)
         raise
     say(Stage.SWITCHED, f"current -> slots/{name} (edge-recorder {manifest.version}), previous -> slots/{running.name}")
+    pending = read_state(box) if guarded else None
+    steps.add(
+        "switched",
+        f"edge-recorder {manifest.version} is current, {running.version} is kept to go back to",
+        switch_id=pending.id if pending is not None and pending.slot == name else "",
+    )
     if guarded:
         say(
             Stage.SWITCHED,
@@ -127,8 +191,7 @@ def _update(box: Layout, running: Slot, path: Path, force: bool, say: Report, on
             Stage.SWITCHED,
             f"note: edge-recorder {manifest.version} brings no update guard: it is not switched back by itself",
         )
-    restarted = _restart(on_this_machine, say)
-    return Result(manifest.version, name, running.version, restarted, kept, guarded)
+    return Result(manifest.version, name, running.version, False, kept, guarded)
 
 
 def _check_confirmed(box: Layout) -> None:
@@ -408,7 +471,10 @@ SYSTEM_FILES = (
     "usr/lib/systemd/system/edge-recorder.service",
     "usr/lib/systemd/system/edge-recorder-provision.service",
     "usr/lib/systemd/system/edge-recorder-rollback.service",
+    "usr/lib/systemd/system/edge-recorder-update.service",
+    "usr/lib/systemd/system/edge-recorder-update.path",
     "usr/lib/edge-recorder/update-guard",
+    "usr/share/mender/modules/v3/edge-recorder",
     "usr/lib/sysusers.d/edge-recorder.conf",
     "usr/lib/tmpfiles.d/edge-recorder.conf",
 )
@@ -426,18 +492,28 @@ def _system_files(box: Layout) -> dict[Path, tuple[bytes, int] | None]:
     return out
 
 
-def _restart(on_this_machine: bool, say: Report) -> bool:
+def _restart(on_this_machine: bool, how: str, say: Report) -> bool:
+    if how == "no":
+        return False
     if not on_this_machine:
         say(Stage.SWITCHED, f"would restart {SERVICE} (the root is not this machine's)")
         return False
     if not Path("/run/systemd/system").is_dir():
         say(Stage.SWITCHED, f"not restarted: systemd is not running here; start {SERVICE} when it is")
         return False
-    result = subprocess.run(["systemctl", "restart", SERVICE], capture_output=True, text=True, check=False)
+    if how == "queue":
+        active = subprocess.run(["systemctl", "is-active", "--quiet", SERVICE], check=False, **_PLAIN)
+        if active.returncode != 0:
+            say(Stage.SWITCHED, f"{SERVICE} is not running: it starts the new version when it starts")
+            return False
+        command = ["systemctl", "restart", "--no-block", SERVICE]
+    else:
+        command = ["systemctl", "restart", SERVICE]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, **_PLAIN)
     if result.returncode != 0:
         say(Stage.SWITCHED, f"systemctl restart {SERVICE} failed: {_last_line(result.stderr)}")
         return False
-    say(Stage.RESTARTED, f"restarted {SERVICE}")
+    say(Stage.RESTARTED, f"restarted {SERVICE}" if how == "now" else f"a restart of {SERVICE} is queued")
     return True
 
 
