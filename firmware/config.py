@@ -660,6 +660,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "CA certificate for the HTTPS servers that MQTT update commands download bundles from (empty: the "
             "system's)",
         ),
+        "allow_downgrade": Key(
+            False,
+            _bool,
+            "let an MQTT update command's force install a release that is not newer than the running one (going "
+            "back brings back what later releases fixed); edge-recorder update --force on the box always may",
+        ),
     },
 }
 

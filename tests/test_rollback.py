@@ -566,4 +566,4 @@ def test_a_rollback_cut_short_is_finished_by_the_next_start(switched, box):
     assert layout(root)["links"]["current"] == "slots/0.1.0"
     back = the_state(root)
     assert (back.phase, back.reason, back.detail) == (Phase.ROLLED_BACK, "reboot", detail)
-    assert sorted(p.name for p in (root / TOP).iterdir() if not p.is_symlink()) == ["slots", "update.state"]
+    assert sorted(p.name for p in (root / TOP).iterdir() if not p.is_symlink()) == ["slots", "update.history", "update.state"]

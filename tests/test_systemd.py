@@ -28,6 +28,7 @@ ROLLBACK_UNIT = REPO / "systemd" / "edge-recorder-rollback.service"
 GUARD = REPO / "systemd" / "update-guard"
 UPDATE_UNIT = REPO / "systemd" / "edge-recorder-update.service"
 UPDATE_PATH = REPO / "systemd" / "edge-recorder-update.path"
+CARD_UNIT = REPO / "systemd" / "edge-recorder-update-card.service"
 GUARD_PATH = "/usr/lib/edge-recorder/update-guard"  # where images/install.sh puts it
 SYSUSERS = REPO / "systemd" / "edge-recorder.sysusers"
 TMPFILES = REPO / "systemd" / "edge-recorder.tmpfiles"
@@ -181,29 +182,39 @@ def test_unit_keeps_what_the_daemon_relies_on():
 
 def test_the_update_units_pass_systemd_analyze_verify(tmp_path):
     root = install_root(tmp_path, UNIT.read_text())
-    for unit in (UPDATE_UNIT, UPDATE_PATH):
+    units = (UPDATE_UNIT, UPDATE_PATH, CARD_UNIT)
+    for unit in units:
         shutil.copy2(unit, root / "usr/lib/systemd/system" / unit.name)
-    result = run(tool("systemd-analyze"), "verify", "--man=no", f"--root={root}", UPDATE_UNIT.name, UPDATE_PATH.name)
+    result = run(tool("systemd-analyze"), "verify", "--man=no", f"--root={root}", *(unit.name for unit in units))
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
 def test_the_update_units_watch_where_the_daemon_and_the_installer_put_updates():
-    """The path unit starts the updater for the requests the daemon writes into its inbox; the updater runs at
-    boot for a bundle on the card, after provisioning and before the recorder, and installs what waits."""
+    """The path unit starts the inbox's updater for the requests the daemon writes; the card's updater runs at
+    boot for a bundle on the boot partition, after provisioning and before the recorder."""
     from firmware.update import card, inbox
 
     path = unit_settings(UPDATE_PATH.read_text())
     assert path["Path.PathExistsGlob"] == [f"{inbox.INBOX}/*{inbox.SUFFIX}"]
     assert path["Path.Unit"] == [UPDATE_UNIT.name]
-    service = unit_settings(UPDATE_UNIT.read_text())
-    assert service["Service.ExecStart"] == ["/opt/edge-recorder/bin/edge-recorder update --pending"]
-    assert sorted(service["Unit.ConditionPathExistsGlob"]) == sorted(
-        [f"|{folder}/{card.PATTERN}" for folder in card.BOOT] + [f"|{inbox.INBOX}/*{inbox.SUFFIX}"]
-    )
-    assert "edge-recorder.service" in service["Unit.Before"][0].split()
-    assert "edge-recorder-provision.service" in service["Unit.After"][0].split()
     daemon = unit_settings(UNIT.read_text())
     assert f"/var/lib/{daemon['Service.StateDirectory'][0]}" == str(inbox.INBOX.parent)
+    service = unit_settings(UPDATE_UNIT.read_text())
+    assert service["Service.ExecStart"] == ["/opt/edge-recorder/bin/edge-recorder update --pending inbox"]
+    assert "Unit.Before" not in service  # the recorder's restarts never wait for an install
+    boot = unit_settings(CARD_UNIT.read_text())
+    assert boot["Service.ExecStart"] == ["/opt/edge-recorder/bin/edge-recorder update --pending card"]
+    assert sorted(boot["Unit.ConditionPathExistsGlob"]) == sorted(f"|{folder}/{card.PATTERN}" for folder in card.BOOT)
+    assert "edge-recorder.service" in boot["Unit.Before"][0].split()
+    assert "edge-recorder-provision.service" in boot["Unit.After"][0].split()
+
+
+def test_the_daemon_ending_to_restart_into_an_update_is_restarted():
+    from firmware.daemon.app import RESTART_FOR_UPDATE
+
+    settings = unit_settings(UNIT.read_text())
+    assert str(RESTART_FOR_UPDATE) in settings["Service.RestartForceExitStatus"][0].split()
+    assert str(RESTART_FOR_UPDATE) not in settings.get("Service.RestartPreventExitStatus", [""])[0].split()
 
 
 def test_the_rollback_unit_restarts_the_service_only_when_the_guard_switched_back():

@@ -524,9 +524,9 @@ def test_the_previous_slot_switches_back_with_its_own_installer(box, scratch):
 # -- the other ways in: the boot partition, the daemon's inbox ------------------------------------------------
 
 
-def pending(root: Path) -> subprocess.CompletedProcess[str]:
-    """What edge-recorder-update.service runs, as root, with the box's own program."""
-    return run(root / TOP / "bin/python", "-I", "-m", "firmware.cli.main", "update", "--pending", "--root", root)
+def pending(root: Path, where: str = "all") -> subprocess.CompletedProcess[str]:
+    """What the update units run, as root, with the box's own program."""
+    return run(root / TOP / "bin/python", "-I", "-m", "firmware.cli.main", "update", "--pending", where, "--root", root)
 
 
 def steps(root: Path) -> list[tuple[str, str, str]]:
@@ -572,13 +572,16 @@ def test_a_refused_bundle_on_the_card_stays_with_a_note_and_is_tried_again_only_
     assert steps(root)[-1][1:] == ("refused", "boot")
     refusals = len(steps(root))
 
-    again = pending(root)  # the next boot: the same file is not checked again
+    # the next boot, with the card's file times ahead of the box's clock (a box without a network boots with
+    # its clock behind): the same bundle is not checked again
+    later = note.stat().st_mtime + 3600
+    os.utime(bundle, (later, later))
+    again = pending(root)
     assert again.returncode == 0, again.stderr
     assert "refused already" in again.stderr
     assert len(steps(root)) == refusals
 
     minisign_sign(bundle, keys.secret)  # the installer puts a good copy on the card
-    os.utime(bundle, (note.stat().st_mtime + 10, note.stat().st_mtime + 10))
     result = pending(root)
     assert result.returncode == 0, result.stderr
     assert layout(root)["links"]["current"] == "slots/0.3.0"
@@ -629,5 +632,32 @@ def test_what_the_daemons_user_puts_in_the_inbox_is_never_followed_or_waited_for
     assert "a link is never followed" in refused[linked.id].message
     assert f"{fifo.bundle} is not a regular file" in refused[fifo.id].message
     assert any("not an update request: id: not an update id" in s.message for s in refused.values())
+    assert list(inbox.iterdir()) == []
+    assert_untouched(box, root)
+
+
+def test_an_inbox_that_is_a_link_is_not_walked_and_odd_files_in_it_are_refused_and_removed(box, releases, scratch):
+    root = copy_box(box, scratch)
+    _, inbox = hand_over(root, releases.v3)
+    elsewhere = scratch / "roots-folder"
+    shutil.move(inbox, elsewhere)
+    inbox.symlink_to(elsewhere)
+    held = sorted(os.listdir(elsewhere))
+    result = pending(root, "inbox")
+    assert result.returncode == exits.DATAERR, result.stderr
+    assert "is not a folder" in result.stderr and "a link is never followed" in result.stderr
+    assert sorted(os.listdir(elsewhere)) == held  # nothing there was opened or removed
+    assert_untouched(box, root)
+
+    inbox.unlink()
+    sparse, inbox = hand_over(root, None)
+    with (inbox / sparse.bundle).open("wb") as f:
+        f.truncate(200 << 20)  # takes no room on the card, and root's copy would take 200 MB
+    shutil.copy2(f"{releases.v3}.minisig", inbox / f"{sparse.bundle}.minisig")
+    (inbox / f"{new_id()}.request").mkdir()  # the path unit would start the updater for it forever
+    result = pending(root, "inbox")
+    assert result.returncode == exits.DATAERR, result.stderr
+    refused = {s.id: s for s in history.read(Layout(root)) if s.stage == "refused"}
+    assert f"{sparse.bundle} is sparse" in refused[sparse.id].message
     assert list(inbox.iterdir()) == []
     assert_untouched(box, root)

@@ -38,6 +38,8 @@ import paho.mqtt.client as mqtt
 import pytest
 import soundfile as sf
 
+from firmware.daemon.app import RESTART_FOR_UPDATE
+
 from .broker import Broker, request_reply
 from .programs import run, tool
 from .release_server import Certificates, ReleaseServer, make_certificates
@@ -261,43 +263,59 @@ def test_an_update_command_downloads_installs_restarts_and_confirms_with_an_even
         busy = central.command(op="update", url=world.bundle_url, sha256=world.bundle_sha256)
         assert busy["ok"] is False and busy["code"] == "recording_active", busy
         assert "wait_for_idle" in busy["error"]
-        assert central.command(op="stop")["ok"] is True
 
         # a wrong sha256: accepted, downloaded, refused as tampered, nothing handed over
-        wrong = central.command(op="update", url=world.bundle_url, sha256="0" * 64, request_id="u-0")
+        wrong = central.command(
+            op="update", url=world.bundle_url, sha256="0" * 64, wait_for_idle=True, request_id="u-0"
+        )
         assert wrong["ok"] is True and wrong["update"]["stage"] == "downloading", wrong
         refused = central.wait_event("the wrong sha256 refused", is_update(wrong["update"]["id"], "refused"))
         assert refused["data"]["reason"] == "tampered" and refused["data"]["request_id"] == "u-0"
         assert "/releases/" in refused["data"]["message"]
 
-        answer = central.command(op="update", url=world.bundle_url, sha256=world.bundle_sha256, request_id="u-1")
+        # told to wait for idle: downloaded now, handed over once the recording has ended
+        answer = central.command(
+            op="update", url=world.bundle_url, sha256=world.bundle_sha256, wait_for_idle=True, request_id="u-1"
+        )
         assert answer["ok"] is True, answer
         update_id = answer["update"]["id"]
         assert answer["update"] == {
             "id": update_id,
             "stage": "downloading",
             "name": Path(world.bundle_url).name,
-            "wait_for_idle": False,
+            "wait_for_idle": True,
         }
+        central.wait_event(
+            "the download waiting for the recording to end",
+            lambda e: is_update(update_id, "downloading")(e) and "waiting" in e["data"]["message"],
+        )
         inbox = root / STATE / "updates"
+        assert not list(inbox.glob("*.request"))
+        assert central.command(op="stop")["ok"] is True
         deadline = time.monotonic() + 60
         while not (inbox / f"{update_id}.request").exists():
             assert time.monotonic() < deadline, f"no request handed over: {sorted(os.listdir(inbox))}"
             time.sleep(0.1)
         again = central.command(op="update", url=world.bundle_url, sha256=world.bundle_sha256)
         assert again["ok"] is False and again["code"] == "update_busy", again
+
+        # edge-recorder-update.path starts edge-recorder-update.service: root installs what was handed over (the
+        # box's own program, on the box's root, as tests/test_update.py runs it) while the recorder records on
+        installed = run(
+            root / TOP / "bin/python", "-I", "-m", "firmware.cli.main", "update", "--pending", "inbox", "--root", root
+        )
+        assert installed.returncode == 0, installed.stderr
+        assert layout(root)["links"]["current"] == "slots/0.2.0"
+        assert sorted(os.listdir(root / STATE / "updates")) == []
+        # the recorder sees the switch and, no recording being active, ends to be restarted into it
+        central.wait_event("the switch announced", is_update(update_id, "switched"), timeout=30)
+        assert daemon.process.wait(timeout=60) == RESTART_FOR_UPDATE
     finally:
         first_log = daemon.stop()
     assert "Traceback" not in first_log, first_log
+    assert "restarting into it" in first_log
 
-    # edge-recorder-update.path starts edge-recorder-update.service: root installs what was handed over (the
-    # box's own program, on the box's root, as tests/test_update.py runs it)
-    installed = run(root / TOP / "bin/python", "-I", "-m", "firmware.cli.main", "update", "--pending", "--root", root)
-    assert installed.returncode == 0, installed.stderr
-    assert layout(root)["links"]["current"] == "slots/0.2.0"
-    assert sorted(os.listdir(root / STATE / "updates")) == []
-
-    # the queued restart: the new version starts, says what happened, and confirms the update
+    # systemd's RestartForceExitStatus=: the new version starts and confirms the update
     daemon = Daemon(root)
     try:
         confirmed = central.wait_event("the update confirmed", is_update(update_id, "confirmed"), timeout=90)

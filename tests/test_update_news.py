@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -19,7 +20,7 @@ from hypothesis import given
 
 from firmware.update import history
 from firmware.update.history import Step
-from firmware.update.inbox import Request
+from firmware.update.inbox import Request, put
 from firmware.update.news import UpdateNews
 from firmware.update.slots import Layout
 from firmware.update.state import Confirmed
@@ -225,3 +226,149 @@ def test_every_reason_an_update_is_refused_for_has_an_exit_status():
     from firmware.update import Reason
 
     assert set(EXIT) == set(Reason)
+
+
+# -- the MQTT update command's checks, before anything is downloaded ------------------------------------
+
+
+def remote_on(box: Layout, daemon: Daemon, active: bool = False):
+    from firmware.update.remote import RemoteUpdates
+
+    return RemoteUpdates(
+        box.on_box("/var/lib/edge-recorder/updates"), daemon.news, active=lambda: active, keep_free=0, running="0.1.0"
+    )
+
+
+COMMAND = {"url": "https://127.0.0.1:9/edge-recorder-0.2.0-x86_64.tar", "sha256": "ab" * 32}
+
+
+def refusal(remote, **fields) -> tuple[str, str]:
+    from firmware.control import UpdateError
+
+    try:
+        remote.start({**COMMAND, **fields}, "r-1")
+    except UpdateError as exc:
+        return exc.code, str(exc)
+    finally:
+        remote.stop()
+    raise AssertionError("the update was accepted")
+
+
+def test_an_update_is_refused_while_recordings_are_active_unless_it_may_wait(tmp_path):
+    box = make_box(tmp_path)
+    daemon = Daemon(box)
+    code, message = refusal(remote_on(box, daemon, active=True))
+    assert code == "recording_active" and '"wait_for_idle": true' in message
+    remote = remote_on(box, daemon, active=True)
+    answer = remote.start({**COMMAND, "wait_for_idle": True}, "r-2")
+    remote.stop()
+    assert answer["wait_for_idle"] is True and answer["name"] == "edge-recorder-0.2.0-x86_64.tar"
+
+
+def test_an_update_is_refused_while_root_installs_one_or_the_last_is_not_confirmed(tmp_path):
+    box = make_box(tmp_path)
+    daemon = Daemon(box)
+    with box.locked():  # root installs one (edge-recorder update holds the lock on /opt/edge-recorder)
+        assert refusal(remote_on(box, daemon))[0] == "update_busy"
+    switched(box)
+    assert refusal(remote_on(box, daemon))[0] == "update_unconfirmed"
+
+
+def test_a_request_root_never_took_is_forgotten_and_said_so(tmp_path):
+    """Without edge-recorder-update.path a request would wait forever and refuse every later update."""
+    box = make_box(tmp_path)
+    daemon = Daemon(box)
+    inbox = box.on_box("/var/lib/edge-recorder/updates")
+    inbox.mkdir()
+    fresh = put(inbox, Request(B, "edge-recorder-0.2.0-x86_64.tar"))
+    assert refusal(remote_on(box, daemon))[0] == "update_busy"
+    stale = time.time() - 16 * 60
+    os.utime(fresh, (stale, stale))
+    remote = remote_on(box, daemon)
+    remote.start(COMMAND, "r-3")
+    remote.stop()
+    assert not fresh.exists()
+    daemon.look()
+    said = [s for s in daemon.said if s["id"] == B]
+    assert [s["stage"] for s in said] == ["refused"]
+    assert "edge-recorder-update.path is not running" in said[0]["message"]
+
+
+def test_fields_the_update_command_does_not_take_are_refused_by_name(tmp_path):
+    box = make_box(tmp_path)
+    remote = remote_on(box, Daemon(box))
+    for fields, words in (
+        ({"url": "http://example.com/b.tar"}, "https://"),
+        ({"sha256": "xyz"}, "sha256"),
+        ({"wait_for_idle": "yes"}, "wait_for_idle must be true or false"),
+    ):
+        try:
+            remote.start({**COMMAND, **fields}, "r")
+        except ValueError as exc:
+            assert words in str(exc), (fields, exc)
+        else:
+            raise AssertionError(f"{fields} accepted")
+
+
+def test_a_long_history_is_never_announced_twice(tmp_path):
+    box = make_box(tmp_path)
+    for i in range(250):
+        history.record(box, Step(f"{i:032x}", "refused", message="x" * 280, reason="signature"))
+    daemon = Daemon(box)
+    daemon.look()
+    history.record(box, Step(C, "refused", message="one more", reason="signature"))
+    assert daemon.look() == [(C, "refused")]
+    assert Daemon(box).look() == []  # a restart
+    announced = box.on_box("/var/lib/edge-recorder/update-announced").read_text().splitlines()
+    assert len(announced) <= len(history.read(box))
+
+
+def test_a_separator_in_a_message_does_not_split_its_line():
+    step = Step(A, "refused", message="one\u2028two\u2029three\x85four", request_id="r\u2028")
+    assert Step.from_json(step.to_json()) == step
+    assert len(step.to_json().encode().split(b"\n")) == 1 and step.to_json().isascii()
+
+
+def test_an_id_with_a_newline_is_not_an_id():
+    assert Step.from_json(json.dumps({"id": A + "\n", "stage": "verified"})) is None
+    for bad in (A + "\n", A.upper()):
+        try:
+            Request.parse(json.dumps({"id": bad, "name": "b.tar"}).encode())
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} taken as an id")
+    for bad in ("b.tar\n", "\u2028.tar"):
+        try:
+            Request.parse(json.dumps({"id": A, "name": bad}).encode())
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} taken as a name")
+    try:
+        Request.parse(json.dumps({"id": A, "name": "b.tar", "request_id": "\ud800"}).encode())
+    except ValueError as exc:
+        assert "request_id" in str(exc)
+    else:
+        raise AssertionError("a lone surrogate taken as a request id")
+
+
+def test_a_download_root_took_further_is_no_longer_the_last_step(tmp_path):
+    box = make_box(tmp_path)
+    daemon = Daemon(box)
+    daemon.look()
+    daemon.news.say(Step(A, "downloading", from_version="0.1.0", via="mqtt", message="3.0 of 9.0 MB"))
+    daemon.look()
+    assert daemon.news.snapshot()["last"]["stage"] == "downloading"
+    history.record(box, Step(A, "refused", "0.2.0", "0.1.0", "mqtt", "not signed by the box's key", "signature"))
+    daemon.look()
+    assert daemon.news.snapshot()["last"]["stage"] == "refused"
+
+
+def test_the_daemon_knows_when_another_slot_is_current(tmp_path):
+    box = make_box(tmp_path)
+    said: list = []
+    news = UpdateNews(box, box.on_box("/var/lib/edge-recorder/update-announced"), said.append, running_slot="0.1.0")
+    news.poll(now=10)
+    assert not news.outdated
+    switched(box)
+    news.poll(now=20)
+    assert news.outdated

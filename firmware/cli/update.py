@@ -12,23 +12,24 @@ not confirmed or switched back yet, or no slots to update, 77 (EX_NOPERM) not ro
 ``edge-recorder update --status`` says which version runs, which one is kept, and what became of
 the last update: confirmed, pending, or switched back and why (``firmware.update.state``).
 
-``edge-recorder update --pending`` is what ``edge-recorder-update.service`` runs as root: a bundle
-on the boot partition (``firmware.update.card``), then each request the daemon left in its inbox
-for an MQTT ``update`` command (``firmware.update.inbox``), each through the same ``update``. It
-exits 0 when there was nothing to do or everything was installed, else with the last refusal's code.
+``edge-recorder update --pending [card|inbox|all]`` is what the update units run as root: ``card``
+a bundle on the boot partition (``firmware.update.card``; edge-recorder-update-card.service, at
+boot), ``inbox`` each request the daemon left in its inbox for an MQTT ``update`` command
+(``firmware.update.inbox``; edge-recorder-update.service), each through the same ``update``. Neither
+restarts the recorder. It exits 0 when there was nothing to do or everything was installed, else
+with the last refusal's code.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import errno
 import sys
 from pathlib import Path
 
 from ..update import Reason, Refused, Stage, card, inbox
-from ..update.apply import SERVICE, update
-from ..update.history import VIA, Step, new_id, record
+from ..update.apply import SERVICE, check_room, setting, update
+from ..update.history import ID, VIA, Step, new_id, record
 from ..update.slots import Layout
 from ..update.state import status
 from . import exits
@@ -80,9 +81,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="install it even if it is not newer than the running version")
     p.add_argument(
         "--pending",
-        action="store_true",
-        help="install what waits: a bundle on the boot partition (edge-recorder-*.tar with its .minisig), then the "
-        "bundles the daemon downloaded for MQTT update commands (what edge-recorder-update.service runs)",
+        nargs="?",
+        const="all",
+        choices=("all", "card", "inbox"),
+        metavar="WHERE",
+        help="install what waits: card, a bundle on the boot partition (edge-recorder-*.tar with its .minisig; what "
+        "edge-recorder-update-card.service runs at boot); inbox, the bundles the daemon downloaded for MQTT update "
+        "commands (what edge-recorder-update.service runs); all (the default), both",
     )
     p.add_argument(
         "--via",
@@ -109,10 +114,10 @@ def run(args: argparse.Namespace) -> int:
             return exits.fail(exits.UNAVAILABLE, f"{Layout(args.root).top} has no current slot: nothing installed")
         print("\n".join(current.lines()))
         return exits.OK
-    if args.pending:
+    if args.pending is not None:
         if args.file is not None:
             return exits.fail(exits.USAGE, "--pending installs what waits on the box: give no FILE with it")
-        return pending(args.root)
+        return pending(args.root, args.pending)
     if args.file is None:
         return exits.fail(exits.USAGE, "give the bundle FILE to install, or --status")
 
@@ -128,33 +133,36 @@ def report(stage: Stage, text: str) -> None:
     print(f"edge-recorder update: {text}", file=sys.stderr, flush=True)
 
 
-#: How long an MQTT update told to wait for idle waits, after its switch, for recordings to end before the restart.
-IDLE_WAIT = 6 * 3600.0
-
-
-def pending(root: Path) -> int:
-    """Install a bundle from the boot partition, then each MQTT request in the inbox (``--pending``)."""
+def pending(root: Path, where: str) -> int:
+    """Install a bundle from the boot partition and/or each MQTT request in the inbox (``--pending WHERE``).
+    Neither restarts the recorder: at boot it starts after this, and a running one restarts into the new
+    version by itself once no recording is active (``firmware.update.news``)."""
     box = Layout(root)
     code = exits.OK
+    if where in ("all", "card"):
+        code = _card(box)
+    if where in ("all", "inbox"):
+        code = _inbox(box) or code
+    return code
+
+
+def _card(box: Layout) -> int:
     found = card.look([box.on_box(folder) for folder in card.BOOT])
     for bundle, why in found.skipped:
         report(Stage.CHECKING, f"{bundle}: not installed: {why}")
-    if found.take is not None:
-        code = _from_card(box, found.take)
-    incoming = box.top / "incoming"
-    for path in inbox.pending(box.on_box(inbox.INBOX)):
-        try:
-            code = _from_inbox(box, path, incoming) or code
-        finally:
-            inbox.discard(path)
-            inbox.clear(incoming)
-    return code
+    if found.take is None:
+        return exits.OK
+    try:
+        return _from_card(box, found.take)
+    except OSError as exc:  # a card that is full or read-only: said, and the inbox still gets its turn
+        report(Stage.CHECKING, f"{found.take}: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+        return exits.CANTCREAT
 
 
 def _from_card(box: Layout, bundle: Path) -> int:
     report(Stage.CHECKING, f"{bundle}: a bundle on the boot partition")
     try:
-        result = update(bundle, root=box.root, report=report, via="boot", restart="queue")
+        result = update(bundle, root=box.root, report=report, via="boot", restart="no")
     except Refused as refused:
         final = refused.reason not in (Reason.UNCONFIRMED, Reason.BUSY, Reason.NO_SPACE)
         card.refused(
@@ -180,36 +188,62 @@ def _from_card(box: Layout, bundle: Path) -> int:
     return exits.OK
 
 
-def _from_inbox(box: Layout, path: Path, incoming: Path) -> int:
+def _inbox(box: Layout) -> int:
     try:
-        request, bundle = inbox.admit(path, incoming)
+        opened = inbox.Inbox.open(box.on_box(inbox.INBOX))
     except inbox.Inadmissible as exc:
-        request = exc.request
         report(Stage.CHECKING, f"update refused: {exc}")
-        record(
-            box,
-            Step(
-                request.id if request else new_id(),
-                "refused",
-                via="mqtt",
-                message=str(exc),
-                reason=Reason.DAMAGED.value,
-                request_id=request.request_id if request else "",
-            ),
-        )
+        _refused(box, None, str(exc), Reason.DAMAGED)
         return exits.DATAERR
+    if opened is None:
+        return exits.OK
+    code = exits.OK
+    incoming = box.top / inbox.INCOMING
+    with opened, box.locked(wait=True):
+        inbox.clear(incoming)  # left by a run that was cut short
+        for name in opened.pending():
+            try:
+                code = _from_inbox(box, opened, name, incoming) or code
+            finally:
+                opened.discard(name)
+                inbox.clear(incoming)
+    return code
+
+
+def _from_inbox(box: Layout, opened: inbox.Inbox, name: str, incoming: Path) -> int:
+    size = opened.size_of(name)
+    try:
+        check_room(box, 3 * size, size)  # root's copy, then the update's own copy and the bundle's files
+        request, bundle = opened.admit(name, incoming)
+    except inbox.Inadmissible as exc:
+        report(Stage.CHECKING, f"update refused: {exc}")
+        _refused(box, exc.request, str(exc), Reason.DAMAGED, name)
+        return exits.DATAERR
+    except Refused as refused:
+        report(Stage.CHECKING, f"update refused: {refused.message}")
+        _refused(box, None, refused.message, refused.reason, name)
+        return EXIT[refused.reason]
+    except OSError as exc:
+        full = exc.errno == errno.ENOSPC
+        message = f"{name}: {exc.strerror or exc}: nothing was changed"
+        report(Stage.CHECKING, f"update refused: {message}")
+        _refused(box, None, message, Reason.NO_SPACE if full else Reason.INSTALL, name)
+        return exits.CANTCREAT
+    opened.discard(name)  # the copy is root's now
+    force = request.force and bool(setting(box, "update", "allow_downgrade"))
+    if request.force and not force:
+        report(Stage.CHECKING, "force is ignored: [update] allow_downgrade is not set in the box's config")
     report(Stage.CHECKING, f"{request.name}: an MQTT update command's bundle (update {request.id})")
     try:
         result = update(
             bundle,
             root=box.root,
-            force=request.force,
+            force=force,
             report=report,
             via="mqtt",
             update_id=request.id,
             request_id=request.request_id,
-            restart="queue",
-            before_restart=(lambda: _wait_for_idle(box)) if request.wait_for_idle else None,
+            restart="no",
         )
     except Refused as refused:
         report(Stage.CHECKING, f"update refused: {refused.message}")
@@ -218,24 +252,16 @@ def _from_inbox(box: Layout, path: Path, incoming: Path) -> int:
     return exits.OK
 
 
-def _wait_for_idle(box: Layout) -> None:
-    status_file = box.on_box("/run/edge-recorder/status.json")
-    if _recording(status_file):
-        report(Stage.SWITCHED, "waiting for the active recordings to end before the restart")
-        if not inbox.wait_until_idle(lambda: _recording(status_file), IDLE_WAIT):
-            report(Stage.SWITCHED, f"recordings still active after {IDLE_WAIT / 3600:g} h: restarting now")
-
-
-def _recording(status_file: Path) -> bool:
-    """Whether the running daemon's status file says a recording is active (read without following a link)."""
+def _refused(box: Layout, request: inbox.Request | None, message: str, reason: Reason, name: str = "") -> None:
+    """A request refused before ``update`` saw it, in the history under its id (the file's name's, when the
+    request could not be read)."""
+    stem = name.removesuffix(inbox.SUFFIX)
+    update_id = request.id if request else stem if ID.fullmatch(stem) else new_id()
+    step = Step(
+        update_id, "refused", via="mqtt", message=message, reason=reason.value,
+        request_id=request.request_id if request else "",
+    )  # fmt: skip
     try:
-        fd = os.open(status_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        document = json.loads(os.read(fd, 1 << 20))
-    except ValueError:
-        return False
-    finally:
-        os.close(fd)
-    return isinstance(document, dict) and document.get("phase") == "ready" and document.get("state") != "idle"
+        record(box, step)
+    except OSError as exc:
+        report(Stage.CHECKING, f"the update history was not written: {exc.strerror or exc}")

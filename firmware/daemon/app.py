@@ -53,6 +53,10 @@ from .system import boot_id, clock_synchronized
 
 log = logging.getLogger("edge-recorder.box")
 
+#: The daemon's exit status when it ends to restart into a version an update switched to while it ran
+#: (EX_TEMPFAIL: not a failure of its own; the unit's Restart=on-failure starts the new version).
+RESTART_FOR_UPDATE = 75
+
 __all__ = ["SILENCE_DBFS", "Box"]
 
 
@@ -135,7 +139,12 @@ class Box:
         # field updates (from a slot only): what they left on the box, as device.update events and in the
         # state; the MQTT update command's downloads into the daemon's inbox
         slot = running_slot()
-        self.news = UpdateNews(slot[0], self.spool_dir.parent / ANNOUNCED, self._announce_update) if slot else None
+        self.news = (
+            UpdateNews(slot[0], self.spool_dir.parent / ANNOUNCED, self._announce_update, running_slot=slot[1])
+            if slot
+            else None
+        )
+        self._restarting = False
         self.updates = (
             RemoteUpdates(
                 self.spool_dir.parent / "updates",
@@ -144,6 +153,7 @@ class Box:
                 keep_free=config.spool["min_free_mb"] << 20,
                 ca_file=config.update["ca_file"],
                 running=__version__,
+                allow_downgrade=config.update["allow_downgrade"],
             )
             if self.news is not None
             else None
@@ -296,7 +306,8 @@ class Box:
         ended = self.loop.run()
         if ended:
             self.loop.finish(EndReason.CALL_END)
-        return self._shutdown()
+        code = self._shutdown()
+        return RESTART_FOR_UPDATE if self._restarting else code
 
     def stop(self) -> None:
         """Ask the loop to finish active recordings (``shutdown``) and return."""
@@ -307,7 +318,8 @@ class Box:
         self.notifier.stopping()
         self.loop.finish(EndReason.SHUTDOWN)
         if self.updates is not None:
-            self.updates.stop()
+            self.updates.stop()  # a download under way ends (resumed by the next command for it)
+            self.news.flush()
         try:
             self.hw.close()
             if self.api is not None:
@@ -334,6 +346,11 @@ class Box:
             self.confirmation = None
         if self.news is not None:
             self.news.poll()
+            if self.news.outdated and not self.loop.active() and not self._restarting:
+                # The update switched while this version ran; systemd's Restart= starts the new one.
+                log.info("update: another version is current now: restarting into it, no recording being active")
+                self._restarting = True
+                self.loop.stop()
 
     # -- problems that last until fixed ------------------------------------------------------------
     def _problem(self, code: str, message: str) -> None:

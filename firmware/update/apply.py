@@ -137,6 +137,8 @@ class _Steps:
 
 
 def _update(box: Layout, running: Slot, path: Path, force: bool, say: Report, steps: _Steps) -> Result:
+    size = path.stat().st_size
+    check_room(box, 2 * size, size)  # the bundle's copy and its files; the venv's room is checked once it is known
     bundle = Bundle.open(path, box.update_key, box.staging / "bundle.tar")
     manifest = bundle.manifest
     steps.version = manifest.version
@@ -227,15 +229,46 @@ def _check_machine(manifest: Manifest, running: Slot, force: bool) -> None:
         )
 
 
-def _catalog_path(box: Layout) -> Path:
-    """Where the box keeps its catalog: its config's ``[catalog] path``, or the default."""
-    path = cfg.parse({}).catalog["path"]
+def setting(box: Layout, section: str, key: str) -> object:
+    """A setting of the box's config as its file says it (the default when it does not, or cannot be read:
+    the new version's config check says what is wrong with it)."""
+    value = getattr(cfg.parse({}), section)[key]
     try:
         with box.config.open("rb") as f:
-            path = tomllib.load(f).get("catalog", {}).get("path", path)
-    except (OSError, tomllib.TOMLDecodeError, AttributeError):
-        pass  # the new version's config check says what is wrong with it
-    return box.on_box(path)
+            table = tomllib.load(f).get(section, {})
+        return table.get(key, value) if isinstance(table, dict) else value
+    except (OSError, tomllib.TOMLDecodeError):
+        return value
+
+
+def _catalog_path(box: Layout) -> Path:
+    """Where the box keeps its catalog: its config's ``[catalog] path``, or the default."""
+    return box.on_box(str(setting(box, "catalog", "path")))
+
+
+#: Room kept beside the recordings' own ``[spool] min_free_mb`` when an update shares their file system.
+MARGIN = 64 << 20  # bytes
+
+
+def check_room(box: Layout, need: int, size: int) -> None:
+    """Room in /opt/edge-recorder for ``need`` bytes of an update whose bundle is ``size`` bytes; where /opt is on
+    the spool's file system (a Pi's card), the recordings' ``[spool] min_free_mb`` and ``MARGIN`` stay free."""
+    top = box.top if box.top.exists() else box.root
+    free = shutil.disk_usage(top).free
+    keep = 0
+    spool = box.on_box(str(setting(box, "spool", "directory")))
+    try:
+        if spool.stat().st_dev == top.stat().st_dev:
+            keep = (int(setting(box, "spool", "min_free_mb")) << 20) + MARGIN
+    except (OSError, ValueError, TypeError):
+        pass
+    if free - keep < need:
+        kept = f", keeping {_mb(keep)} for the recordings" if keep else ""
+        raise Refused(
+            Reason.NO_SPACE,
+            f"no space left for the update in /{box.top.relative_to(box.root)} ({_mb(free)} free{kept}, the bundle "
+            f"is {_mb(size)}): nothing was changed; free some space and try again",
+        )
 
 
 def _copy_catalog(catalog: Path, staging: Path, say: Report) -> Path | None:
@@ -429,15 +462,9 @@ def _recorded(box: Layout, catalog: Path, put_back: Path | None) -> list[str]:
     return args
 
 
-def _confirm_seconds(box: Layout) -> int:
+def _confirm_seconds(box: Layout) -> object:
     """``[update] confirm_seconds`` of the box's config (the new version checked the config already)."""
-    seconds = cfg.parse({}).update["confirm_seconds"]
-    try:
-        with box.config.open("rb") as f:
-            seconds = tomllib.load(f).get("update", {}).get("confirm_seconds", seconds)
-    except (OSError, tomllib.TOMLDecodeError, AttributeError):
-        pass
-    return seconds
+    return setting(box, "update", "confirm_seconds")
 
 
 def _switch(box: Layout, slot: Path, say: Report, recorded: list[str]) -> None:
@@ -473,6 +500,7 @@ SYSTEM_FILES = (
     "usr/lib/systemd/system/edge-recorder-rollback.service",
     "usr/lib/systemd/system/edge-recorder-update.service",
     "usr/lib/systemd/system/edge-recorder-update.path",
+    "usr/lib/systemd/system/edge-recorder-update-card.service",
     "usr/lib/edge-recorder/update-guard",
     "usr/share/mender/modules/v3/edge-recorder",
     "usr/lib/sysusers.d/edge-recorder.conf",

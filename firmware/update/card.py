@@ -10,8 +10,10 @@ file. What happened is left on the card, as provisioning does:
   and a card is small), and ``edge-recorder-update.txt`` says which version now runs and what it
   replaced;
 - refused: the bundle stays, with ``NAME.tar.error.txt`` beside it naming the reason. The same
-  file is not tried again at the next boot (the note is newer than it); replacing it is. A
-  refusal that may pass later (the last update not confirmed yet, no space) is tried again.
+  bundle is not tried again at the next boot: the note names it by its size and its signature's
+  sha256 (``identity``; file times are no help: a box without a network boots with its clock
+  behind, and FAT keeps the local time of whichever computer wrote the file). A new bundle is
+  tried; so is one whose refusal may pass later (the last update not confirmed yet, no space).
 
 One bundle per boot: with several on the card, the newest file is taken and the others are left
 with a note. Either way the outcome is also in the box's update history, which the daemon
@@ -20,11 +22,15 @@ reports as ``device.update`` events once it runs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 PATTERN = "edge-recorder-*.tar"
+IDENTITY = "refused bundle: "
+MAX_NOTE = 64 * 1024
+MAX_SIGNATURE = 16 * 1024
 RESULT = "edge-recorder-update.txt"
 BOOT = (Path("/boot/firmware"), Path("/boot"))
 
@@ -58,12 +64,25 @@ def look(boot_dirs: list[Path]) -> Found:
     return Found(None, [])
 
 
-def _refused_already(bundle: Path) -> bool:
-    note = error_note(bundle)
+def identity(bundle: Path) -> str:
+    """What a refusal note names a bundle by: its size and its signature's sha256 ("" when either is missing)."""
     try:
-        return note.stat().st_mtime >= bundle.stat().st_mtime
+        size = bundle.stat().st_size
+        with bundle.with_name(bundle.name + ".minisig").open("rb") as f:
+            signature = hashlib.sha256(f.read(MAX_SIGNATURE + 1)).hexdigest()
+    except OSError:
+        return ""
+    return f"{size} bytes, signature sha256 {signature}"
+
+
+def _refused_already(bundle: Path) -> bool:
+    try:
+        with error_note(bundle).open("rb") as f:
+            note = f.read(MAX_NOTE).decode("utf-8", errors="replace")
     except OSError:
         return False
+    given = identity(bundle)
+    return bool(given) and f"{IDENTITY}{given}" in note.splitlines()
 
 
 def installed(bundle: Path, text: str) -> None:
@@ -74,19 +93,24 @@ def installed(bundle: Path, text: str) -> None:
 
 
 def refused(bundle: Path, text: str, *, final: bool = True) -> None:
-    """The bundle was refused: the note beside it says why. A refusal that is not ``final`` (the last update
-    not confirmed yet, no space) is tried again at the next boot: its note is dated before the bundle."""
-    note = error_note(bundle)
-    _write(note, text)
-    if not final:
-        kept = bundle.stat()
-        os.utime(note, ns=(kept.st_atime_ns, kept.st_mtime_ns - 4_000_000_000))  # FAT keeps times to 2 s
+    """The bundle was refused: the note beside it says why. A ``final`` refusal names the bundle, so that the same
+    one is not tried again; any other is tried again at the next boot."""
+    given = identity(bundle) if final else ""
+    _write(error_note(bundle), text + (f"\n{IDENTITY}{given}" if given else ""))
 
 
 def _write(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", encoding="utf-8", newline="\r\n") as f:  # read on Windows machines too
-        f.write(text.rstrip("\n") + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    """``text`` into ``path`` by way of a new file (never through a link: a boot partition that is not FAT could
+    hold one), synced, then renamed over it."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\r\n") as f:  # read on Windows machines too
+            f.write(text.rstrip("\n") + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

@@ -68,7 +68,8 @@ class Step:
     request_id: str = ""  # the MQTT command's request_id
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v != ""}, ensure_ascii=False)
+        # ASCII: a line or paragraph separator in a message must not split the line for any reader
+        return json.dumps({k: v for k, v in asdict(self).items() if v != ""})
 
     @classmethod
     def from_json(cls, line: str) -> Step | None:
@@ -87,7 +88,11 @@ class Step:
             value = json.loads(line)
         except ValueError:
             return None
-        if not isinstance(value, dict) or value.get("stage") not in STAGES or not ID.match(str(value.get("id", ""))):
+        if (
+            not isinstance(value, dict)
+            or value.get("stage") not in STAGES
+            or not ID.fullmatch(str(value.get("id", "")))
+        ):
             return None
         known = {name: value[name] for name in cls.__dataclass_fields__ if name in value}
         if not all(isinstance(v, str) for v in known.values()):
@@ -114,11 +119,12 @@ def record(box: Layout, step: Step) -> None:
 
 
 def _cut(path: Path) -> None:
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    lines = path.read_bytes().split(b"\n")
+    lines = [line + b"\n" for line in lines if line]
     if len(lines) <= KEEP * 2:
         return
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text("".join(lines[-KEEP:]), encoding="utf-8")
+    partial.write_bytes(b"".join(lines[-KEEP:]))
     partial.chmod(0o644)
     os.replace(partial, path)
 
@@ -130,7 +136,7 @@ def read(box: Layout) -> list[Step]:
             data = f.read(KEEP * 4 * MAX_LINE)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    steps = (Step.from_json(line) for line in data.decode("utf-8", errors="replace").splitlines())
+    steps = (Step.from_json(line.decode("utf-8", errors="replace")) for line in data.split(b"\n"))
     return [step for step in steps if step is not None]
 
 

@@ -9,22 +9,22 @@ them last, by a rename: ``ID.request``, a small JSON object (``Request``). syste
 (``edge-recorder-update.path``) and starts ``edge-recorder-update.service`` as root, which runs
 ``edge-recorder update --pending``: each request is read (at most ``MAX_REQUEST`` bytes, strict
 JSON), its bundle and signature are opened without following links, as regular files only, and
-copied into root's own folder (``admit``); then ``apply.update`` checks them as any bundle, the
-signature against the box's own key. The request and its files leave the inbox whatever the
-outcome, which is in the box's update history (``history.py``), under the request's id.
+copied into root's own folder, ``/opt/edge-recorder/incoming`` (``admit``), and the request and
+its files leave the inbox; then ``apply.update`` checks the copy as any bundle, the signature
+against the box's own key. The outcome is in the box's update history (``history.py``), under the
+request's id; while ``incoming`` is there, the daemon takes no other update.
 
 The same unit takes a bundle dropped on the boot partition (``card.py``) at boot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import stat
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from .history import ID
 
 INBOX = Path("/var/lib/edge-recorder/updates")
 SUFFIX = ".request"
+INCOMING = "incoming"  # root's copy of a bundle being installed, in /opt/edge-recorder
 MAX_REQUEST = 4096
 #: Larger than any bundle: a release with every wheel for one machine is a few tens of MB.
 MAX_BUNDLE = 1 << 30
@@ -79,17 +80,17 @@ class Request:
         if unknown:
             raise ValueError(f"unknown field {unknown[0]!r}")
         rid, name = value.get("id"), value.get("name")
-        if not isinstance(rid, str) or not ID.match(rid):
+        if not isinstance(rid, str) or not ID.fullmatch(rid):
             raise ValueError("id: not an update id (32 hex digits)")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError("name: not a bundle's file name (NAME.tar)")
         flags = {k: value.get(k, False) for k in ("force", "wait_for_idle")}
         for key, flag in flags.items():
             if not isinstance(flag, bool):
                 raise ValueError(f"{key}: not true or false")
         request_id = value.get("request_id", "")
-        if not isinstance(request_id, str) or len(request_id) > 128:
-            raise ValueError("request_id: not a string of at most 128 characters")
+        if not isinstance(request_id, str) or len(request_id) > 128 or not _printable(request_id):
+            raise ValueError("request_id: not a string of at most 128 printable characters")
         return cls(rid, name, request_id=request_id, **flags)
 
 
@@ -102,7 +103,16 @@ def bundle_name(url_path: str) -> str:
     'bundle.tar'
     """
     name = url_path.rstrip("/").rpartition("/")[2]
-    return name if _NAME.match(name) else "bundle.tar"
+    return name if _NAME.fullmatch(name) else "bundle.tar"
+
+
+def _printable(text: str) -> bool:
+    """No control characters, no line or paragraph separators, nothing that is not UTF-8 (a lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return text.isprintable()
 
 
 # -- the daemon's side ----------------------------------------------------------------------------
@@ -126,22 +136,6 @@ def put(inbox: Path, request: Request) -> Path:
 # -- root's side ----------------------------------------------------------------------------------
 
 
-def pending(inbox: Path) -> list[Path]:
-    """The requests waiting in ``inbox``, oldest first."""
-    try:
-        found = [p for p in inbox.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith(".")]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-    def age(path: Path) -> float:
-        try:
-            return path.lstat().st_mtime
-        except OSError:
-            return 0.0
-
-    return sorted(found, key=age)
-
-
 class Inadmissible(Exception):
     """A request that cannot be taken: what is wrong, in one line; ``request`` when it could be read."""
 
@@ -150,85 +144,149 @@ class Inadmissible(Exception):
         self.request = request
 
 
-def admit(path: Path, into: Path) -> tuple[Request, Path]:
-    """Read the request at ``path`` and copy its bundle and signature into ``into`` (root's folder) as
-    ``NAME`` and ``NAME.minisig``; what it names is opened without following links, as a regular file only.
+class Inbox:
+    """The daemon's inbox as root reads it: the folder opened once, without following a link to it, and every
+    name in it opened, copied and removed relative to that (``dir_fd``), never through a path the daemon's
+    user could bend while root walks it.
+
+    ``Inbox.open`` returns None when there is no inbox (nothing was ever handed over).
     """
-    data = _read(path, MAX_REQUEST)
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd = fd
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Inbox | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # ENOTDIR or ELOOP: a link, or a file, where the inbox should be
+            raise Inadmissible(f"{path} is not a folder ({exc.strerror or exc}): a link is never followed") from None
+        return cls(fd, path)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> Inbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pending(self) -> list[str]:
+        """The names of the requests waiting, oldest first."""
+        found = []
+        for name in os.listdir(self.fd):
+            if name.endswith(SUFFIX) and not name.startswith("."):
+                try:
+                    found.append((os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mtime, name))
+                except OSError:
+                    continue
+        return [name for _, name in sorted(found)]
+
+    def admit(self, name: str, into: Path) -> tuple[Request, Path]:
+        """Read the request ``name`` and copy its bundle and signature into ``into`` (root's folder) as ``NAME``
+        and ``NAME.minisig``: each opened without following links, as a plain file that takes the room it says.
+        """
+        data = self._read(name, MAX_REQUEST)
+        try:
+            request = Request.parse(data)
+        except ValueError as exc:
+            raise Inadmissible(f"{name}: not an update request: {exc}") from None
+        if name != f"{request.id}{SUFFIX}":
+            raise Inadmissible(f"{name}: the request names another update ({request.id})", request)
+        into.mkdir(mode=0o700, exist_ok=True)
+        bundle = into / request.name
+        try:
+            self._copy(request.bundle, bundle, MAX_BUNDLE)
+            self._copy(f"{request.bundle}.minisig", into / f"{request.name}.minisig", MAX_SIGNATURE)
+        except Inadmissible as exc:
+            raise Inadmissible(str(exc), request) from None
+        return request, bundle
+
+    def size_of(self, name: str) -> int:
+        """The size of the bundle a request ``name`` hands over (0 when it is not there)."""
+        stem = name.removesuffix(SUFFIX)
+        try:
+            return os.stat(f"{stem}.tar", dir_fd=self.fd, follow_symlinks=False).st_size
+        except OSError:
+            return 0
+
+    def discard(self, name: str) -> None:
+        """Remove a request and what it names (names only: a link is removed, never followed; a folder the
+        daemon's user put there is removed too, or the path unit would start the updater forever)."""
+        names = [name]
+        stem = name.removesuffix(SUFFIX)
+        if ID.fullmatch(stem):
+            names += [f"{stem}.tar", f"{stem}.tar.minisig"]
+        for each in names:
+            try:
+                os.unlink(each, dir_fd=self.fd)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                shutil.rmtree(each, dir_fd=self.fd, ignore_errors=True)
+            except OSError:
+                pass
+
+    def _open(self, name: str) -> int:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=self.fd)
+        except FileNotFoundError:
+            raise Inadmissible(f"{name} is not in the inbox") from None
+        except OSError as exc:
+            raise Inadmissible(f"{name} cannot be opened ({exc.strerror or exc}): a link is never followed") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise Inadmissible(f"{name} is not a regular file")
+        if st.st_blocks * 512 + (1 << 20) < st.st_size:
+            os.close(fd)
+            raise Inadmissible(f"{name} is sparse: not a file that was downloaded")
+        return fd
+
+    def _read(self, name: str, limit: int) -> bytes:
+        fd = self._open(name)
+        try:
+            data = os.read(fd, limit + 1)
+        finally:
+            os.close(fd)
+        if len(data) > limit:
+            raise Inadmissible(f"{name}: over {limit} bytes")
+        return data
+
+    def _copy(self, name: str, to: Path, limit: int) -> None:
+        fd = self._open(name)
+        try:
+            if os.fstat(fd).st_size > limit:
+                raise Inadmissible(f"{name}: over {limit >> 20} MB, larger than any bundle")
+            with os.fdopen(os.dup(fd), "rb") as src, to.open("wb") as out:
+                copied = 0
+                while chunk := src.read(1 << 20):
+                    copied += len(chunk)
+                    if copied > limit:
+                        raise Inadmissible(f"{name}: grew past {limit >> 20} MB while it was copied")
+                    out.write(chunk)
+        finally:
+            os.close(fd)
+
+
+def pending(inbox: Path) -> list[Path]:
+    """The requests waiting in ``inbox``, oldest first, as the daemon sees its own folder."""
     try:
-        request = Request.parse(data)
-    except ValueError as exc:
-        raise Inadmissible(f"{path.name}: not an update request: {exc}") from None
-    if path.name != f"{request.id}{SUFFIX}":
-        raise Inadmissible(f"{path.name}: the request names another update ({request.id})", request)
-    into.mkdir(mode=0o700, exist_ok=True)
-    bundle = into / request.name
-    try:
-        _copy(path.parent / request.bundle, bundle, MAX_BUNDLE)
-        _copy(path.parent / f"{request.bundle}.minisig", into / f"{request.name}.minisig", MAX_SIGNATURE)
-    except Inadmissible as exc:
-        raise Inadmissible(str(exc), request) from None
-    return request, bundle
+        with Inbox.open(inbox) or contextlib.nullcontext() as opened:
+            return [inbox / name for name in opened.pending()] if opened is not None else []
+    except Inadmissible:
+        return []
 
 
 def discard(path: Path) -> None:
-    """Remove a request and what it names from the inbox (names only: a link is removed, never followed)."""
-    names = [path.name]
-    stem = path.name.removesuffix(SUFFIX)
-    if ID.match(stem):
-        names += [f"{stem}.tar", f"{stem}.tar.minisig"]
-    for name in names:
-        (path.parent / name).unlink(missing_ok=True)
-
-
-def wait_until_idle(active: Callable[[], bool], timeout: float, poll: float = 2.0) -> bool:
-    """Wait while ``active()`` (recordings are active); True once idle, False when ``timeout`` ran out."""
-    end = time.monotonic() + timeout
-    while active():
-        if time.monotonic() >= end:
-            return False
-        time.sleep(poll)
-    return True
-
-
-def _open(path: Path) -> int:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise Inadmissible(f"{path.name} is not in the inbox") from None
-    except OSError as exc:
-        raise Inadmissible(f"{path.name} cannot be opened ({exc.strerror or exc}): a link is never followed") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise Inadmissible(f"{path.name} is not a regular file")
-    return fd
-
-
-def _read(path: Path, limit: int) -> bytes:
-    fd = _open(path)
-    try:
-        data = os.read(fd, limit + 1)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise Inadmissible(f"{path.name}: over {limit} bytes")
-    return data
-
-
-def _copy(source: Path, to: Path, limit: int) -> None:
-    fd = _open(source)
-    try:
-        if os.fstat(fd).st_size > limit:
-            raise Inadmissible(f"{source.name}: over {limit >> 20} MB, larger than any bundle")
-        with os.fdopen(os.dup(fd), "rb") as src, to.open("wb") as out:
-            copied = 0
-            while chunk := src.read(1 << 20):
-                copied += len(chunk)
-                if copied > limit:
-                    raise Inadmissible(f"{source.name}: grew past {limit >> 20} MB while it was copied")
-                out.write(chunk)
-    finally:
-        os.close(fd)
+    """Remove a request and what it names, as the daemon removes them from its own folder."""
+    with contextlib.suppress(Inadmissible), Inbox.open(path.parent) or contextlib.nullcontext() as opened:
+        if opened is not None:
+            opened.discard(path.name)
 
 
 def clear(folder: Path) -> None:

@@ -13,7 +13,7 @@ then every ``LOOK_SECONDS``:
   has no history; it is announced from the state file alone (``via`` ``install.sh``).
 
 Each step is announced once: the keys ``ID:stage`` of what was announced are kept in the daemon's
-state directory (``update-announced``, the last ``KEEP`` of them), so a restart repeats nothing and a
+state directory (``update-announced``, those the history still holds), so a restart repeats nothing and a
 step that happened while the daemon was down (a bundle installed from the boot partition at boot, a
 rollback) is announced when it is back. A box that has never kept the file announces only its
 latest update. ``downloading`` is said by the daemon itself (``remote.py``), through ``say``.
@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +39,6 @@ from .state import WHY, Phase, Status, status
 log = logging.getLogger("edge-recorder.update")
 
 ANNOUNCED = "update-announced"
-KEEP = 200
 LOOK_SECONDS = 2.0
 
 Announce = Callable[[dict[str, Any]], None]
@@ -46,8 +47,12 @@ Announce = Callable[[dict[str, Any]], None]
 class UpdateNews:
     """Turns what updates left on ``box`` into ``device.update`` events for ``announce`` (each once)."""
 
-    def __init__(self, box: Layout, announced: Path, announce: Announce) -> None:
+    def __init__(self, box: Layout, announced: Path, announce: Announce, running_slot: str | None = None) -> None:
         self.box = box
+        self.running_slot = running_slot
+        #: ``current`` names another slot than the one this daemon runs from: an update (or a rollback, or an
+        #: install by hand) switched while it ran. The daemon restarts into it once no recording is active.
+        self.outdated = False
         self.announced_path = announced
         self.announce = announce
         self._seen: list[str] | None = None  # None: the file was never kept on this box
@@ -56,6 +61,8 @@ class UpdateNews:
         self._status: Status | None = None
         self._last: Step | None = None
         self._live: Step | None = None  # a download in progress, said by the daemon
+        self._said: deque[dict[str, Any]] = deque()  # said from another thread, announced from the loop
+        self._lock = threading.Lock()
 
     # -- what the state snapshot shows -----------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -75,15 +82,27 @@ class UpdateNews:
 
     # -- the daemon's own steps -------------------------------------------------------------------
     def say(self, step: Step, **extra: Any) -> None:
-        """A step the daemon itself takes (downloading; a refusal before root saw the request)."""
-        self._live = step if step.stage == "downloading" else None
-        if step.stage != "downloading":
-            self._last = step
-        self.announce(_public(step) | extra)
+        """A step the daemon itself takes (downloading; a download that failed), from any thread: it is
+        announced at the next ``poll`` or ``flush``, from the loop."""
+        with self._lock:
+            self._live = step if step.stage == "downloading" else None
+            if step.stage != "downloading":
+                self._last = step
+            self._said.append(_public(step) | extra)
+
+    def flush(self) -> None:
+        """Announce what was said since the last poll (the daemon's last word before it stops, too)."""
+        while True:
+            with self._lock:
+                if not self._said:
+                    return
+                said = self._said.popleft()
+            self.announce(said)
 
     # -- looking ------------------------------------------------------------------------------------
     def poll(self, now: float | None = None) -> None:
         """Announce what is new (at most once every ``LOOK_SECONDS``; cheap when nothing changed)."""
+        self.flush()
         now = time.monotonic() if now is None else now
         if now - self._looked < LOOK_SECONDS:
             return
@@ -110,6 +129,11 @@ class UpdateNews:
         steps += _from_switch(current, steps)
         if steps:
             self._last = steps[-1]
+        with self._lock:
+            if self._live is not None and any(s.id == self._live.id for s in steps):
+                self._live = None  # root has taken it further
+        running = current.running.name if current.running is not None else None
+        self.outdated = bool(self.running_slot and running and running != self.running_slot)
         seen = self._load()
         first_time = seen is None
         if first_time:  # only the latest update is news on a box that never kept what it announced
@@ -120,7 +144,10 @@ class UpdateNews:
             self.announce(_public(step))
             seen.append(_key(step))
         if fresh or first_time:
-            self._save(seen)
+            # only what the history still holds: the list is as long as the history, and nothing it holds is
+            # ever forgotten (and said again)
+            kept = {_key(s) for s in steps}
+            self._save([key for key in seen if key in kept])
 
     # -- what was announced -------------------------------------------------------------------------
     def _load(self) -> list[str] | None:
@@ -130,11 +157,11 @@ class UpdateNews:
             text = self.announced_path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return None
-        self._seen = [line for line in text.splitlines() if line and len(line) < 80]
+        self._seen = [line for line in text.split("\n") if line and len(line) < 80][: history.KEEP * 4 * 3]
         return self._seen
 
     def _save(self, seen: list[str]) -> None:
-        self._seen = seen[-KEEP:]
+        self._seen = seen
         partial = self.announced_path.with_name(f".{self.announced_path.name}.partial")
         try:
             partial.write_text("".join(f"{key}\n" for key in self._seen), encoding="utf-8")

@@ -22,6 +22,7 @@ A download that fails is announced here as ``refused``, with the reason.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..control import UpdateError
-from . import Refused, inbox, signing
+from . import Reason, Refused, history, inbox, signing
 from .download import DownloadRequest, download_release, parse_request, room_on, shown_url
 from .history import Step, new_id
 from .news import UpdateNews
@@ -38,6 +39,12 @@ from .state import status
 
 log = logging.getLogger("edge-recorder.update")
 
+#: A request root has not taken after this long is forgotten (the path unit does not run).
+STALE_SECONDS = 15 * 60
+#: A download that takes longer is stopped (a server trickling bytes would hold every later update off).
+DOWNLOAD_SECONDS = 60 * 60
+#: Room kept beside the recordings' own [spool] min_free_mb.
+MARGIN = 64 << 20
 EVERY_FRACTION = 0.10
 EVERY_SECONDS = 30.0
 IDLE_POLL = 1.0
@@ -56,16 +63,21 @@ class RemoteUpdates:
         keep_free: int,
         ca_file: str | None = None,
         running: str = "",
+        allow_downgrade: bool = False,
     ) -> None:
         self.folder = folder
         self.news = news
         self.active = active
-        self.room = room_on(folder.parent, keep_free)
+        self.keep_free = keep_free + MARGIN
+        self.room = room_on(folder.parent, self.keep_free)
         self.ca_file = ca_file or None
         self.running = running
+        self.allow_downgrade = allow_downgrade
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._handed: dict[str, float] = {}  # requests this process handed over: when (monotonic)
+        self._stopping = False
 
     def start(self, fields: Mapping[str, Any], request_id: str) -> dict[str, Any]:
         wanted = parse_request(fields)
@@ -73,6 +85,12 @@ class RemoteUpdates:
         for name, value in flags.items():
             if not isinstance(value, bool):
                 raise ValueError(f"update: {name} must be true or false")
+        if flags["force"] and not self.allow_downgrade:
+            raise UpdateError(
+                "force (a release not newer than the running one) is not taken over MQTT unless the box's config "
+                "says [update] allow_downgrade = true: going back brings back what later releases fixed",
+                code="downgrade_not_allowed",
+            )
         with self._lock:
             self._check_free(flags["wait_for_idle"])
             request = inbox.Request(
@@ -96,6 +114,7 @@ class RemoteUpdates:
 
     def stop(self, timeout: float = 5.0) -> None:
         """End a download under way (its .part stays for the next command for the same bundle)."""
+        self._stopping = True
         self._stop.set()
         thread = self._thread
         if thread is not None:
@@ -103,13 +122,13 @@ class RemoteUpdates:
 
     # -- checks ---------------------------------------------------------------------------------------
     def _check_free(self, wait_for_idle: bool) -> None:
+        if self._thread is not None:
+            self._thread.join(0.5)  # one that has just said its last word
         if self._thread is not None and self._thread.is_alive():
             raise UpdateError("an update is being downloaded already: one at a time", code="update_busy")
-        if inbox.pending(self.folder):
-            raise UpdateError(
-                "an update is being installed already (handed over, not taken yet): one at a time",
-                code="update_busy",
-            )
+        self._forget_stale_requests()
+        if inbox.pending(self.folder) or self.news.box.busy():
+            raise UpdateError("an update is being installed already: one at a time", code="update_busy")
         last = status(self.news.box)
         if last.pending and last.state is not None:
             raise UpdateError(
@@ -126,6 +145,9 @@ class RemoteUpdates:
 
     # -- the download ----------------------------------------------------------------------------------
     def _run(self, wanted: DownloadRequest, request: inbox.Request) -> None:
+        deadline = threading.Timer(DOWNLOAD_SECONDS, self._stop.set)
+        deadline.daemon = True
+        deadline.start()
         try:
             self.folder.mkdir(mode=0o750, exist_ok=True)
             self._forget_other_downloads(wanted.sha256)
@@ -139,20 +161,32 @@ class RemoteUpdates:
                 progress=_Every(lambda done, total: self._say_downloading(request, done, total)),
                 stop=self._stop,
             )
+            deadline.cancel()
+            self._check_room_to_install(download)
             signing.signature_path(download).rename(self.folder / f"{request.bundle}.minisig")
             download.rename(self.folder / request.bundle)
             if request.wait_for_idle and self.active():
                 self._step(request, "downloading", "downloaded; waiting for the active recordings to end")
                 while self.active():
                     if self._stop.wait(IDLE_POLL):
-                        self._discard(request)
-                        return
+                        raise Refused(
+                            Reason.CANCELLED,
+                            "the recorder stopped while the update waited for the recordings to end: send the "
+                            "command again",
+                        )
             inbox.put(self.folder, request)
+            self._handed[request.id] = time.monotonic()
             log.info("update %s: handed over to edge-recorder-update.service", request.id)
         except Refused as refused:
-            log.warning("update %s refused: %s", request.id, refused.message)
+            message = refused.message
+            if refused.reason is Reason.CANCELLED and not deadline.is_alive() and not self._stopping:
+                message = (
+                    f"the download took longer than {DOWNLOAD_SECONDS // 60} min and was stopped: the same command "
+                    "again resumes it"
+                )
+            log.warning("update %s refused: %s", request.id, message)
             self._discard(request)
-            self._step(request, "refused", refused.message, reason=refused.reason.value)
+            self._step(request, "refused", message, reason=refused.reason.value)
         except OSError as exc:
             log.error("update %s: the inbox %s: %s", request.id, self.folder, exc)
             self._discard(request)
@@ -160,6 +194,22 @@ class RemoteUpdates:
                        reason="install")  # fmt: skip
         except Exception:  # the daemon records on, whatever this thread meets
             log.exception("update %s: the download failed", request.id)
+        finally:
+            deadline.cancel()
+
+    def _check_room_to_install(self, download: Path) -> None:
+        """Root copies the bundle, copies it again while checking it and unpacks it: room for that too, beside what
+        the recordings keep, or the download goes and the room with it."""
+        size = download.stat().st_size
+        free = shutil.disk_usage(self.folder).free
+        if free - self.keep_free < 3 * size:
+            download.unlink(missing_ok=True)
+            signing.signature_path(download).unlink(missing_ok=True)
+            raise Refused(
+                Reason.NO_SPACE,
+                f"no room to install {size / 1e6:.0f} MB: it needs about {3 * size / 1e6:.0f} MB more beside what the "
+                f"recordings keep, and {max(free - self.keep_free, 0) / 1e6:.0f} MB are free",
+            )
 
     def _say_downloading(self, request: inbox.Request, done: int, total: int | None) -> None:
         shown = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
@@ -172,6 +222,28 @@ class RemoteUpdates:
             self.news.say(step, **extra)
         except Exception:  # the loop is stopping: the event is not sent, the log has it
             log.warning("update %s: %s (not announced: the recorder is stopping)", request.id, message)
+
+    def _forget_stale_requests(self) -> None:
+        """A request root never took (edge-recorder-update.path not running) must not block every later update.
+        How long it waited is measured on the monotonic clock for what this process handed over (a clock set at
+        boot moves the wall clock by years), by the file's time for what an earlier run left."""
+        for path in inbox.pending(self.folder):
+            stem = path.name.removesuffix(inbox.SUFFIX)
+            handed = self._handed.get(stem)
+            try:
+                waited = time.monotonic() - handed if handed is not None else time.time() - path.lstat().st_mtime
+            except OSError:
+                continue
+            if waited < STALE_SECONDS:
+                continue
+            log.error("update: %s was not taken in %d min: is edge-recorder-update.path enabled?", path, waited // 60)
+            inbox.discard(path)
+            if history.ID.fullmatch(stem):
+                message = (
+                    f"handed over but not installed within {STALE_SECONDS // 60} min: edge-recorder-update.path "
+                    "is not running on this box"
+                )
+                self.news.say(Step(stem, "refused", "", self.running, "mqtt", message, "install"))
 
     def _discard(self, request: inbox.Request) -> None:
         for name in (request.bundle, f"{request.bundle}.minisig"):

@@ -77,19 +77,46 @@ class Layout:
         return Slot(name, self.slots / name, version_in(self.slots / name))
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """One update at a time: a lock on /opt/edge-recorder itself, gone with the process."""
+    def locked(self, *, wait: bool = False) -> Iterator[None]:
+        """One update at a time: a lock on /opt/edge-recorder itself, gone with the process; refused as BUSY
+        while another holds it, or waited for (``wait``). Taken again by the process that holds it (the inbox's
+        run holds it around each update), it is the same lock."""
+        key = str(self.top)
+        if key in _HELD:
+            yield
+            return
         fd = os.open(self.top, os.O_RDONLY | os.O_DIRECTORY)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except OSError as exc:
                 if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
                     raise Refused(Reason.BUSY, f"another update of {self.top} is running") from None
                 raise
-            yield
+            _HELD.add(key)
+            try:
+                yield
+            finally:
+                _HELD.discard(key)
         finally:
             os.close(fd)
+
+    def busy(self) -> bool:
+        """Whether an update holds the lock now (any user may ask: the daemon, before it takes another)."""
+        try:
+            fd = os.open(self.top, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+
+_HELD: set[str] = set()  # the tops whose lock this process holds
 
 
 def version_in(slot: Path) -> str | None:
