@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(python3 python3-venv python3-dev gcc libasound2-dev libsndfile1 espeak-ng alsa-utils systemd mosquitto shellcheck mmdebstrap libcap2-bin ffmpeg minisign)
+PACKAGES=(python3 python3-venv python3-dev gcc libasound2-dev libsndfile1 espeak-ng alsa-utils systemd mosquitto shellcheck mmdebstrap libcap2-bin ffmpeg minisign mender-client mender-artifact)
 if [ "${1:-}" = smoke ]; then
   PACKAGES+=(qemu-user-static binfmt-support arch-test qemu-system-arm e2fsprogs dosfstools mtools)
 fi
@@ -21,6 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+  # mender-client enables and starts its daemon: the tests run mender standalone, with a data folder of their own.
+  if [[ " ${missing[*]} " == *" mender-client "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now mender-client.service >&2
+  fi
 fi
 
 PY=${PYTHON:-python3}

@@ -20,21 +20,25 @@
 # Every step can be repeated (an upgrade is the same command with a newer wheel):
 #  1. A new slot (never the current or the previous one): a virtual environment (python3 -m
 #     venv) with the wheel and its dependencies (pip; --wheelhouse DIR --no-index for an
-#     offline install), and a copy of this script and systemd/ to switch back to it later. pip
-#     byte-compiles it, as the units run with PYTHONDONTWRITEBYTECODE=1 on a read-only /opt.
+#     offline install), and a copy of this script and systemd/ (and mender/edge-recorder, when
+#     it is beside this script) to switch back to it later. pip byte-compiles it, as the units
+#     run with PYTHONDONTWRITEBYTECODE=1 on a read-only /opt.
 #     Slots that are neither current nor previous (an interrupted install) are removed first.
 #  2. The link /usr/local/bin/edge-recorder -> /opt/edge-recorder/bin/edge-recorder puts the
 #     command on PATH (a file already there that is not that link is left as it is, with a
 #     note). The units, sysusers.d and tmpfiles.d entries from systemd/ (beside this folder)
 #     into /usr/lib, and the update guard as /usr/lib/edge-recorder/update-guard (outside the
 #     slots: it switches back an update that does not prove itself, see systemd/update-guard),
-#     then systemd-sysusers and systemd-tmpfiles for them: user and group edge-recorder,
-#     /etc/edge-recorder root:edge-recorder 0750.
+#     and, when mender/edge-recorder is beside this script, the Mender Update Module as
+#     /usr/share/mender/modules/v3/edge-recorder (images/mender/README.md); then systemd-sysusers
+#     and systemd-tmpfiles for them: user and group edge-recorder, /etc/edge-recorder
+#     root:edge-recorder 0750.
 #  3. /etc/edge-recorder/config.toml from `edge-recorder config defaults` (0640), unless a
 #     config is already there: an upgrade never replaces the box's config. With
 #     --update-key FILE, the minisign public key that update bundles must be signed with, as
 #     /etc/edge-recorder/update.pub (replaced when given, kept otherwise).
-#  4. Enables edge-recorder.service and edge-recorder-provision.service (systemctl --root,
+#  4. Enables edge-recorder.service, edge-recorder-provision.service, edge-recorder-update-card.service
+#     and edge-recorder-update.path (the other ways in of an update: the boot partition, MQTT) (systemctl --root,
 #     which works offline: symlinks in /etc/systemd/system/multi-user.target.wants/).
 #  5. The switch: when a slot ran before, the update guard records the switch as pending
 #     (/opt/edge-recorder/update.state: until the new version confirms it, a crash loop, a failed
@@ -62,10 +66,11 @@ set -euo pipefail
 umask 022
 
 prefix=/opt/edge-recorder
-units=(edge-recorder.service edge-recorder-provision.service)
-# Started by edge-recorder.service's OnFailure= only: installed, never enabled.
-helper_units=(edge-recorder-rollback.service)
+units=(edge-recorder.service edge-recorder-provision.service edge-recorder-update-card.service edge-recorder-update.path)
+# Started by edge-recorder.service's OnFailure= and by edge-recorder-update.path only: installed, never enabled.
+helper_units=(edge-recorder-rollback.service edge-recorder-update.service)
 guard=/usr/lib/edge-recorder/update-guard
+mender_module=/usr/share/mender/modules/v3/edge-recorder # Mender looks there, and only there
 
 usage() {
   echo "usage:" >&2
@@ -265,6 +270,9 @@ if [ -z "$switch" ]; then
   install -D -m 0755 "$here/install.sh" "$slot/images/install.sh"
   install -d -m 0755 "$slot/systemd"
   find "$systemd_dir" -maxdepth 1 -type f -exec install -m 0644 {} "$slot/systemd/" \;
+  if [ -f "$here/mender/edge-recorder" ]; then
+    install -D -m 0755 "$here/mender/edge-recorder" "$slot/images/mender/edge-recorder"
+  fi
   if [ "$prepare" = 1 ]; then
     [ -z "$r" ] || move_in_place "$slot"
     prepared=1
@@ -293,12 +301,23 @@ else
   ln -s "$prefix/bin/edge-recorder" "$command_link"
 fi
 
+# Each file whole or not at all: written beside the old one, synced, then renamed over it. install(1)
+# alone truncates the old file in place, and a power cut before the data reaches the card leaves an
+# empty unit, which systemd takes as masked: a box that no longer starts.
+put() { # MODE SOURCE TARGET
+  install -D -m "$1" "$2" "$3.new"
+  sync "$3.new"
+  mv -f "$3.new" "$3"
+}
 for unit in "${units[@]}" "${helper_units[@]}"; do
-  install -D -m 0644 "$systemd_dir/$unit" "$r/usr/lib/systemd/system/$unit"
+  put 0644 "$systemd_dir/$unit" "$r/usr/lib/systemd/system/$unit"
 done
-install -D -m 0755 "$systemd_dir/update-guard" "$r$guard"
-install -D -m 0644 "$systemd_dir/edge-recorder.sysusers" "$r/usr/lib/sysusers.d/edge-recorder.conf"
-install -D -m 0644 "$systemd_dir/edge-recorder.tmpfiles" "$r/usr/lib/tmpfiles.d/edge-recorder.conf"
+put 0755 "$systemd_dir/update-guard" "$r$guard"
+if [ -f "$here/mender/edge-recorder" ]; then
+  put 0755 "$here/mender/edge-recorder" "$r$mender_module"
+fi
+put 0644 "$systemd_dir/edge-recorder.sysusers" "$r/usr/lib/sysusers.d/edge-recorder.conf"
+put 0644 "$systemd_dir/edge-recorder.tmpfiles" "$r/usr/lib/tmpfiles.d/edge-recorder.conf"
 if [ "$as_root" = 1 ]; then
   install -d -m 0755 "$r/etc" # an empty root: sysusers writes /etc/passwd, /etc/group
   systemd-sysusers --root="$root" edge-recorder.conf

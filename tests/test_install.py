@@ -41,9 +41,12 @@ INSTALL = REPO / "images" / "install.sh"
 SYSTEMD = REPO / "systemd"
 PYTHON = Path("/usr/bin/python3")  # Debian's, as on the box; python3-venv gives it ensurepip
 AS_ROOT = os.geteuid() == 0
-UNITS = ("edge-recorder.service", "edge-recorder-provision.service")
+UNITS = ("edge-recorder.service", "edge-recorder-provision.service", "edge-recorder-update-card.service")
+UPDATE_PATH = "edge-recorder-update.path"  # enabled under paths.target: the daemon's update requests
+UPDATE_UNIT = "edge-recorder-update.service"  # installed, not enabled: started by the path unit only
 ROLLBACK_UNIT = "edge-recorder-rollback.service"  # installed, not enabled: started by OnFailure= only
 GUARD = "usr/lib/edge-recorder/update-guard"
+MENDER_MODULE = "usr/share/mender/modules/v3/edge-recorder"  # the Mender Update Module (images/mender/)
 COMMAND_LINK = "usr/local/bin/edge-recorder"  # the command on PATH, for `sudo edge-recorder provision`
 PROGRAM = "/opt/edge-recorder/bin/edge-recorder"
 SLOT = "/opt/edge-recorder/slots/0.1.0"  # the first install's slot: the version of this checkout
@@ -144,18 +147,24 @@ def test_every_file_is_in_place_with_its_mode(installed):
         "usr/lib/systemd/system/edge-recorder.service": SYSTEMD / "edge-recorder.service",
         "usr/lib/systemd/system/edge-recorder-provision.service": SYSTEMD / "edge-recorder-provision.service",
         f"usr/lib/systemd/system/{ROLLBACK_UNIT}": SYSTEMD / ROLLBACK_UNIT,
+        f"usr/lib/systemd/system/{UPDATE_UNIT}": SYSTEMD / UPDATE_UNIT,
+        "usr/lib/systemd/system/edge-recorder-update-card.service": SYSTEMD / "edge-recorder-update-card.service",
+        f"usr/lib/systemd/system/{UPDATE_PATH}": SYSTEMD / UPDATE_PATH,
         "usr/lib/sysusers.d/edge-recorder.conf": SYSTEMD / "edge-recorder.sysusers",
         "usr/lib/tmpfiles.d/edge-recorder.conf": SYSTEMD / "edge-recorder.tmpfiles",
     }
     # The update guard, outside the slots, where the units run it.
     expected[GUARD] = SYSTEMD / "update-guard"
+    # The Mender Update Module, where Mender looks for it (it came with this checkout's images/).
+    expected[MENDER_MODULE] = REPO / "images" / "mender" / "edge-recorder"
     for rel, source in expected.items():
         kind, mode, uid, gid, _ = files[rel]
-        executable = rel == GUARD
+        executable = rel in (GUARD, MENDER_MODULE)
         assert (kind, mode) == ("file", 0o755 if executable else 0o644), rel
         assert (root / rel).read_bytes() == source.read_bytes(), rel
         assert not AS_ROOT or (uid, gid) == (0, 0), rel
     links = {f"{wants}/{unit}": f"/usr/lib/systemd/system/{unit}" for unit in UNITS}
+    links[f"etc/systemd/system/paths.target.wants/{UPDATE_PATH}"] = f"/usr/lib/systemd/system/{UPDATE_PATH}"
     links[COMMAND_LINK] = PROGRAM
     for rel, target in links.items():
         assert files[rel][0] == "link" and files[rel][4] == target, rel
@@ -199,6 +208,9 @@ def test_the_venv_is_made_for_its_slot_under_opt_edge_recorder(installed):
     assert f"command = /usr/bin/python3 -m venv {SLOT}" in cfg_lines
     # What it takes to switch back to this slot: the script and the units of this version.
     assert (venv / "images/install.sh").read_bytes() == INSTALL.read_bytes()
+    module = venv / "images/mender/edge-recorder"  # installed again by a switch back to this slot
+    assert module.read_bytes() == (REPO / "images/mender/edge-recorder").read_bytes()
+    assert module.stat().st_mode & 0o777 == 0o755
     for unit in UNITS:
         assert (venv / "systemd" / unit).read_bytes() == (SYSTEMD / unit).read_bytes()
     # No text file in it names the directory it was built in.

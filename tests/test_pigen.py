@@ -412,7 +412,10 @@ def test_prepare_only_lays_out_the_stage_with_the_install_artifact(tmp_path):
     assert (pi_gen / "stage2" / "SKIP_IMAGES").exists()
     assert (files / "images" / "install.sh").read_bytes() == (REPO / "images" / "install.sh").read_bytes()
     assert os.access(files / "images" / "install.sh", os.X_OK)
-    assert sorted(p.name for p in (files / "images").iterdir()) == ["install.sh"]
+    assert sorted(p.name for p in (files / "images").iterdir()) == ["install.sh", "mender"]
+    module = files / "images" / "mender" / "edge-recorder"  # the Mender Update Module, installed beside the guard
+    assert module.read_bytes() == (REPO / "images" / "mender" / "edge-recorder").read_bytes()
+    assert os.access(module, os.X_OK)
     assert same_files(files / "systemd", REPO / "systemd")
     assert same_files(files / "wheelhouse", wheelhouse)
     (wheel,) = (files / "dist").iterdir()
@@ -724,14 +727,24 @@ def test_the_install_leaves_nothing_else_in_the_image(image_root):
         "usr/lib/systemd/system/edge-recorder.service",
         "usr/lib/systemd/system/edge-recorder-provision.service",
         "usr/lib/systemd/system/edge-recorder-rollback.service",  # OnFailure= of the service: an update rolled back
+        "usr/lib/systemd/system/edge-recorder-update.service",  # updates over MQTT (started by the .path)
+        "usr/lib/systemd/system/edge-recorder-update.path",
+        "usr/lib/systemd/system/edge-recorder-update-card.service",  # updates from the boot partition
         "usr/lib/edge-recorder",
         "usr/lib/edge-recorder/update-guard",  # outside the slots, so a broken version cannot break it
+        "usr/share/mender",  # the Mender Update Module (images/mender/README.md)
+        "usr/share/mender/modules",
+        "usr/share/mender/modules/v3",
+        "usr/share/mender/modules/v3/edge-recorder",
         "usr/lib/sysusers.d/edge-recorder.conf",
         "usr/lib/tmpfiles.d/edge-recorder.conf",
         "etc/edge-recorder",
         "etc/edge-recorder/config.toml",
         "etc/systemd/system/multi-user.target.wants/edge-recorder.service",
         "etc/systemd/system/multi-user.target.wants/edge-recorder-provision.service",
+        "etc/systemd/system/multi-user.target.wants/edge-recorder-update-card.service",
+        "etc/systemd/system/paths.target.wants",
+        "etc/systemd/system/paths.target.wants/edge-recorder-update.path",
     }
     # /var/tmp held the copy; /tmp had pi-gen's tmpfs over it, so nothing may be under it.
     assert not (image_root.root / "var/tmp/edge-recorder-install").exists()

@@ -15,7 +15,9 @@ user, in /run/edge-recorder). Both run chrooted into the box: in a private mount
 machine's (overlayfs) so that the guard is where the unit names it. Whether systemd would restart the
 service after an exit, or leave it failed and start ``edge-recorder-rollback.service``, is read from
 the installed unit (``Restart=on-failure``, ``RestartPreventExitStatus=``); that unit's step is
-``update-guard failed`` with the ``MONITOR_*`` variables systemd gives an ``OnFailure=`` unit.
+``update-guard failed`` with the ``MONITOR_*`` variables systemd gives an ``OnFailure=`` unit. A rollback on
+request (``update-guard rollback``, what the Mender module's ArtifactRollback runs; tests/test_mender.py runs it
+under Mender) is the installed guard too, with the daemon stopped as the module stops it.
 
 The box's config turns the simulator on (``[sim]``: a tone in a WAV file instead of the sound card)
 and confirms after ``[update] confirm_seconds = 2``. The box's boot id is its
@@ -25,21 +27,15 @@ over /proc in the chroot: a reboot is a new id there. Needs root (chroot, mounts
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import sqlite3
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from firmware.cli import exits
 from firmware.cli.checks import Status
@@ -47,24 +43,32 @@ from firmware.cli.doctor import check_version
 from firmware.update.slots import Layout
 from firmware.update.state import Confirmed, Phase, UpdateState, read_state
 
-from .programs import run, tool
+from .box_chroot import (
+    BOOT_ID,
+    NOTE,
+    Start,
+    confirmed,
+    daemon_user,
+    guard,
+    make_box,
+    ready,
+    start,
+    status_lines,
+    work_folder,
+)
+from .programs import run
 from .releases import (
     AS_ROOT,
-    GUARD,
-    PATH,
     STATE,
     TOP,
     Keys,
     build,
     checked,
     copy_source,
-    install_box,
     layout,
     make_keys,
-    make_state,
     make_wheelhouse,
     minisign_sign,
-    own,
     update,
 )
 
@@ -82,10 +86,6 @@ audio = "/var/lib/edge-recorder/line.wav"
 confirm_seconds = 2
 """
 UNIT = "usr/lib/systemd/system/edge-recorder.service"
-PROGRAM = "/opt/edge-recorder/bin/edge-recorder run --config /etc/edge-recorder/config.toml"
-NOTE = "var/lib/edge-recorder/update-confirmed"
-BOOT_ID = "proc/sys/kernel/random/boot_id"
-STATUS = "run/edge-recorder/status.json"
 
 # What the misbehaving releases change in this checkout's code.
 MIGRATES = (
@@ -112,12 +112,6 @@ class Releases:
     rejecting: Path  # 0.2.0 whose daemon exits 78 (EX_CONFIG) at each start
 
 
-@dataclass
-class Owner:
-    uid: int
-    gid: int
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> Keys:
     return make_keys(tmp_path_factory.mktemp("keys"))
@@ -125,10 +119,8 @@ def keys(tmp_path_factory) -> Keys:
 
 @pytest.fixture(scope="module")
 def work() -> Iterator[Path]:
-    """Under /var/tmp: the catalog's owner copies the catalog during an update, and must reach it."""
-    with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="edge-recorder-rollback-") as folder:
-        os.chmod(folder, 0o755)
-        yield Path(folder)
+    with work_folder("edge-recorder-rollback-") as folder:
+        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -154,19 +146,7 @@ def releases(work, wheelhouse, keys) -> Releases:
 def base(work, wheelhouse, keys) -> Path:
     """0.1.0 installed, with the box's config, catalog, spool, a line to hear, and a boot id."""
     root = work / "base"
-    root.mkdir()
-    install_box(root, wheelhouse, keys.public)
-    (root / "etc/edge-recorder/config.toml").write_text(CONFIG)
-    owner = daemon_user(root)
-    make_state(root / STATE, owner.uid, owner.gid)
-    tone = (0.1 * 32767 * np.sin(2 * np.pi * 440 * np.arange(60 * 16000) / 16000)).astype(np.int16)
-    sf.write(root / STATE / "line.wav", tone, 16000, subtype="PCM_16")
-    (root / "run/edge-recorder").mkdir(parents=True)
-    own(root / STATE, owner.uid, owner.gid)
-    own(root / "run/edge-recorder", owner.uid, owner.gid)
-    boot_id = root / BOOT_ID
-    boot_id.parent.mkdir(parents=True)
-    boot_id.write_text(f"{uuid.uuid4()}\n")
+    make_box(root, wheelhouse, keys.public, CONFIG, audio_seconds=60)
     return root
 
 
@@ -198,106 +178,6 @@ def copy_box(source: Path, to: Path) -> Path:
     return to
 
 
-def daemon_user(root: Path) -> Owner:
-    """The user the unit runs as, as systemd-sysusers made it in the box."""
-    for line in (root / "etc/passwd").read_text().splitlines():
-        name, _, uid, gid, *_ = line.split(":")
-        if name == "edge-recorder":
-            return Owner(int(uid), int(gid))
-    raise AssertionError(f"no edge-recorder user in {root}/etc/passwd")
-
-
-# -- the unit's steps, chrooted into the box ---------------------------------------------------------
-
-
-def chrooted(
-    root: Path, command: str, *, user: Owner | None = None, env: dict[str, str] | None = None, cwd: str = "/"
-) -> list[str]:
-    """The command line that runs ``command`` chrooted into ``root``, as root or as ``user``, in ``cwd``, with only
-    PATH and ``env`` in its environment."""
-    jail = root.parent / "jail"
-    for name in ("usr", "etc", "opt", "var", "proc", "run", "dev", "tmp"):
-        (jail / name).mkdir(parents=True, exist_ok=True)
-    for name in ("bin", "lib", "lib64", "sbin"):
-        if not (jail / name).is_symlink():
-            (jail / name).symlink_to(f"usr/{name}")
-    userspec = f"--userspec={user.uid}:{user.gid} " if user else ""
-    variables = " ".join(f"{key}={value}" for key, value in {"PATH": PATH, **(env or {})}.items())
-    script = (
-        "set -e; mount --make-rprivate /; "
-        f"mount -t overlay overlay -o lowerdir={root}/usr:/usr {jail}/usr; "
-        + "".join(f"mount --bind {root}/{name} {jail}/{name}; " for name in ("etc", "opt", "var", "proc", "run"))
-        + f"mount --rbind /dev {jail}/dev; mount -t tmpfs tmpfs {jail}/tmp; "
-        f"exec chroot {userspec}{jail} /usr/bin/env -i -C {cwd} {variables} {command}"
-    )
-    return [tool("unshare", "util-linux"), "--mount", "--fork", "sh", "-c", script]
-
-
-def guard(root: Path, mode: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """The update guard as the units run it: as root, at its installed path."""
-    return run(*chrooted(root, f"/{GUARD} {mode}", env=env), timeout=60)
-
-
-@dataclass
-class Start:
-    guard: subprocess.CompletedProcess[str]
-    code: int | None  # the daemon's exit status; None when it was running until the test stopped it
-    log: str  # its stderr: the journal
-    status: dict  # its status file (/run/edge-recorder/status.json) as it was when it was stopped; {}: none
-
-
-def start(root: Path, until: Callable[[Path], bool] | None = None, timeout: float = 60) -> Start:
-    """One start of edge-recorder.service: ExecStartPre=, then ExecStart= as the unit's user in its working
-    directory. The daemon runs until it exits, or until ``until(root)`` holds (then SIGTERM, as systemctl stop)."""
-    before = guard(root, "start")
-    assert before.returncode == 0, before.stderr
-    status = root / STATUS
-    status.unlink(missing_ok=True)
-    env = {
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "LG_WD": "/run/edge-recorder",
-    }
-    with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(
-            chrooted(root, PROGRAM, user=daemon_user(root), env=env, cwd="/run/edge-recorder"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        code = None
-        deadline = time.monotonic() + timeout
-        while (code := process.poll()) is None and not (until is not None and until(root)):
-            assert time.monotonic() < deadline, "the daemon neither exited nor got there in time"
-            time.sleep(0.1)
-        document = read_status(root)
-        if code is None:
-            # unshare's child is the daemon (sh, chroot and env exec it): SIGTERM to it, as systemctl stop sends
-            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-            for child in children:
-                os.kill(int(child), signal.SIGTERM)
-            process.wait(timeout=30)  # unshare returns once the daemon has finished its recordings and stopped
-        log.seek(0)
-        text = log.read()
-    return Start(before, code, text, document)
-
-
-def read_status(root: Path) -> dict:
-    try:
-        return json.loads((root / STATUS).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def ready(root: Path) -> bool:
-    return read_status(root).get("phase") == "ready"
-
-
-def confirmed(root: Path) -> bool:
-    return (root / NOTE).exists()
-
-
 def systemd_after(root: Path, code: int) -> str:
     """What systemd does after the daemon exits with ``code``, by the installed unit: "restart" (Restart=
     on-failure), "failed" (RestartPreventExitStatus=: the unit fails and its OnFailure= unit starts) or
@@ -325,12 +205,6 @@ def schema(catalog: Path) -> int:
         return db.execute("PRAGMA user_version").fetchone()[0]
     finally:
         db.close()
-
-
-def status_lines(root: Path) -> list[str]:
-    result = run(root / TOP / "bin/python", "-I", "-m", "firmware.cli.main", "update", "--status", "--root", root)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()
 
 
 # -- no update pending -----------------------------------------------------------------------------------
@@ -566,4 +440,82 @@ def test_a_rollback_cut_short_is_finished_by_the_next_start(switched, box):
     assert layout(root)["links"]["current"] == "slots/0.1.0"
     back = the_state(root)
     assert (back.phase, back.reason, back.detail) == (Phase.ROLLED_BACK, "reboot", detail)
-    assert sorted(p.name for p in (root / TOP).iterdir() if not p.is_symlink()) == ["slots", "update.history", "update.state"]
+    assert sorted(p.name for p in (root / TOP).iterdir() if not p.is_symlink()) == [
+        "slots",
+        "update.history",
+        "update.state",
+    ]
+
+
+# -- switched back on request (update-guard rollback: the Mender module's ArtifactRollback) ---------------
+
+
+def test_a_rollback_on_request_switches_back_a_pending_update_and_a_second_one_changes_nothing(switched, box):
+    root = box(switched[0])
+    first = guard(root, "rollback")
+    assert first.returncode == 0, first.stderr
+    assert (
+        "switched back from slots/0.2.0 (edge-recorder 0.2.0) to slots/0.1.0: "
+        "edge-recorder 0.2.0 was switched back on request"
+    ) in first.stderr
+    assert layout(root)["links"]["current"] == "slots/0.1.0"
+    assert layout(root)["links"]["previous"] == "slots/0.2.0"
+    back = the_state(root)
+    assert (back.phase, back.reason) == (Phase.ROLLED_BACK, "requested")
+    recorded = (root / TOP / "update.state").read_text()
+
+    again = guard(root, "rollback")
+    assert again.returncode == 0, again.stderr
+    assert (
+        "the switch to slots/0.2.0 (edge-recorder 0.2.0) was switched back already (requested): nothing to take back"
+    ) in again.stderr
+    assert (root / TOP / "update.state").read_text() == recorded
+    assert layout(root)["links"]["current"] == "slots/0.1.0"
+    assert guard(root, "start").stderr == ""  # the next start runs 0.1.0 and changes nothing
+
+
+def test_a_confirmed_update_is_switched_back_on_request_and_the_previous_version_runs(switched, box):
+    root = box(switched[0])
+    first = start(root, until=confirmed)  # the daemon confirms; the guard has not recorded it yet
+    assert first.status["firmware_version"] == "0.2.0", first.log
+    detail = "Mender rolled back the deployment of edge-recorder-0.2.0 (edge-recorder 0.2.0)"
+    rollback = guard(root, f"rollback '{detail}'")
+    assert rollback.returncode == 0, rollback.stderr
+    assert "edge-recorder 0.2.0 (slots/0.2.0) is confirmed" in rollback.stderr  # its note, recorded first
+    assert f"switched back from slots/0.2.0 (edge-recorder 0.2.0) to slots/0.1.0: {detail}" in rollback.stderr
+    assert not (root / NOTE).exists()
+    back = the_state(root)
+    assert (back.phase, back.reason, back.detail) == (Phase.ROLLED_BACK, "requested", detail)
+
+    after = start(root, until=ready)
+    assert after.guard.stderr == ""
+    assert after.status["firmware_version"] == "0.1.0", after.log
+    lines = status_lines(root)
+    assert lines[0].startswith("running:  edge-recorder 0.1.0 (slot 0.1.0), switched back at ")
+    assert lines[0].endswith(
+        " from edge-recorder 0.2.0: it was switched back on request (Mender's rollback, or update-guard rollback)"
+    )
+    assert lines[1] == f"why:      {detail}"
+
+
+def test_a_rollback_on_request_with_no_switch_recorded_takes_nothing_back(base, box):
+    root = box(base)
+    before = layout(root)
+    result = guard(root, "rollback")
+    assert result.returncode == 0, result.stderr
+    assert "no switch recorded in /opt/edge-recorder: nothing to take back" in result.stderr
+    assert layout(root) == before
+    assert not (root / TOP / "update.state").exists()
+    wrong = guard(root, "rollback one two")  # DETAIL is one argument
+    assert wrong.returncode == exits.USAGE
+    assert "update-guard [--root DIR] rollback [DETAIL]" in wrong.stderr
+
+
+def test_a_rollback_on_request_without_the_previous_slot_fails_and_keeps_the_new_version(switched, box):
+    root = box(switched[0])
+    checked(run("rm", "-rf", root / TOP / "slots/0.1.0"))
+    result = guard(root, "rollback")
+    assert result.returncode == 1
+    assert ("cannot switch back from slots/0.2.0: slots/0.1.0 is not there; edge-recorder 0.2.0 stays") in result.stderr
+    assert layout(root)["links"]["current"] == "slots/0.2.0"
+    assert the_state(root).phase is Phase.PENDING

@@ -33,41 +33,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-import soundfile as sf
 
 from firmware.daemon.app import RESTART_FOR_UPDATE
 
+from .box_chroot import PROGRAM, chrooted, daemon_user, guard, make_box, work_folder
 from .broker import Broker, request_reply
-from .programs import run, tool
+from .programs import run
 from .release_server import Certificates, ReleaseServer, make_certificates
 from .releases import (
     AS_ROOT,
-    GUARD,
-    PATH,
     STATE,
     TOP,
     build,
     checked,
     copy_source,
-    install_box,
     layout,
     make_keys,
-    make_state,
     make_wheelhouse,
     minisign_sign,
-    own,
 )
 from .test_docs import DOC, differences, examples
 
 pytestmark = pytest.mark.skipif(not AS_ROOT, reason="the daemon runs chrooted into the box, with mounts: root only")
 
+UNIT_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}  # the unit's Environment=
 DEVICE = "front-desk-3"
 PREFIX = "er"
 BASE = f"{PREFIX}/{DEVICE}"
-PROGRAM = "/opt/edge-recorder/bin/edge-recorder run --config /etc/edge-recorder/config.toml"
 CONFIG = """\
 [device]
 id = "{device}"
@@ -89,12 +83,6 @@ ca_file = "/etc/edge-recorder/update-ca.pem"
 
 
 @dataclass
-class Owner:
-    uid: int
-    gid: int
-
-
-@dataclass
 class World:
     root: Path
     broker: Broker
@@ -105,9 +93,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Iterator[World]:
-    with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="edge-recorder-mqtt-update-") as folder:
-        work = Path(folder)
-        work.chmod(0o755)
+    with work_folder("edge-recorder-mqtt-update-") as work:
         (work / "keys").mkdir()
         keys = make_keys(work / "keys")
         v1_source = copy_source(work / "v1", "0.1.0")
@@ -123,21 +109,10 @@ def world(tmp_path_factory) -> Iterator[World]:
         server.publish(f"releases/{v2.name}.minisig", Path(f"{v2}.minisig"))
 
         root = work / "root"
-        root.mkdir()
-        install_box(root, wheelhouse, keys.public)
         config = CONFIG.format(device=DEVICE, broker=broker.url, prefix=PREFIX)
-        (root / "etc/edge-recorder/config.toml").write_text(config)
+        make_box(root, wheelhouse, keys.public, config, audio_seconds=300)
         (root / "etc/edge-recorder/update-ca.pem").write_bytes(certificates.ca.read_bytes())
         (root / "etc/edge-recorder/update-ca.pem").chmod(0o644)
-        owner = daemon_user(root)
-        make_state(root / STATE, owner.uid, owner.gid)
-        tone = (0.05 * 32767 * np.sin(2 * np.pi * 440 * np.arange(300 * 16000) / 16000)).astype(np.int16)
-        sf.write(root / STATE / "line.wav", tone, 16000, subtype="PCM_16")
-        (root / "run/edge-recorder").mkdir(parents=True)
-        own(root / STATE, owner.uid, owner.gid)
-        own(root / "run/edge-recorder", owner.uid, owner.gid)
-        (root / "proc/sys/kernel/random").mkdir(parents=True)
-        (root / "proc/sys/kernel/random/boot_id").write_text(f"{uuid.uuid4()}\n")
         try:
             yield World(root, broker, server, url, hashlib.sha256(v2.read_bytes()).hexdigest())
         finally:
@@ -145,43 +120,14 @@ def world(tmp_path_factory) -> Iterator[World]:
             broker.stop()
 
 
-def daemon_user(root: Path) -> Owner:
-    for line in (root / "etc/passwd").read_text().splitlines():
-        name, _, uid, gid, *_ = line.split(":")
-        if name == "edge-recorder":
-            return Owner(int(uid), int(gid))
-    raise AssertionError(f"no edge-recorder user in {root}/etc/passwd")
-
-
-def chrooted(root: Path, command: str, *, user: Owner | None = None, cwd: str = "/") -> list[str]:
-    """``command`` chrooted into ``root`` (its /etc, /opt, /var, /proc and /run bound into a throwaway root,
-    its /usr laid over the machine's), as root or as ``user``, with only PATH in its environment."""
-    jail = root.parent / "jail"
-    for name in ("usr", "etc", "opt", "var", "proc", "run", "dev", "tmp"):
-        (jail / name).mkdir(parents=True, exist_ok=True)
-    for name in ("bin", "lib", "lib64", "sbin"):
-        if not (jail / name).is_symlink():
-            (jail / name).symlink_to(f"usr/{name}")
-    userspec = f"--userspec={user.uid}:{user.gid} " if user else ""
-    variables = f"PATH={PATH} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1"
-    script = (
-        "set -e; mount --make-rprivate /; "
-        f"mount -t overlay overlay -o lowerdir={root}/usr:/usr {jail}/usr; "
-        + "".join(f"mount --bind {root}/{name} {jail}/{name}; " for name in ("etc", "opt", "var", "proc", "run"))
-        + f"mount --rbind /dev {jail}/dev; mount -t tmpfs tmpfs {jail}/tmp; "
-        f"exec chroot {userspec}{jail} /usr/bin/env -i -C {cwd} {variables} {command}"
-    )
-    return [tool("unshare", "util-linux"), "--mount", "--fork", "sh", "-c", script]
-
-
 class Daemon:
     """One start of edge-recorder.service in the box: the guard (ExecStartPre=), then the daemon as its user."""
 
     def __init__(self, root: Path) -> None:
-        checked(run(*chrooted(root, f"/{GUARD} start"), timeout=60))
+        checked(guard(root, "start"))
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self.process = subprocess.Popen(
-            chrooted(root, PROGRAM, user=daemon_user(root), cwd="/run/edge-recorder"),
+            chrooted(root, PROGRAM, user=daemon_user(root), env=UNIT_ENVIRONMENT, cwd="/run/edge-recorder"),
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

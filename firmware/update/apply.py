@@ -485,7 +485,10 @@ def _switch(box: Layout, slot: Path, say: Report, recorded: list[str]) -> None:
         else:
             data, mode = kept
             tmp = path.with_name(f".{path.name}.restoring")
-            tmp.write_bytes(data)
+            with tmp.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # whole before it is named: an empty unit after a power cut is a masked one
             tmp.chmod(mode)
             os.replace(tmp, path)
     if "No space left on device" in result.stderr:

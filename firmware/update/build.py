@@ -37,7 +37,7 @@ from packaging import tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from . import signing
-from .manifest import INSTALLER, MANIFEST, NAME, FileEntry, Manifest
+from .manifest import EXECUTABLE, INSTALLER, MANIFEST, MENDER_MODULE, NAME, FileEntry, Manifest
 
 #: Debian 12 and Raspberry Pi OS Bookworm, the systems the box runs: a wheel may need this glibc at most.
 BOX_GLIBC = (2, 36)
@@ -87,6 +87,8 @@ def build(
         _wheels(copy, wheels, native=native, wheelhouse=wheelhouse)
         files = _check_wheels(wheels, version, architecture, python)
         files[INSTALLER] = source / INSTALLER
+        if (source / MENDER_MODULE).is_file():
+            files[MENDER_MODULE] = source / MENDER_MODULE
         for unit in sorted((source / "systemd").iterdir()):
             if unit.is_file():
                 files[f"systemd/{unit.name}"] = unit
@@ -180,7 +182,7 @@ def _write(path: Path, manifest: Manifest, files: dict[str, Path]) -> Path:
         tar.addfile(_member(MANIFEST, len(data), 0o644, mtime), io.BytesIO(data))
         for name in sorted(files):
             with files[name].open("rb") as f:
-                mode = 0o755 if name == INSTALLER else 0o644
+                mode = 0o755 if name in EXECUTABLE else 0o644
                 tar.addfile(_member(name, files[name].stat().st_size, mode, mtime), f)
     os.replace(partial, path)
     return path

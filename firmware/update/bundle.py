@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import Reason, Refused, signing
-from .manifest import INSTALLER, MANIFEST, MAX_MANIFEST, Manifest, ManifestError
+from .manifest import EXECUTABLE, MANIFEST, MAX_MANIFEST, Manifest, ManifestError
 
 _END = 2 * tarfile.BLOCKSIZE  # a whole tar ends with (at least) two zero blocks
 
@@ -106,7 +106,7 @@ class Bundle:
                         Reason.TAMPERED,
                         f"{self.source.name}: {member.name} does not match its sha256 in the manifest (tampered)",
                     )
-                target.chmod(0o755 if member.name == INSTALLER else 0o644)
+                target.chmod(0o755 if member.name in EXECUTABLE else 0o644)
         missing = sorted(set(files) - seen)
         if missing:
             raise Refused(Reason.TAMPERED, f"{self.source.name}: {missing[0]} is in the manifest but not in the bundle")

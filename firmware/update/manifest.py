@@ -7,6 +7,7 @@ compressed already), with its minisign signature beside it, ``edge-recorder-VERS
     wheels/*.whl           edge-recorder and every dependency, built for ARCH and Python PYTHON
     systemd/*              the units and the sysusers.d/tmpfiles.d entries, as install.sh installs them
     images/install.sh      the installer that makes the new slot and switches to it
+    images/mender/edge-recorder   the Mender Update Module, which the installer puts in place
 
 manifest.json, every key required:
 
@@ -45,8 +46,12 @@ NAME = "edge-recorder"
 MANIFEST = "manifest.json"
 SIGNATURE_SUFFIX = ".minisig"
 INSTALLER = "images/install.sh"
+#: The Mender Update Module (images/mender/README.md), which install.sh installs beside the update guard.
+MENDER_MODULE = "images/mender/edge-recorder"
+#: The files a bundle holds that are programs.
+EXECUTABLE = (INSTALLER, MENDER_MODULE)
 #: Where each file of a bundle may be: a folder (ending in /) or one file.
-PLACES = ("wheels/", "systemd/", INSTALLER)
+PLACES = ("wheels/", "systemd/", INSTALLER, MENDER_MODULE)
 MAX_MANIFEST = 1 << 20  # bytes: a manifest lists a few dozen files
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

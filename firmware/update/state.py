@@ -37,8 +37,9 @@ renamed over the old one; ``#`` lines are comments:
     CATALOG        the catalog's path on the box
     CATALOG_COPY   the copy a rollback puts back in its place; empty when the new version writes
                    the schema the catalog had (the images/README.md catalog rule)
-    REASON         why it was rolled back: reboot, crash-loop, failed-start, or by-hand (current
-                   no longer named the pending slot)
+    REASON         why it was rolled back: reboot, crash-loop, failed-start, by-hand (current
+                   no longer named the pending slot), interrupted (the update stopped before its
+                   switch) or requested (update-guard rollback: Mender's rollback)
     DETAIL         the same in a sentence
     CHANGED_AT     when STATE last changed
 
@@ -72,6 +73,8 @@ WHY = {
     "crash-loop": f"it did not stay up: {MAX_STARTS} starts without being confirmed",
     "failed-start": "its start failed",
     "by-hand": "it was switched away from by hand before it was confirmed",
+    "requested": "it was switched back on request (Mender's rollback, or update-guard rollback)",
+    "interrupted": "the update was cut short before its switch: the version that ran before runs on",
 }
 
 
@@ -227,10 +230,23 @@ class Status:
         return state.phase
 
     @property
+    def interrupted(self) -> bool:
+        """Left pending with ``current`` and ``previous`` both still naming the slot that ran: the update stopped
+        between recording its switch and making it (the guard records ``interrupted``)."""
+        state = self.state
+        return (
+            self.left_by_hand
+            and state is not None
+            and self.running is not None
+            and self.previous is not None
+            and self.running.name == self.previous.name == state.previous_slot
+        )
+
+    @property
     def reason(self) -> str:
         """Why it was rolled back (a key of ``WHY``), "" when it was not."""
         if self.left_by_hand:
-            return "by-hand"
+            return "interrupted" if self.interrupted else "by-hand"
         return self.state.reason if self.state is not None and self.phase is not Phase.CONFIRMED else ""
 
     @property
@@ -260,6 +276,8 @@ class Status:
         why = WHY.get(self.reason, self.reason or "no reason recorded")
         if phase is Phase.ROLLING_BACK:
             return f"{running}: switching back from edge-recorder {state.version} ({why}), finished at the next start"
+        if self.interrupted:
+            return f"{running}: the update to edge-recorder {state.version} was cut short before its switch"
         if self.left_by_hand:
             return f"{running}, switched to by hand from edge-recorder {state.version}: {why}"
         return f"{running}, switched back at {state.changed_at} from edge-recorder {state.version}: {why}"

@@ -184,6 +184,7 @@ rm -rf "$stage"
 cp -r "$here/$stage_name" "$stage"
 install -d "$files/images" "$files/dist"
 install -m 0755 "$repo/images/install.sh" "$files/images/install.sh"
+install -D -m 0755 "$repo/images/mender/edge-recorder" "$files/images/mender/edge-recorder"
 cp -r "$repo/systemd" "$files/systemd"
 cp "$work"/dist/edge_recorder-*.whl "$files/dist/"
 if [ -n "$wheelhouse" ]; then
