@@ -613,8 +613,8 @@ def test_a_simulated_power_cut_loses_what_was_not_synced(small_disk):
 
 
 def test_a_simulated_power_cut_after_a_journal_commit_keeps_names_and_loses_what_was_not_written_back(small_disk):
-    """A file unlinked and written again (as install(1) replaces one) is empty after such a cut; one renamed over
-    the old file (ext4 writes its data before it commits the rename) is whole."""
+    """A file unlinked and written again (as install(1) replaces one) is empty after such a cut; one written beside
+    the old file, synced and renamed over it (as install.sh's ``put`` does) is whole."""
     root = small_disk.root
     for name in ("installed", "renamed"):
         (root / name).write_text("before\n")
@@ -622,6 +622,7 @@ def test_a_simulated_power_cut_after_a_journal_commit_keeps_names_and_loses_what
     (root / "installed").unlink()
     (root / "installed").write_text("after\n")
     (root / "renamed.new").write_text("after\n")
+    checked(run("sync", root / "renamed.new"))
     (root / "renamed.new").rename(root / "renamed")
     small_disk.commit_journal()
     small_disk.cut_power()
