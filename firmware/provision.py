@@ -90,6 +90,9 @@ FILE_KEYS = (
     ("http", "tls_key"),
 )
 ENCRYPTION_KEY_FILE = "encryption.pub"
+#: The minisign public key update bundles must be signed with (images/README.md, "Signing, on the central side"):
+#: installed from the card when it is there, whether the config names it or not, root's and readable by all.
+UPDATE_KEY_FILE = "update.pub"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -266,7 +269,7 @@ def check(boot: Path, root: Path = Path("/"), *, fresh_box: bool = False) -> Req
         found.append(replace(finding, reason=reason, value=value))
     _check_named_files(raw, locate, found)
     _check_encryption(raw, locate, files, found)
-    used = _named(raw)
+    used = _named(raw) | ({UPDATE_KEY_FILE} & set(files))
     for name in sorted(set(files) - used):
         found.append(
             Finding(
@@ -463,6 +466,15 @@ def _check_content(name: str, data: bytes, shown: str, path: Path) -> None:
         raise Rejected(Finding(shown, "expected PEM text (-----BEGIN ...-----); convert a DER file with openssl"))
     if suffix == ".key" and b"PRIVATE KEY-----" not in data:
         raise Rejected(Finding(shown, "expected a PEM private key (-----BEGIN ... PRIVATE KEY-----)"))
+    if name == UPDATE_KEY_FILE:
+        import minisign
+
+        try:
+            minisign.PublicKey.from_bytes(data)
+        except minisign.ParseError as exc:
+            raise Rejected(
+                Finding(shown, f"not a minisign public key ({exc}): the update.pub that minisign -G wrote")
+            ) from None
     if name == ENCRYPTION_KEY_FILE:
         from .media.encrypted import check_recipient
 
@@ -520,7 +532,10 @@ def _install(request: Request, root: Path, owner: tuple[int, int] | None) -> tup
     written = []
     # The config last: what it names is in place before it.
     for name, data in [*request.files.items(), (cfg.DEFAULT_PATH.name, request.config)]:
-        _write_file(directory / name, data, owner)
+        if name == UPDATE_KEY_FILE:  # it decides what the box runs: root's, and no secret
+            _write_file(directory / name, data, (0, 0) if owner else None, mode=0o644)
+        else:
+            _write_file(directory / name, data, owner)
         written.append(directory / name)
     _fsync_dir(directory)
     return tuple(written)

@@ -28,6 +28,9 @@ from firmware import provision
 from firmware.cli import exits, main
 from firmware.cli import provision as provision_cmd
 
+from .programs import run, tool
+from .releases import checked
+
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "edge-recorder-provision.service"
 GID = 997  # the edge-recorder group in the fake root's /etc/group
@@ -158,6 +161,37 @@ def test_certificates_keys_and_the_encryption_key_go_to_etc_readable_by_the_daem
     expect_owner(root / "etc/edge-recorder/config.toml", 0o640)
     assert list(boot.iterdir()) == []  # the folder too
     assert leftovers(root / "etc/edge-recorder") == []
+
+
+def test_the_update_key_on_the_card_replaces_the_boxs_root_owned_and_readable_by_all(root, boot, tmp_path):
+    """``edge-recorder/update.pub`` (what ``minisign -G`` writes) becomes the key update bundles must be signed with,
+    also when the config does not name it; it is root's and 0644, as ``edge-recorder update`` requires."""
+    minisign = tool("minisign", "minisign")
+    checked(run(minisign, "-G", "-W", "-p", tmp_path / "update.pub", "-s", tmp_path / "update.key"))
+    (boot / "edge-recorder").mkdir()
+    (boot / "edge-recorder/update.pub").write_bytes((tmp_path / "update.pub").read_bytes())
+    (root / "etc/edge-recorder").mkdir(parents=True, exist_ok=True)
+    (root / "etc/edge-recorder/update.pub").write_text("the key the box was installed with\n")
+    (boot / "edge-recorder.toml").write_text(GOOD)
+
+    assert run_cli(root, boot) == exits.OK
+
+    installed = root / "etc/edge-recorder/update.pub"
+    assert installed.read_bytes() == (tmp_path / "update.pub").read_bytes()
+    assert installed.stat().st_mode & 0o777 == 0o644
+    assert not AS_ROOT or (installed.stat().st_uid, installed.stat().st_gid) == (0, 0)
+    assert list(boot.iterdir()) == []
+
+
+def test_an_update_key_that_is_not_one_is_refused(root, boot, capsys):
+    (boot / "edge-recorder").mkdir()
+    (boot / "edge-recorder/update.pub").write_text("-----BEGIN PUBLIC KEY-----\nnot minisign\n")
+    (boot / "edge-recorder.toml").write_text(GOOD)
+
+    assert run_cli(root, boot) == exits.CONFIG
+
+    assert "edge-recorder/update.pub: not a minisign public key" in capsys.readouterr().err
+    assert not (root / "etc/edge-recorder/update.pub").exists()
 
 
 def test_secrets_are_overwritten_before_they_are_removed_from_the_boot_partition(root, boot, tmp_path):
