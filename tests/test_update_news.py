@@ -372,3 +372,34 @@ def test_the_daemon_knows_when_another_slot_is_current(tmp_path):
     switched(box)
     news.poll(now=20)
     assert news.outdated
+
+
+def test_nothing_is_said_while_an_update_is_switching_and_then_only_what_it_did(tmp_path):
+    """install.sh records the switch before it renames current, and the history says it after: read in between,
+    the state file alone would tell of a switch by hand and a rollback that never happened."""
+    box = make_box(tmp_path)
+    daemon = Daemon(box)
+    daemon.look()
+    with box.locked():  # the update runs
+        write_state(box, "pending")  # the guard has recorded the switch; current still names 0.1.0
+        assert daemon.look() == []
+        link(box, "previous", "0.1.0")
+        link(box, "current", "0.2.0")
+        assert daemon.look() == [] and not daemon.news.outdated
+        for stage in ("verified", "installed", "switched"):
+            extra = {"switch_id": SWITCH} if stage == "switched" else {}
+            history.record(box, Step(A, stage, "0.2.0", "0.1.0", "mqtt", f"{stage}.", **extra))
+    assert daemon.look() == [(A, "verified"), (A, "installed"), (A, "switched")]
+
+
+def test_a_slot_without_edge_recorder_in_it_is_not_restarted_into(tmp_path):
+    box = make_box(tmp_path)
+    (box.slots / "empty").mkdir()
+    said: list = []
+    news = UpdateNews(box, box.on_box("/var/lib/edge-recorder/update-announced"), said.append, running_slot="0.1.0")
+    link(box, "current", "empty")
+    news.poll(now=10)
+    assert not news.outdated
+    link(box, "current", "0.2.0")
+    news.poll(now=20)
+    assert news.outdated

@@ -23,13 +23,14 @@ with the last refusal's code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import sys
 from pathlib import Path
 
 from ..update import Reason, Refused, Stage, card, inbox
 from ..update.apply import SERVICE, check_room, setting, update
-from ..update.history import ID, VIA, Step, new_id, record
+from ..update.history import ID, Step, new_id, record
 from ..update.slots import Layout
 from ..update.state import status
 from . import exits
@@ -87,13 +88,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="WHERE",
         help="install what waits: card, a bundle on the boot partition (edge-recorder-*.tar with its .minisig; what "
         "edge-recorder-update-card.service runs at boot); inbox, the bundles the daemon downloaded for MQTT update "
-        "commands (what edge-recorder-update.service runs); all (the default), both",
+        "commands (what edge-recorder-update.service runs); all (the default), both. It restarts nothing: a running "
+        "recorder restarts into the new version by itself once no recording is active",
     )
     p.add_argument(
         "--via",
-        choices=VIA,
+        choices=("command", "mender"),
         default="command",
-        help="who asked for the update, as the box's device.update events say it (default: command)",
+        help="who asked for the update, as the box's device.update events say it: command (the default) or "
+        "mender (the Mender Update Module)",
     )
     p.add_argument(
         "--root",
@@ -107,16 +110,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.status:
-        if args.file is not None:
-            return exits.fail(exits.USAGE, "--status installs nothing: give no FILE with it")
+        if args.file is not None or args.pending is not None:
+            return exits.fail(exits.USAGE, "--status installs nothing: give no FILE or --pending with it")
         current = status(Layout(args.root))
         if current.running is None:
             return exits.fail(exits.UNAVAILABLE, f"{Layout(args.root).top} has no current slot: nothing installed")
         print("\n".join(current.lines()))
         return exits.OK
     if args.pending is not None:
-        if args.file is not None:
-            return exits.fail(exits.USAGE, "--pending installs what waits on the box: give no FILE with it")
+        if args.file is not None or args.force or args.via != "command":
+            return exits.fail(
+                exits.USAGE, "--pending installs what waits on the box: give no FILE, --force or --via with it"
+            )
         return pending(args.root, args.pending)
     if args.file is None:
         return exits.fail(exits.USAGE, "give the bundle FILE to install, or --status")
@@ -189,11 +194,15 @@ def _from_card(box: Layout, bundle: Path) -> int:
 
 
 def _inbox(box: Layout) -> int:
+    folder = box.on_box(inbox.INBOX)
     try:
-        opened = inbox.Inbox.open(box.on_box(inbox.INBOX))
+        opened = inbox.Inbox.open(folder)
     except inbox.Inadmissible as exc:
         report(Stage.CHECKING, f"update refused: {exc}")
         _refused(box, None, str(exc), Reason.DAMAGED)
+        # removed (a link is unlinked, never followed): the path unit would start this again and again
+        with contextlib.suppress(OSError):
+            folder.unlink()
         return exits.DATAERR
     if opened is None:
         return exits.OK

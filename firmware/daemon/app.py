@@ -262,6 +262,11 @@ class Box:
             return "stopping"
         return "ready" if self.loop.capture_thread is not None else "starting"
 
+    def _idle(self) -> bool:
+        """Nothing a restart would cut: no recording, no call under way (one waiting for speech has none yet),
+        no key sequence half keyed."""
+        return not self.loop.active() and self.session.call_id is None and not self.session.keying
+
     def _announce_update(self, step: dict[str, Any]) -> None:
         """A ``device.update`` event (docs/mqtt.md): a step of an update, with the state as it is now."""
 
@@ -346,7 +351,7 @@ class Box:
             self.confirmation = None
         if self.news is not None:
             self.news.poll()
-            if self.news.outdated and not self.loop.active() and not self._restarting:
+            if self.news.outdated and self._idle() and not self._restarting and not self.news.box.busy():
                 # The update switched while this version ran; systemd's Restart= starts the new one.
                 log.info("update: another version is current now: restarting into it, no recording being active")
                 self._restarting = True

@@ -2,7 +2,7 @@
 
 The installer copies ``edge-recorder-VERSION-ARCH.tar`` and its ``.minisig`` onto the card's boot
 partition (where ``edge-recorder.toml`` goes for provisioning) and starts the box. At boot,
-``edge-recorder-update.service`` runs before the daemon and gives the bundle to ``apply.update``,
+``edge-recorder-update-card.service`` runs before the daemon and gives the bundle to ``apply.update``,
 checked as every bundle is: the signature against the box's own key, then the manifest and every
 file. What happened is left on the card, as provisioning does:
 

@@ -14,7 +14,7 @@ its files leave the inbox; then ``apply.update`` checks the copy as any bundle, 
 against the box's own key. The outcome is in the box's update history (``history.py``), under the
 request's id; while ``incoming`` is there, the daemon takes no other update.
 
-The same unit takes a bundle dropped on the boot partition (``card.py``) at boot.
+A bundle dropped on the boot partition takes another way in, at boot (``card.py``).
 """
 
 from __future__ import annotations

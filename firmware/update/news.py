@@ -111,10 +111,16 @@ class UpdateNews:
         marks += (os.readlink(self.box.top / "current") if (self.box.top / "current").is_symlink() else None,)
         if marks == self._marks:
             return
+        if self.box.busy():
+            # An update is switching: the guard's record of its switch comes before the history's, and current
+            # changes before the update has finished. Look again once it has.
+            self._marks = None
+            return
         self._marks = marks
         try:
             self._look()
         except OSError as exc:
+            self._marks = None  # looked at again, not only when a file changes
             log.warning("update: cannot read what the last update left in %s: %s", self.box.top, exc)
 
     def _note(self) -> Path | None:
@@ -132,21 +138,28 @@ class UpdateNews:
         with self._lock:
             if self._live is not None and any(s.id == self._live.id for s in steps):
                 self._live = None  # root has taken it further
-        running = current.running.name if current.running is not None else None
-        self.outdated = bool(self.running_slot and running and running != self.running_slot)
+        running = current.running
+        # a slot with edge-recorder in it: a link made by hand to anything else is not restarted into
+        self.outdated = bool(
+            self.running_slot
+            and running is not None
+            and running.version is not None
+            and running.name != self.running_slot
+        )
         seen = self._load()
         first_time = seen is None
         if first_time:  # only the latest update is news on a box that never kept what it announced
             latest = steps[-1].id if steps else None
             seen = [_key(s) for s in steps if s.id != latest]
         fresh = [s for s in steps if _key(s) not in seen]
+        kept = {_key(s) for s in steps}
         for step in fresh:
             self.announce(_public(step))
             seen.append(_key(step))
-        if fresh or first_time:
-            # only what the history still holds: the list is as long as the history, and nothing it holds is
-            # ever forgotten (and said again)
-            kept = {_key(s) for s in steps}
+            # saved after each: a step announced is never said again, whatever stops the daemon next; only what
+            # the history still holds is kept, so the list is as long as the history
+            self._save([key for key in seen if key in kept])
+        if first_time and not fresh:
             self._save([key for key in seen if key in kept])
 
     # -- what was announced -------------------------------------------------------------------------

@@ -126,8 +126,10 @@ class RemoteUpdates:
             self._thread.join(0.5)  # one that has just said its last word
         if self._thread is not None and self._thread.is_alive():
             raise UpdateError("an update is being downloaded already: one at a time", code="update_busy")
-        self._forget_stale_requests()
-        if inbox.pending(self.folder) or self.news.box.busy():
+        busy = self.news.box.busy()
+        if not busy:  # root holding the lock may be about to take them
+            self._forget_stale_requests()
+        if busy or inbox.pending(self.folder):
             raise UpdateError("an update is being installed already: one at a time", code="update_busy")
         last = status(self.news.box)
         if last.pending and last.state is not None:

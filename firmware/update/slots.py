@@ -18,6 +18,7 @@ import errno
 import fcntl
 import importlib.metadata
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,12 +88,16 @@ class Layout:
             return
         fd = os.open(self.top, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except OSError as exc:
-                if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                    raise Refused(Reason.BUSY, f"another update of {self.top} is running") from None
-                raise
+            for attempt in range(10):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                        raise
+                    if attempt == 9:  # held for a second: an update, not the daemon's look (``busy``)
+                        raise Refused(Reason.BUSY, f"another update of {self.top} is running") from None
+                    time.sleep(0.1)
             _HELD.add(key)
             try:
                 yield
