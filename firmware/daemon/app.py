@@ -265,7 +265,7 @@ class Box:
     def _idle(self) -> bool:
         """Nothing a restart would cut: no recording, no call under way (one waiting for speech has none yet),
         no key sequence half keyed."""
-        return not self.loop.active() and self.session.call_id is None and not self.session.keying
+        return not self.loop.active() and not self.session.calls.in_call and not self.session.keying
 
     def _announce_update(self, step: dict[str, Any]) -> None:
         """A ``device.update`` event (docs/mqtt.md): a step of an update, with the state as it is now."""
