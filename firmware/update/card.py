@@ -27,10 +27,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import signing
+
 PATTERN = "edge-recorder-*.tar"
 IDENTITY = "refused bundle: "
 MAX_NOTE = 64 * 1024
-MAX_SIGNATURE = 16 * 1024
 RESULT = "edge-recorder-update.txt"
 BOOT = (Path("/boot/firmware"), Path("/boot"))
 
@@ -69,7 +70,7 @@ def identity(bundle: Path) -> str:
     try:
         size = bundle.stat().st_size
         with bundle.with_name(bundle.name + ".minisig").open("rb") as f:
-            signature = hashlib.sha256(f.read(MAX_SIGNATURE + 1)).hexdigest()
+            signature = hashlib.sha256(f.read(signing.MAX_SIGNATURE_BYTES + 1)).hexdigest()
     except OSError:
         return ""
     return f"{size} bytes, signature sha256 {signature}"

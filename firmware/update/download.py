@@ -246,30 +246,16 @@ def download_release(
     The signature comes first, whole each time (it is at most ``signing.MAX_SIGNATURE_BYTES``, and
     its check is ``apply.update``'s); then the bundle as ``download`` takes it. Raises ``Refused``.
     """
+    common = {"ca_file": ca_file, "room": room, "stop": stop, "timeout": timeout, "retries": retries}
     _Download(
         request.signature_url,
         signing.signature_path(Path(to)),
         None,
         signing.MAX_SIGNATURE_BYTES,
-        ca_file=ca_file,
-        room=room,
         progress=None,
-        stop=stop,
-        timeout=timeout,
-        retries=retries,
+        **common,
     ).run()
-    return download(
-        request.url,
-        to,
-        sha256=request.sha256,
-        max_bytes=max_bytes,
-        ca_file=ca_file,
-        room=room,
-        progress=progress,
-        stop=stop,
-        timeout=timeout,
-        retries=retries,
-    )
+    return download(request.url, to, sha256=request.sha256, max_bytes=max_bytes, progress=progress, **common)
 
 
 def download(

@@ -28,6 +28,7 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import signing
 from .history import ID
 
 INBOX = Path("/var/lib/edge-recorder/updates")
@@ -36,7 +37,6 @@ INCOMING = "incoming"  # root's copy of a bundle being installed, in /opt/edge-r
 MAX_REQUEST = 4096
 #: Larger than any bundle: a release with every wheel for one machine is a few tens of MB.
 MAX_BUNDLE = 1 << 30
-MAX_SIGNATURE = 16 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\.tar$")
 
 
@@ -201,7 +201,7 @@ class Inbox:
         bundle = into / request.name
         try:
             self._copy(request.bundle, bundle, MAX_BUNDLE)
-            self._copy(f"{request.bundle}.minisig", into / f"{request.name}.minisig", MAX_SIGNATURE)
+            self._copy(f"{request.bundle}.minisig", into / f"{request.name}.minisig", signing.MAX_SIGNATURE_BYTES)
         except Inadmissible as exc:
             raise Inadmissible(str(exc), request) from None
         return request, bundle
